@@ -1,0 +1,111 @@
+"""``mura prepare ROOT``: index a dataset, check it, split it by patient, print its counts, cache images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mura_cli.cli import app
+from mura_cli.cli._console import console, err_console, progress
+from mura_cli.config import PrepareConfig
+from mura_cli.data.cache import build_cache
+from mura_cli.data.index import SPLITS, Index, build_index, default_out_dir, summarize, write_index
+from mura_cli.utils import default_workers
+
+
+@app.command()
+def prepare(
+    root: Annotated[Path, typer.Argument(help="MURA-v1.1 folder (or its parent), FracAtlas folder, or a labelled CSV.")],
+    *,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Index folder. Default: ROOT/.mura, or ./.mura/<name> if ROOT is read-only."),
+    ] = None,
+    tune_fraction: Annotated[
+        float, typer.Option(help="Fraction of train patients held out as the tune split (stratified by part, label).")
+    ] = PrepareConfig.tune_fraction,
+    seed: Annotated[int, typer.Option(help="Seed of the train/tune split.")] = PrepareConfig.seed,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Look for truncated and EXIF-rotated image files.")
+    ] = PrepareConfig.check_files,
+    cache: Annotated[
+        int | None, typer.Option("--cache", metavar="SIZE", help="Also write a resized 8-bit PNG cache at SIZE px.")
+    ] = None,
+    cache_mode: Annotated[
+        str, typer.Option(help="Cache shape: 'shorter' (shorter side = SIZE, aspect kept) or 'square' (SIZE x SIZE).")
+    ] = PrepareConfig.cache_mode,
+    workers: Annotated[int, typer.Option(help="Processes for the cache (0 = one per core).")] = 0,
+) -> None:
+    """Index a dataset, check it, split train/tune by patient and print studies per body part."""
+    cfg = PrepareConfig(root=str(root), out=str(out) if out else None, tune_fraction=tune_fraction, seed=seed,
+                        check_files=check, cache_size=cache, cache_mode=cache_mode, workers=workers)
+    index = build_index(cfg.root, tune_fraction=cfg.tune_fraction, seed=cfg.seed, check_files=cfg.check_files)
+    out_dir = Path(cfg.out) if cfg.out else default_out_dir(cfg.root)
+    index_path, summary_path = write_index(index, out_dir)
+
+    console.print(_counts_table(index))
+    _print_problems(index)
+    console.print(f"index: [bold]{index_path}[/]  summary: {summary_path}")
+
+    if cfg.cache_size:
+        n_workers = cfg.workers or default_workers()
+        paths = [r.path for r in index.rows]
+        with progress() as bar:
+            task = bar.add_task(f"cache {cfg.cache_mode}-{cfg.cache_size}", total=len(paths))
+            result = build_cache(index.root, paths, out_dir, size=cfg.cache_size, mode=cfg.cache_mode,
+                                 workers=n_workers, on_progress=lambda done, total: bar.update(task, completed=done))
+        console.print(f"cache: [bold]{result.folder}[/]  written {result.written}, reused {result.reused}, "
+                      f"failed {len(result.failed)}")
+        for rel, reason in result.failed[:10]:
+            err_console.print(f"[yellow]cache failed:[/] {reason}", soft_wrap=True)
+        if len(result.failed) > 10:
+            err_console.print(f"[yellow]... and {len(result.failed) - 10} more (see the manifest)[/]")
+
+
+def _counts_table(index: Index) -> Table:
+    counts = summarize(index.rows)
+    splits = [s for s in SPLITS if any(s in by_split for by_split in counts.values())]
+    n_images, n_studies = len(index.rows), len({r.study for r in index.rows})
+    table = Table(
+        title=f"{index.kind} at {index.root}: {n_studies:,} studies, {n_images:,} images",
+        caption="studies (images); normal = label 0, abnormal = label 1",
+    )
+    table.add_column("part", style="bold")
+    for s in splits:
+        table.add_column(f"{s} normal", justify="right")
+        table.add_column(f"{s} abnormal", justify="right")
+    table.add_column("total", justify="right", style="bold")
+
+    def cell(st: int, im: int) -> str:
+        return f"{st:,} ({im:,})" if im else "-"
+
+    col_tot = {(s, k): [0, 0] for s in splits for k in ("normal", "abnormal")}
+    for part, by_split in counts.items():
+        row, tot = [], [0, 0]
+        for s in splits:
+            for k in ("normal", "abnormal"):
+                c = by_split.get(s, {}).get(k, {"studies": 0, "images": 0})
+                row.append(cell(c["studies"], c["images"]))
+                tot[0] += c["studies"]
+                tot[1] += c["images"]
+                col_tot[(s, k)][0] += c["studies"]
+                col_tot[(s, k)][1] += c["images"]
+        table.add_row(part, *row, cell(*tot))
+    table.add_section()
+    table.add_row("total", *[cell(*col_tot[(s, k)]) for s in splits for k in ("normal", "abnormal")],
+                  cell(n_studies, n_images), style="bold")
+    return table
+
+
+def _print_problems(index: Index) -> None:
+    if not index.problems:
+        console.print("[green]checks: no problems found[/]")
+        return
+    console.print(f"[yellow]checks: {len(index.problems)} kind(s) of problem found[/]")
+    for p in index.problems:
+        examples = ", ".join(p.examples[:3]) + (" ..." if p.count > 3 else "")
+        console.print(f"  [yellow]{p.kind}[/] x{p.count}: {p.message}" + (f" [dim]e.g. {examples}[/]" if examples else ""),
+                      soft_wrap=True)

@@ -1,0 +1,152 @@
+"""Frozen configuration dataclasses: every default lives here, once.
+
+Precedence is ``defaults < --config file < CLI flags``, done with :func:`merge`. Each run writes its resolved
+config as JSON (:func:`to_dict`), and reads it back with :func:`from_dict`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mura_cli.errors import UsageError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """Image preprocessing and augmentation. Defaults are the MURA paper's recipe.
+
+    Attributes:
+        size: network input side in pixels (paper: 320).
+        resize: ``stretch`` scales the whole image to size x size (paper); ``shorter`` scales the shorter side
+            to ``size`` and center-crops the longer one (aspect kept).
+        center_crop: crop a centered square of this side after resizing (``None``: no crop).
+        hflip: random horizontal flips (training only).
+        vflip: random vertical flips (training only).
+        rotation: random rotation range in degrees, +/- (training only; paper: 30).
+        sharpen: unsharp-mask amount (0 = off).
+        blur_sigma: Gaussian blur sigma in input-size pixels (0 = off).
+        equalize: global histogram equalization.
+        clahe: contrast-limited adaptive histogram equalization with this clip limit (0 = off; 0.01 is typical).
+        mean: per-channel normalization mean (the backbone's pretrained config).
+        std: per-channel normalization std.
+    """
+
+    size: int = 320
+    resize: str = "stretch"
+    center_crop: int | None = None
+    hflip: bool = True
+    vflip: bool = False
+    rotation: float = 30.0
+    sharpen: float = 0.0
+    blur_sigma: float = 0.0
+    equalize: bool = False
+    clahe: float = 0.0
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.size < 16:
+            raise UsageError(f"--size {self.size}: must be at least 16 pixels")
+        if self.resize not in ("stretch", "shorter"):
+            raise UsageError(f"--resize {self.resize}: expected 'stretch' or 'shorter'")
+        if self.center_crop is not None and not 16 <= self.center_crop <= self.size:
+            raise UsageError(f"--center-crop {self.center_crop}: must be between 16 and --size ({self.size})")
+        if not 0 <= self.rotation <= 180:
+            raise UsageError(f"--rotation {self.rotation}: expected degrees between 0 and 180")
+        if self.sharpen < 0 or self.blur_sigma < 0 or self.clahe < 0:
+            raise UsageError("--sharpen, --blur and --clahe take values >= 0")
+
+    @property
+    def output_size(self) -> int:
+        """Side of the square tensor the model sees."""
+        return self.center_crop or self.size
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """``mura prepare``: where the data is, where the index goes, how train is split, what is cached."""
+
+    root: str = ""
+    out: str | None = None
+    tune_fraction: float = 0.1
+    seed: int = 0
+    check_files: bool = True
+    cache_size: int | None = None
+    cache_mode: str = "shorter"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tune_fraction < 1:
+            raise UsageError(f"--tune-fraction {self.tune_fraction}: must be in [0, 1)")
+        if self.cache_size is not None and self.cache_size < 16:
+            raise UsageError(f"--cache {self.cache_size}: must be at least 16 pixels")
+        if self.cache_mode not in ("shorter", "square"):
+            raise UsageError(f"--cache-mode {self.cache_mode}: expected 'shorter' or 'square'")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as a JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build ``cls`` from a dict, ignoring unknown keys, restoring tuples and nested config dataclasses."""
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else None  # type: ignore[misc]
+        )
+        if hasattr(default, "__dataclass_fields__") and isinstance(value, dict):
+            value = from_dict(type(default), value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def merge(cfg: T, overrides: dict[str, Any]) -> T:
+    """``cfg`` with ``overrides`` applied; ``None`` values mean 'not given' and are skipped."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    names = {f.name for f in fields(cfg)}  # type: ignore[arg-type]
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise UsageError(f"unknown setting(s) {', '.join(unknown)} for {type(cfg).__name__}")
+    return replace(cfg, **given)  # type: ignore[type-var]
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a ``--config`` JSON file as a dict."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{p}: config file not found") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}); fix the file") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{p}: expected a JSON object of settings")
+    return data
+
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PrepareConfig",
+    "TransformConfig",
+    "field",
+    "from_dict",
+    "load_config_file",
+    "merge",
+    "to_dict",
+]

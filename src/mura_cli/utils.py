@@ -1,0 +1,61 @@
+"""Small helpers with no dependencies on the rest of the package."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+
+from mura_cli.errors import UsageError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and (when imported) torch with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return
+    torch.manual_seed(seed)
+
+
+def resolve_device(spec: str = "auto") -> str:
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N``/``mps`` into a device string that exists on this machine."""
+    import torch
+
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {spec}: no CUDA device is visible here; use --device cpu")
+    if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("--device mps: MPS is not available here; use --device cpu")
+    if spec not in {"cpu", "mps"} and not spec.startswith("cuda"):
+        raise UsageError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
+    return spec
+
+
+def default_workers() -> int:
+    """Worker processes to use by default: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def is_writable_dir(path: Path) -> bool:
+    """True if ``path`` (or its nearest existing parent) accepts new files and is not marked read-only.
+
+    A folder with no write bit for anyone counts as read-only even for root (shared data mounts).
+    """
+    p = Path(path)
+    while not p.exists():
+        if p.parent == p:
+            return False
+        p = p.parent
+    return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
