@@ -104,8 +104,12 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         if f.name not in data:
             continue
         value = data[f.name]
-        default = f.default if f.default is not MISSING else (
-            f.default_factory() if f.default_factory is not MISSING else None  # type: ignore[misc]
+        default = (
+            f.default
+            if f.default is not MISSING
+            else (
+                f.default_factory() if f.default_factory is not MISSING else None  # type: ignore[misc]
+            )
         )
         if hasattr(default, "__dataclass_fields__") and isinstance(value, dict):
             value = from_dict(type(default), value)

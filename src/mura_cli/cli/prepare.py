@@ -18,7 +18,9 @@ from mura_cli.utils import default_workers
 
 @app.command()
 def prepare(
-    root: Annotated[Path, typer.Argument(help="MURA-v1.1 folder (or its parent), FracAtlas folder, or a labelled CSV.")],
+    root: Annotated[
+        Path, typer.Argument(help="MURA-v1.1 folder (or its parent), FracAtlas folder, or a labelled CSV.")
+    ],
     *,
     out: Annotated[
         Path | None,
@@ -40,8 +42,16 @@ def prepare(
     workers: Annotated[int, typer.Option(help="Processes for the cache (0 = one per core).")] = 0,
 ) -> None:
     """Index a dataset, check it, split train/tune by patient and print studies per body part."""
-    cfg = PrepareConfig(root=str(root), out=str(out) if out else None, tune_fraction=tune_fraction, seed=seed,
-                        check_files=check, cache_size=cache, cache_mode=cache_mode, workers=workers)
+    cfg = PrepareConfig(
+        root=str(root),
+        out=str(out) if out else None,
+        tune_fraction=tune_fraction,
+        seed=seed,
+        check_files=check,
+        cache_size=cache,
+        cache_mode=cache_mode,
+        workers=workers,
+    )
     index = build_index(cfg.root, tune_fraction=cfg.tune_fraction, seed=cfg.seed, check_files=cfg.check_files)
     out_dir = Path(cfg.out) if cfg.out else default_out_dir(cfg.root)
     index_path, summary_path = write_index(index, out_dir)
@@ -55,11 +65,20 @@ def prepare(
         paths = [r.path for r in index.rows]
         with progress() as bar:
             task = bar.add_task(f"cache {cfg.cache_mode}-{cfg.cache_size}", total=len(paths))
-            result = build_cache(index.root, paths, out_dir, size=cfg.cache_size, mode=cfg.cache_mode,
-                                 workers=n_workers, on_progress=lambda done, total: bar.update(task, completed=done))
-        console.print(f"cache: [bold]{result.folder}[/]  written {result.written}, reused {result.reused}, "
-                      f"failed {len(result.failed)}")
-        for rel, reason in result.failed[:10]:
+            result = build_cache(
+                index.root,
+                paths,
+                out_dir,
+                size=cfg.cache_size,
+                mode=cfg.cache_mode,
+                workers=n_workers,
+                on_progress=lambda done, total: bar.update(task, completed=done),
+            )
+        console.print(
+            f"cache: [bold]{result.folder}[/]  written {result.written}, reused {result.reused}, "
+            f"failed {len(result.failed)}"
+        )
+        for _rel, reason in result.failed[:10]:
             err_console.print(f"[yellow]cache failed:[/] {reason}", soft_wrap=True)
         if len(result.failed) > 10:
             err_console.print(f"[yellow]... and {len(result.failed) - 10} more (see the manifest)[/]")
@@ -95,8 +114,12 @@ def _counts_table(index: Index) -> Table:
                 col_tot[(s, k)][1] += c["images"]
         table.add_row(part, *row, cell(*tot))
     table.add_section()
-    table.add_row("total", *[cell(*col_tot[(s, k)]) for s in splits for k in ("normal", "abnormal")],
-                  cell(n_studies, n_images), style="bold")
+    table.add_row(
+        "total",
+        *[cell(*col_tot[(s, k)]) for s in splits for k in ("normal", "abnormal")],
+        cell(n_studies, n_images),
+        style="bold",
+    )
     return table
 
 
@@ -107,5 +130,7 @@ def _print_problems(index: Index) -> None:
     console.print(f"[yellow]checks: {len(index.problems)} kind(s) of problem found[/]")
     for p in index.problems:
         examples = ", ".join(p.examples[:3]) + (" ..." if p.count > 3 else "")
-        console.print(f"  [yellow]{p.kind}[/] x{p.count}: {p.message}" + (f" [dim]e.g. {examples}[/]" if examples else ""),
-                      soft_wrap=True)
+        console.print(
+            f"  [yellow]{p.kind}[/] x{p.count}: {p.message}" + (f" [dim]e.g. {examples}[/]" if examples else ""),
+            soft_wrap=True,
+        )

@@ -33,7 +33,12 @@ SPLITS = ("train", "tune", "valid")
 INDEX_COLUMNS = ("path", "split", "part", "patient", "study", "label", "boxes")
 INDEX_FILE = "index.csv"
 SUMMARY_FILE = "summary.json"
-_MURA_CSVS = ("train_image_paths.csv", "train_labeled_studies.csv", "valid_image_paths.csv", "valid_labeled_studies.csv")
+_MURA_CSVS = (
+    "train_image_paths.csv",
+    "train_labeled_studies.csv",
+    "valid_image_paths.csv",
+    "valid_labeled_studies.csv",
+)
 _STUDY_RE = re.compile(r"^study\d+_(positive|negative)$")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
 _MAX_EXAMPLES = 5
@@ -46,7 +51,8 @@ class IndexRow:
     Attributes:
         path: image path relative to the dataset root, with forward slashes.
         split: ``train``, ``tune`` or ``valid`` (MURA's valid is the evaluation split).
-        part: body part, lower case (``elbow`` ... ``wrist``; FracAtlas ``hand``/``leg``/``hip``/``shoulder``/``mixed``).
+        part: body part, lower case (``elbow`` ... ``wrist``; FracAtlas ``hand``, ``leg``, ``hip``, ``shoulder``,
+            ``mixed``).
         patient: patient id (FracAtlas has none: the image id stands in).
         study: study id; the study label is the label of its images.
         label: 1 abnormal, 0 normal.
@@ -105,9 +111,7 @@ class Index:
         """Rows of one split (or several) and one part (``None`` or ``all`` for every part)."""
         splits = {split} if isinstance(split, str) else set(split) if split else None
         return [
-            r
-            for r in self.rows
-            if (splits is None or r.split in splits) and (part in (None, "all") or r.part == part)
+            r for r in self.rows if (splits is None or r.split in splits) and (part in (None, "all") or r.part == part)
         ]
 
     def resolve(self, row: IndexRow) -> Path:
@@ -131,7 +135,7 @@ def find_dataset(root: str | Path) -> tuple[str, Path]:
         if p.suffix.lower() == ".csv":
             return "csv", p
         raise DataError(f"{p}: expected a dataset folder or a labelled CSV (path,label[,part,study,patient])")
-    if (p / "images" / "Fractured").is_dir() or (p / "dataset.csv").is_file() and (p / "images").is_dir():
+    if (p / "images" / "Fractured").is_dir() or ((p / "dataset.csv").is_file() and (p / "images").is_dir()):
         return "fracatlas", p
     for candidate in (p, p / "MURA-v1.1"):
         if candidate.is_dir() and (
@@ -288,37 +292,45 @@ def _index_mura(mura_dir: Path) -> Index:
         rows.append(IndexRow(path=rel, split=split, part=part, patient=patient, study=study, label=label))
     if disagree:
         ds = sorted(set(disagree))
-        problems.append(_problem("label_disagrees", ds, "studies whose CSV label disagrees with the folder suffix "
-                                 "(the CSV label is used)"))
+        problems.append(
+            _problem(
+                "label_disagrees",
+                ds,
+                "studies whose CSV label disagrees with the folder suffix (the CSV label is used)",
+            )
+        )
     if unlabeled:
         us = sorted(set(unlabeled))
-        problems.append(_problem("unlabeled_study", us, "studies no labelled-studies CSV lists (label taken from "
-                                 "the folder suffix)"))
+        problems.append(
+            _problem(
+                "unlabeled_study", us, "studies no labelled-studies CSV lists (label taken from the folder suffix)"
+            )
+        )
     if study_labels:
         indexed_studies = {r.study for r in rows}
         empty = sorted(s for s in study_labels if s not in indexed_studies)
         if empty:
             problems.append(_problem("study_without_images", empty, "studies in the CSVs with no image on disk"))
     if bad_layout:
-        problems.append(_problem("bad_layout", bad_layout, "files outside <split>/XR_<PART>/patient*/study*_<label>/ "
-                                 "(left out)"))
+        problems.append(
+            _problem("bad_layout", bad_layout, "files outside <split>/XR_<PART>/patient*/study*_<label>/ (left out)")
+        )
     parts_seen = {r.part for r in rows}
     odd = sorted(parts_seen - set(MURA_PARTS))
     if odd:
         problems.append(_problem("unknown_part", odd, "body-part folders other than the seven MURA parts (kept)"))
-    return Index(root=mura_dir, kind="mura", rows=tuple(rows), problems=tuple(problems),
-                 meta={"csvs": csvs_found})
+    return Index(root=mura_dir, kind="mura", rows=tuple(rows), problems=tuple(problems), meta={"csvs": csvs_found})
 
 
 def _strip_prefix(path: str, prefix: str) -> str:
     path = path.replace("\\", "/")
-    return path[len(prefix):] if path.startswith(prefix) else path
+    return path[len(prefix) :] if path.startswith(prefix) else path
 
 
 def _index_fracatlas(root: Path) -> Index:
     """Index FracAtlas: label = fractured, part = region flag, each image its own study and patient."""
     problems: list[Problem] = []
-    files = _scan_files(root / "images", _JPEG_SUFFIXES + (".png",))
+    files = _scan_files(root / "images", (*_JPEG_SUFFIXES, ".png"))
     by_name: dict[str, tuple[str, int]] = {}
     for rel in files:
         folder, name = rel.rsplit("/", 1)[0], rel.rsplit("/", 1)[-1]
@@ -360,14 +372,23 @@ def _index_fracatlas(root: Path) -> Index:
             elif flags:
                 part = flags[0]
         stem = name.rsplit(".", 1)[0]
-        rows.append(IndexRow(path=rel, split="train", part=part, patient=stem, study=stem, label=label,
-                             boxes=boxes.get(name, ())))
+        rows.append(
+            IndexRow(
+                path=rel, split="train", part=part, patient=stem, study=stem, label=label, boxes=boxes.get(name, ())
+            )
+        )
     missing = sorted(n for n in csv_rows if n not in by_name)
     if missing:
         problems.append(_problem("missing_file", missing, "dataset.csv rows whose image is not on disk (left out)"))
     if disagree:
-        problems.append(_problem("label_disagrees", disagree, "images whose CSV label disagrees with their folder "
-                                 "(the folder label is used; it agrees with the fracture boxes)"))
+        problems.append(
+            _problem(
+                "label_disagrees",
+                disagree,
+                "images whose CSV label disagrees with their folder "
+                "(the folder label is used; it agrees with the fracture boxes)",
+            )
+        )
     if no_csv:
         problems.append(_problem("unlisted_image", no_csv, "images dataset.csv does not list (part unknown)"))
     if multi:
@@ -377,8 +398,13 @@ def _index_fracatlas(root: Path) -> Index:
         problems.append(_problem("box_without_image", box_no_image, "fracture boxes whose image is not on disk"))
     fractured_without_box = sorted(r.path for r in rows if r.label == 1 and not r.boxes)
     if fractured_without_box:
-        problems.append(_problem("fracture_without_box", fractured_without_box,
-                                 "fractured images with no fracture box (kept for classification)"))
+        problems.append(
+            _problem(
+                "fracture_without_box",
+                fractured_without_box,
+                "fractured images with no fracture box (kept for classification)",
+            )
+        )
     meta = {"boxes": sum(len(r.boxes) for r in rows)}
     return Index(root=root, kind="fracatlas", rows=tuple(rows), problems=tuple(problems), meta=meta)
 
@@ -431,8 +457,16 @@ def _index_csv(csv_path: Path) -> Index:
         split = rec.get("split", "train") or "train"
         split = "valid" if split.lower() in ("valid", "val", "test", "validation") else split.lower()
         part = part_from_name(rec.get("part") or "") or "unknown"
-        rows.append(IndexRow(path=rel, split=split if split in SPLITS else "train", part=part, patient=patient,
-                             study=study, label=int(label)))
+        rows.append(
+            IndexRow(
+                path=rel,
+                split=split if split in SPLITS else "train",
+                part=part,
+                patient=patient,
+                study=study,
+                label=int(label),
+            )
+        )
     if bad:
         problems.append(_problem("bad_csv_row", bad, "rows without a path or a 0/1 label (left out)"))
     if missing:
@@ -462,11 +496,19 @@ def check_image_files(index: Index) -> list[Problem]:
     if unreadable:
         out.append(_problem("unreadable", unreadable, "files that cannot be opened"))
     if truncated:
-        out.append(_problem("truncated", truncated, "truncated images (no end marker): decoded as far as the data "
-                            "goes, the missing part left grey"))
+        out.append(
+            _problem(
+                "truncated",
+                truncated,
+                "truncated images (no end marker): decoded as far as the data goes, the missing part left grey",
+            )
+        )
     if rotated:
-        out.append(_problem("exif_rotated", rotated, "JPEGs with an EXIF orientation: read upright (boxes are in the "
-                            "upright frame)"))
+        out.append(
+            _problem(
+                "exif_rotated", rotated, "JPEGs with an EXIF orientation: read upright (boxes are in the upright frame)"
+            )
+        )
     return out
 
 
@@ -545,7 +587,7 @@ def split_by_patient(rows: Sequence[IndexRow], *, tune_fraction: float = 0.1, se
     for key in sorted(strata):
         patients = strata[key]
         n = len(patients)
-        k = int(round(tune_fraction * n))
+        k = round(tune_fraction * n)
         if k == 0 and n >= 2 and rng.random() < tune_fraction * n:  # keep small strata unbiased in expectation
             k = 1
         k = min(k, n - 1) if n > 1 else 0
@@ -601,8 +643,9 @@ def write_index(index: Index, out_dir: str | Path) -> tuple[Path, Path]:
         summary_path = out / SUMMARY_FILE
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     except OSError as exc:
-        raise DataError(f"{out}: cannot write the index there ({exc.strerror}); choose another folder with --out") \
-            from None
+        raise DataError(
+            f"{out}: cannot write the index there ({exc.strerror}); choose another folder with --out"
+        ) from None
     return index_path, summary_path
 
 
@@ -619,14 +662,29 @@ def load_index(path: str | Path) -> Index:
         with open(index_path, newline="", encoding="utf-8") as f:
             for rec in csv.DictReader(f):
                 boxes = tuple(tuple(float(v) for v in b) for b in json.loads(rec["boxes"])) if rec.get("boxes") else ()
-                rows.append(IndexRow(path=rec["path"], split=rec["split"], part=rec["part"], patient=rec["patient"],
-                                     study=rec["study"], label=int(rec["label"]), boxes=boxes))
+                rows.append(
+                    IndexRow(
+                        path=rec["path"],
+                        split=rec["split"],
+                        part=rec["part"],
+                        patient=rec["patient"],
+                        study=rec["study"],
+                        label=int(rec["label"]),
+                        boxes=boxes,
+                    )
+                )
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{index_path}: damaged index ({exc}); run `mura prepare` again") from None
-    problems = tuple(Problem(p["kind"], p["count"], p["message"], tuple(p.get("examples", ())))
-                     for p in summary.get("problems", []))
-    return Index(root=Path(summary["root"]), kind=summary.get("kind", "mura"), rows=tuple(rows), problems=problems,
-                 meta=summary.get("meta", {}))
+    problems = tuple(
+        Problem(p["kind"], p["count"], p["message"], tuple(p.get("examples", ()))) for p in summary.get("problems", [])
+    )
+    return Index(
+        root=Path(summary["root"]),
+        kind=summary.get("kind", "mura"),
+        rows=tuple(rows),
+        problems=problems,
+        meta=summary.get("meta", {}),
+    )
 
 
 def default_out_dir(root: str | Path) -> Path:
@@ -647,7 +705,7 @@ def default_out_dir(root: str | Path) -> Path:
 def find_prepared(data: str | Path) -> Path | None:
     """The folder holding a prepared index for ``data`` (an index folder or a dataset root), if there is one."""
     p = Path(data)
-    if (p / INDEX_FILE).is_file() or p.name == INDEX_FILE and p.is_file():
+    if (p / INDEX_FILE).is_file() or (p.name == INDEX_FILE and p.is_file()):
         return p if p.is_dir() else p.parent
     try:
         out = default_out_dir(p)

@@ -52,7 +52,7 @@ def eval_geometry(height: int, width: int, cfg: TransformConfig) -> Geometry:
         rh, rw = max(cfg.size, round(height * s)), max(cfg.size, round(width * s))
     out = cfg.output_size
     # torchvision's center crop: top = int(round((h - out) / 2))
-    oy, ox = int(round((rh - out) / 2.0)), int(round((rw - out) / 2.0))
+    oy, ox = round((rh - out) / 2.0), round((rw - out) / 2.0)
     return Geometry(scale_y=rh / height, scale_x=rw / width, offset_y=oy, offset_x=ox, resized=(rh, rw), out=out)
 
 
@@ -77,8 +77,10 @@ class _Contrast:
         return torch.from_numpy(np.clip(a, 0.0, 1.0).astype(np.float32))[None]
 
     def __repr__(self) -> str:
-        return (f"Contrast(equalize={self.equalize}, clahe={self.clahe}, sharpen={self.sharpen}, "
-                f"blur_sigma={self.blur_sigma})")
+        return (
+            f"Contrast(equalize={self.equalize}, clahe={self.clahe}, sharpen={self.sharpen}, "
+            f"blur_sigma={self.blur_sigma})"
+        )
 
 
 class _ToTensor:

@@ -1,0 +1,101 @@
+"""Synthetic datasets the fast tests build in tmp_path: a tiny MURA-v1.1 tree, FracAtlas, a labelled CSV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def _radiograph(rng: np.random.Generator, h: int = 48, w: int = 40, abnormal: bool = False) -> np.ndarray:
+    """A grey image with a bright 'bone' bar; abnormal ones get a bright blob (a learnable signal)."""
+    img = rng.normal(40, 8, size=(h, w))
+    img[:, w // 3 : w // 2] += 120
+    if abnormal:
+        img[h // 4 : h // 4 + 8, w // 2 : w // 2 + 8] += 90
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_mura_tree(
+    root: Path,
+    *,
+    parts: tuple[str, ...] = ("XR_ELBOW", "XR_WRIST"),
+    patients_per_part: int = 6,
+    valid_patients: int = 2,
+    images_per_study: int = 2,
+    with_csvs: bool = True,
+    seed: int = 0,
+    size: tuple[int, int] = (48, 40),
+) -> Path:
+    """Write ``root/MURA-v1.1`` with train and valid splits (official CSVs optional); returns the MURA folder."""
+    rng = np.random.default_rng(seed)
+    mura = root / "MURA-v1.1"
+    pid = 0
+    for split, n_pat in (("train", patients_per_part), ("valid", valid_patients)):
+        image_rows, study_rows = [], []
+        for part in parts:
+            for _ in range(n_pat):
+                pid += 1
+                for s in (1, 2) if pid % 3 == 0 else (1,):
+                    label = (pid + s) % 2
+                    study = f"{split}/{part}/patient{pid:05d}/study{s}_{'positive' if label else 'negative'}"
+                    for i in range(1, images_per_study + 1):
+                        p = mura / study / f"image{i}.png"
+                        p.parent.mkdir(parents=True, exist_ok=True)
+                        Image.fromarray(_radiograph(rng, *size, abnormal=bool(label))).save(p)
+                        image_rows.append(f"MURA-v1.1/{study}/image{i}.png")
+                    study_rows.append(f"MURA-v1.1/{study}/,{label}")
+        if with_csvs:
+            (mura / f"{split}_image_paths.csv").write_text("\n".join(image_rows) + "\n")
+            (mura / f"{split}_labeled_studies.csv").write_text("\n".join(study_rows) + "\n")
+    return mura
+
+
+def make_fracatlas(root: Path, *, n_fractured: int = 4, n_normal: int = 6, seed: int = 0) -> Path:
+    """A FracAtlas-shaped folder with its real defects: a truncated JPEG, an EXIF-rotated image with a box in the
+    rotated frame, an image whose CSV label disagrees with its folder, and a CSV row without an image."""
+    rng = np.random.default_rng(seed)
+    (root / "images" / "Fractured").mkdir(parents=True)
+    (root / "images" / "Non_fractured").mkdir(parents=True)
+    regions = ("hand", "leg", "hip", "shoulder")
+    csv_rows = [
+        "image_id,hand,leg,hip,shoulder,mixed,hardware,multiscan,fractured,fracture_count,frontal,lateral,oblique"
+    ]
+    coco = {"images": [], "annotations": [], "categories": [{"id": 0, "name": "fractured"}]}
+    n = 0
+    for label, count in ((1, n_fractured), (0, n_normal)):
+        for _ in range(count):
+            n += 1
+            name = f"IMG{n:07d}.jpg"
+            folder = "Fractured" if label else "Non_fractured"
+            arr = _radiograph(rng, 60, 50, abnormal=bool(label))
+            Image.fromarray(arr).save(root / "images" / folder / name, quality=95)
+            flags = [0, 0, 0, 0]
+            flags[n % 4] = 1
+            csv_label = label
+            if n == 2:  # the FracAtlas IMG0003298 defect: folder and box say fractured, CSV says 0
+                csv_label = 0
+            csv_rows.append(f"{name},{','.join(map(str, flags))},0,0,0,{csv_label},{label},1,0,0")
+            coco["images"].append({"id": n, "width": 50, "height": 60, "file_name": name})
+            if label:
+                coco["annotations"].append(
+                    {"id": n, "image_id": n, "category_id": 0, "bbox": [10.0, 12.0, 8.0, 6.0], "area": 48.0}
+                )
+    # truncated JPEG (no end marker)
+    last = root / "images" / "Non_fractured" / f"IMG{n:07d}.jpg"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) * 2 // 3])
+    # EXIF-rotated image (orientation 6: rotate 90 degrees clockwise to display)
+    rot = root / "images" / "Non_fractured" / f"IMG{n - 1:07d}.jpg"
+    im = Image.open(rot)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(rot, exif=exif.tobytes(), quality=95)
+    csv_rows.append("IMG9999999.jpg,1,0,0,0,0,0,0,0,0,1,0,0")  # a row with no image on disk
+    (root / "dataset.csv").write_text("\n".join(csv_rows) + "\n")
+    (root / "Annotations").mkdir()
+    (root / "Annotations" / "COCO_fracture_masks.json").write_text(json.dumps(coco))
+    assert regions  # documented order of the flags
+    return root
