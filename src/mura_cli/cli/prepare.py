@@ -57,6 +57,11 @@ def prepare(
     index_path, summary_path = write_index(index, out_dir)
 
     console.print(_counts_table(index))
+    n_boxes = sum(len(r.boxes) for r in index.rows)
+    if n_boxes:
+        console.print(
+            f"ground-truth boxes: {n_boxes:,} on {sum(1 for r in index.rows if r.boxes):,} images (kept in the index)"
+        )
     _print_problems(index)
     console.print(f"index: [bold]{index_path}[/]  summary: {summary_path}")
 
