@@ -7,7 +7,7 @@ config as JSON (:func:`to_dict`), and reads it back with :func:`from_dict`.
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,6 +92,82 @@ class PrepareConfig:
             raise UsageError(f"--cache-mode {self.cache_mode}: expected 'shorter' or 'square'")
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """``mura train``: data, backbone, the MURA paper's recipe (the defaults) and the run folder.
+
+    Attributes:
+        data: an index folder from ``mura prepare`` or a dataset root (prepared on the fly).
+        part: body part to train on, or ``all``.
+        arch: plain (``densenet169``) or timm architecture name.
+        weights: ``default`` (timm's Hub weights for the arch), ``hf-hub:org/name``, a folder or
+            ``.safetensors`` file, or ``none`` (random init).
+        epochs: maximum epochs (early stopping usually ends sooner).
+        batch_size: images per step (per process under torchrun).
+        lr: Adam learning rate (paper: 1e-4).
+        beta1: Adam beta1.
+        beta2: Adam beta2.
+        weight_decay: Adam weight decay.
+        lr_factor: learning-rate factor when the tune loss plateaus (paper: divided by 10).
+        lr_patience: epochs without tune-loss improvement before the learning rate drops.
+        early_stop: epochs without tune-loss improvement before training stops (0 = never).
+        dropout: dropout before the linear head.
+        weighted_loss: weight BCE per body part by its label counts (paper).
+        threshold: probability threshold for the abnormal label, stored with the model.
+        seed: seed of initialization, sampling and augmentation.
+        deterministic: deterministic algorithms (two CPU runs give identical weights).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        workers: data-loader processes (-1 = one per core, at most 8).
+        amp: bf16 autocast on CUDA.
+        channels_last: channels-last memory format.
+        limit_batches: stop each epoch after this many batches (0 = all); for smoke tests.
+        cache: ``auto`` (use ``mura prepare --cache`` output when it fits), ``none``, or a cache folder.
+        out: folder holding the run folders.
+        name: run name (default ``<arch>-<part>``, numbered when taken).
+        exist_ok: reuse an existing run folder of the same name (overwrites it).
+        transform: preprocessing and augmentation.
+    """
+
+    data: str = ""
+    part: str = "all"
+    arch: str = "densenet169"
+    weights: str = "default"
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    lr_factor: float = 0.1
+    lr_patience: int = 1
+    early_stop: int = 10
+    dropout: float = 0.0
+    weighted_loss: bool = True
+    threshold: float = 0.5
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    workers: int = -1
+    amp: bool = True
+    channels_last: bool = True
+    limit_batches: int = 0
+    cache: str = "auto"
+    out: str = "runs"
+    name: str | None = None
+    exist_ok: bool = False
+    transform: TransformConfig = TransformConfig()
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise UsageError("--epochs and --batch-size must be at least 1")
+        if self.lr <= 0 or not 0 < self.lr_factor < 1:
+            raise UsageError("--lr must be > 0 and --lr-factor in (0, 1)")
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout {self.dropout}: must be in [0, 1)")
+        if not 0 < self.threshold < 1:
+            raise UsageError(f"--threshold {self.threshold}: must be in (0, 1)")
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A config dataclass as a JSON-ready dict (tuples become lists)."""
     return json.loads(json.dumps(asdict(cfg)))
@@ -148,7 +224,7 @@ __all__ = [
     "IMAGENET_STD",
     "PrepareConfig",
     "TransformConfig",
-    "field",
+    "TrainConfig",
     "from_dict",
     "load_config_file",
     "merge",

@@ -46,6 +46,7 @@ def _root(
 
 
 from mura_cli.cli import prepare as _prepare  # noqa: E402,F401  (registers the command)
+from mura_cli.cli import train as _train  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

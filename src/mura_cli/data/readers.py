@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,13 +156,39 @@ def _check_pixels(p: Path, height: int, width: int, max_pixels: int) -> None:
 
 def _read_dicom(p: Path, *, frames: list[int] | None, max_pixels: int) -> list[Image]:
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException
 
     try:
         ds = pydicom.dcmread(p, force=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as exc:
-        raise DataError(f"{p}: not a readable DICOM file (pydicom: {exc}); check the file is complete") from None
+    except Exception as exc:  # InvalidDicomError, struct.error, BytesLengthException, EOFError...: a damaged file
+        raise DataError(
+            f"{p}: not a readable DICOM file (pydicom: {_one_line(exc)}); the file may be truncated or damaged"
+        ) from None
+    # pydicom converts header values lazily, so a damaged value (bad VR, non-numeric DS) fails only when used.
+    header_errors = (ValueError, TypeError, KeyError, IndexError, NotImplementedError, OverflowError, struct.error)
+    try:
+        return _dicom_frames(p, ds, frames=frames, max_pixels=max_pixels)
+    except (*header_errors, BytesLengthException) as exc:
+        raise DataError(
+            f"{p}: damaged DICOM header ({type(exc).__name__}: {_one_line(exc)}); the file may be corrupt"
+        ) from None
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    reason = " ".join(str(exc).split())
+    return reason[:limit] + "..." if len(reason) > limit else reason
+
+
+def _dicom_frames(p: Path, ds: Any, *, frames: list[int] | None, max_pixels: int) -> list[Image]:
+    import pydicom
+
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        sop = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
+        if len(ds) == 0 or "Rows" in ds or "Image Storage" in getattr(sop, "name", ""):
+            raise DataError(
+                f"{p}: DICOM image whose pixel data is missing or cut off; the file is probably truncated, "
+                "copy or export it again"
+            )
         raise DataError(f"{p}: DICOM without pixel data (a report or structured document?); skip it")
     if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
         # A dataset without preamble/file meta: pydicom guessed the encoding while reading; record it.
@@ -204,9 +231,7 @@ def _decode_dicom_pixels(p: Path, ds: Any) -> np.ndarray:
     except Exception as exc:  # pydicom raises RuntimeError/ValueError/NotImplementedError/...; all are data errors
         tsyntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
         name = getattr(tsyntax, "name", str(tsyntax))
-        reason = " ".join(str(exc).split())
-        if len(reason) > 300:
-            reason = reason[:300] + "..."
+        reason = _one_line(exc)
         raise DataError(
             f"{p}: cannot decode pixel data ({name}): {reason}. Compressed DICOM needs pylibjpeg, "
             "pylibjpeg-libjpeg and pylibjpeg-openjpeg (installed with mura-cli); the file may be truncated"

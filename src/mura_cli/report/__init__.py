@@ -1,0 +1,1 @@
+"""Files for people: training curves, model cards, overlays. No torch, no CLI."""

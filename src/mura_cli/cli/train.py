@@ -1,0 +1,251 @@
+"""``mura train``, ``mura archs`` and ``mura push``: fine-tune a backbone, list backbones, upload a run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mura_cli.cli import app
+from mura_cli.cli._console import console, err_console, progress
+from mura_cli.config import TrainConfig, TransformConfig, from_dict, load_config_file, merge
+
+_T = TrainConfig()
+_X = TransformConfig()
+
+
+def _f(v: float) -> str:
+    return f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else "n/a"
+
+
+@app.command()
+def archs() -> None:
+    """List the supported backbones: parameters, default input size and Hub weights."""
+    from mura_cli.models.registry import ALIASES, list_backbones
+
+    table = Table(title="backbones (any other timm model name works too)")
+    for col in ("name", "timm model", "params", "pretrained input", "mean/std", "Hub weights (--weights default)"):
+        table.add_column(col, justify="right" if col == "params" else "left")
+    for b in list_backbones():
+        table.add_row(
+            b.name,
+            b.timm_name,
+            f"{b.params / 1e6:.1f}M",
+            "x".join(map(str, b.input_size[1:])),
+            "imagenet" if b.mean[0] == 0.485 else "inception",
+            b.hub_repo or "-",
+        )
+    console.print(table)
+    aliases = ", ".join(f"{k}={v}" for k, v in ALIASES.items() if k != v)
+    console.print(f"aliases: {aliases}", soft_wrap=True)
+
+
+@app.command()
+def train(
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="`mura prepare` output folder, or a dataset root (indexed on the fly).")
+    ] = "",
+    *,
+    arch: Annotated[
+        str,
+        typer.Option(
+            help="Backbone: vgg16, resnet50, densenet169, inception_v3, mobilenet, "
+            "nasnet, ... or any timm name (see `mura archs`)."
+        ),
+    ] = _T.arch,
+    part: Annotated[
+        str,
+        typer.Option(
+            help="Body part (elbow, finger, forearm, hand, humerus, shoulder, wrist; "
+            "XR_ELBOW works; FracAtlas: hand, leg, hip, shoulder) or all."
+        ),
+    ] = _T.part,
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="default (timm Hub weights), hf-hub:org/name, a folder or .safetensors file, or none (random init)."
+        ),
+    ] = _T.weights,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step (per process under torchrun).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    beta1: Annotated[float | None, typer.Option(help="Adam beta1.")] = None,
+    beta2: Annotated[float | None, typer.Option(help="Adam beta2.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Adam weight decay.")] = None,
+    lr_factor: Annotated[float | None, typer.Option(help="LR factor on a tune-loss plateau.")] = None,
+    lr_patience: Annotated[int | None, typer.Option(help="Plateau epochs before the LR drops.")] = None,
+    early_stop: Annotated[int | None, typer.Option(help="Plateau epochs before stopping (0 = never).")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout before the linear head.")] = None,
+    weighted_loss: Annotated[
+        bool | None,
+        typer.Option("--weighted-loss/--no-weighted-loss", help="Weight BCE per body part by label counts."),
+    ] = None,
+    threshold: Annotated[float | None, typer.Option(help="Abnormal threshold stored with the model.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of init, sampling and augmentation.")] = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms (identical CPU runs)."),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-loader processes (-1 = per core).")] = None,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")] = None,
+    limit_batches: Annotated[int | None, typer.Option(help="Batches per epoch at most (0 = all).")] = None,
+    cache: Annotated[str | None, typer.Option(help="auto, none, or a `mura prepare --cache` folder.")] = None,
+    out: Annotated[str | None, typer.Option(help="Folder for run folders.")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (default <arch>-<part>, numbered if taken).")] = None,
+    exist_ok: Annotated[bool | None, typer.Option("--exist-ok", help="Overwrite a run of the same --name.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run folder.")] = None,
+    config: Annotated[Path | None, typer.Option(help="JSON file of settings (flags override it).")] = None,
+    size: Annotated[int | None, typer.Option(help="Input size in pixels (paper: 320).")] = None,
+    resize: Annotated[str | None, typer.Option(help="stretch (paper) or shorter (+ center crop).")] = None,
+    center_crop: Annotated[int | None, typer.Option(help="Center crop side after resize.")] = None,
+    hflip: Annotated[bool | None, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")] = None,
+    vflip: Annotated[bool | None, typer.Option("--vflip/--no-vflip", help="Random vertical flips.")] = None,
+    rotation: Annotated[float | None, typer.Option(help="Random rotation range in degrees (paper: 30).")] = None,
+    sharpen: Annotated[float | None, typer.Option(help="Unsharp-mask amount (0 = off).")] = None,
+    blur: Annotated[float | None, typer.Option(help="Gaussian blur sigma (0 = off).")] = None,
+    equalize: Annotated[bool | None, typer.Option("--equalize/--no-equalize", help="Histogram equalization.")] = None,
+    clahe: Annotated[float | None, typer.Option(help="CLAHE clip limit (0 = off; 0.01 typical).")] = None,
+    list_archs: Annotated[bool, typer.Option("--list-archs", help="List the backbones and exit.")] = False,
+) -> None:
+    """Fine-tune a backbone on one body part or all (the MURA paper's recipe by default)."""
+    if list_archs:
+        archs()
+        return
+    from mura_cli.engine.train import fit
+
+    file_cfg: dict[str, Any] = load_config_file(config) if config else {}
+    base = from_dict(TrainConfig, file_cfg)
+    tcfg = merge(
+        base.transform,
+        {
+            "size": size,
+            "resize": resize,
+            "center_crop": center_crop,
+            "hflip": hflip,
+            "vflip": vflip,
+            "rotation": rotation,
+            "sharpen": sharpen,
+            "blur_sigma": blur,
+            "equalize": equalize,
+            "clahe": clahe,
+        },
+    )
+    flags = {
+        "data": data or None,
+        "arch": arch if arch != _T.arch or "arch" not in file_cfg else None,
+        "part": part if part != _T.part or "part" not in file_cfg else None,
+        "weights": weights if weights != _T.weights or "weights" not in file_cfg else None,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "beta1": beta1,
+        "beta2": beta2,
+        "weight_decay": weight_decay,
+        "lr_factor": lr_factor,
+        "lr_patience": lr_patience,
+        "early_stop": early_stop,
+        "dropout": dropout,
+        "weighted_loss": weighted_loss,
+        "threshold": threshold,
+        "seed": seed,
+        "deterministic": deterministic,
+        "device": device,
+        "workers": workers,
+        "amp": amp,
+        "limit_batches": limit_batches,
+        "cache": cache,
+        "out": out,
+        "name": name,
+        "exist_ok": exist_ok,
+        "transform": tcfg,
+    }
+    cfg = merge(base, flags)
+    if cfg.weights.lower() == "none" and resume is None:
+        err_console.print(
+            "[bold yellow]warning:[/] --weights none: training from random initialization; expect far "
+            "lower accuracy than from ImageNet weights"
+        )
+
+    bar = progress()
+    tasks: dict[str, Any] = {}
+
+    def on_start(info: dict[str, Any]) -> None:
+        console.print(
+            f"run [bold]{info['run']}[/]: {info['arch']} on {info['part']}, {info['train_images']} train / "
+            f"{info['tune_images']} tune images ({info['train_studies']} / {info['tune_studies']} studies), "
+            f"{info['input']} px, device {info['device']} x{info['world_size']}",
+            soft_wrap=True,
+        )
+        console.print(
+            f"weights: {info['weights']}; cache: {info['cache'] or 'none (decoding originals)'}", soft_wrap=True
+        )
+        bar.start()
+
+    def on_batch(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    table = Table(title="training (tune metrics at study level)")
+    for col in ("epoch", "train loss", "tune loss", "kappa", "AUROC", "img AUROC", "lr", "s"):
+        table.add_column(col, justify="right")
+
+    def on_epoch(e: Any) -> None:
+        for t in tasks.values():
+            bar.remove_task(t)
+        tasks.clear()
+        mark = " *" if e.best else ""
+        line = (
+            f"{e.epoch}{mark}",
+            _f(e.train_loss),
+            _f(e.tune_loss),
+            _f(e.tune_kappa),
+            _f(e.tune_auroc),
+            _f(e.tune_image_auroc),
+            f"{e.lr:.0e}",
+            f"{e.seconds:.0f}",
+        )
+        table.add_row(*line)
+        bar.console.print(
+            f"epoch {line[0]}: train loss {line[1]}, tune loss {line[2]}, kappa {line[3]}, AUROC {line[4]}, "
+            f"image AUROC {line[5]}, lr {line[6]}, {line[7]} s",
+            soft_wrap=True,
+        )
+
+    try:
+        result = fit(cfg, resume=resume, epochs=epochs, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
+    finally:
+        bar.stop()
+    if result.run_dir is None:
+        return
+    console.print(table)
+    b = result.best
+    console.print(
+        f"best epoch {b.epoch}: tune kappa {_f(b.tune_kappa)}, AUROC {_f(b.tune_auroc)} (study level); "
+        f"{'stopped early; ' if result.stopped_early else ''}{result.seconds:.0f} s"
+    )
+    console.print(
+        f"saved [bold]{result.run_dir}[/] (model.safetensors, config.json, README.md, metrics.csv, "
+        "curves.png, last state for --resume)",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def push(
+    run: Annotated[Path, typer.Argument(help="Run folder (runs/NAME) or any folder in the Hub layout.")],
+    *,
+    repo: Annotated[str, typer.Option(help="Hub repo id, org/name.")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    token: Annotated[str | None, typer.Option(envvar="HF_TOKEN", help="Hub token (default: HF_TOKEN / login).")] = None,
+    message: Annotated[str, typer.Option(help="Commit message.")] = "Upload mura-cli model",
+) -> None:
+    """Upload a run's model (model.safetensors, config.json, model card) to the Hugging Face Hub."""
+    from mura_cli.models.hub import push_to_hub
+
+    url = push_to_hub(run, repo, token=token, private=private, commit_message=message)
+    console.print(f"pushed [bold]{run}[/] to [bold]{repo}[/]: {url}")

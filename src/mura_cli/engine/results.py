@@ -1,0 +1,41 @@
+"""Results as plain frozen data; tables, CSV and JSON are rendered from them by the CLI and reports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """One epoch of training: losses, tune metrics at study level, learning rate and time."""
+
+    epoch: int
+    train_loss: float
+    tune_loss: float
+    tune_kappa: float
+    tune_auroc: float
+    tune_image_auroc: float
+    lr: float
+    seconds: float
+    best: bool
+
+    def to_row(self) -> dict[str, Any]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`~mura_cli.engine.train.fit` produced."""
+
+    run_dir: Path
+    epochs: tuple[EpochResult, ...]
+    best_epoch: int
+    stopped_early: bool
+    seconds: float
+    world_size: int
+
+    @property
+    def best(self) -> EpochResult:
+        return next(e for e in self.epochs if e.epoch == self.best_epoch)
