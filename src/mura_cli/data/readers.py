@@ -213,12 +213,14 @@ def _dicom_frames(p: Path, ds: Any, *, frames: list[int] | None, max_pixels: int
             raise DataError(f"{p}: frame {f} requested but the file has {n_frames} frame(s)")
 
     arr = _decode_dicom_pixels(p, ds)
-    if n_frames == 1 and arr.ndim == (3 if photometric.startswith(("RGB", "YBR", "PALETTE")) else 2):
+    if n_frames == 1:  # pydicom gives single-frame data without a frame axis (palette indices are 2-D too)
         arr = arr[None]
+    # pydicom's pixel_array is already RGB for YBR_FULL/YBR_FULL_422 (and JPEG 2000 decodes YBR_ICT/RCT to RGB)
+    array_photometric = "RGB" if photometric.startswith("YBR") else photometric
     base_meta = _dicom_meta(p, ds, photometric, n_frames)
     out = []
     for f in wanted:
-        pixels = dicom_to_unit(arr[f], ds, photometric)
+        pixels = dicom_to_unit(arr[f], ds, array_photometric)
         meta = dict(base_meta, frame=f, height=int(pixels.shape[0]), width=int(pixels.shape[1]))
         out.append(Image(pixels=pixels, meta=meta))
     return out
@@ -265,6 +267,10 @@ def dicom_to_unit(arr: np.ndarray, ds: Any, photometric: str | None = None) -> n
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     photometric = (photometric or str(ds.get("PhotometricInterpretation", "MONOCHROME2"))).upper()
+    if photometric == "PALETTE COLOR" and arr.ndim == 2:  # palette indices -> RGB through the colour LUTs
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)
     if arr.ndim == 3:  # colour DICOM (rare for radiographs): pydicom gives RGB; use luminance
         if photometric.startswith("YBR"):
             from pydicom.pixels import convert_color_space

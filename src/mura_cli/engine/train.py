@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from mura_cli import __version__
-from mura_cli.config import TrainConfig, TransformConfig, from_dict, to_dict
+from mura_cli.config import TrainConfig, from_dict, to_dict
 from mura_cli.data.dataset import MuraDataset
 from mura_cli.data.index import Index, IndexRow, build_index, find_prepared, load_index, part_from_name
 from mura_cli.data.transforms import build_transforms
@@ -118,7 +118,7 @@ def select_part(index: Index, part: str) -> str:
 def find_cache(index_dir: Path | None, cfg: TrainConfig) -> Path | None:
     """The ``mura prepare --cache`` folder to read from: the smallest one at least the input size that keeps
     the geometry of ``--resize`` (a square cache only serves ``stretch``)."""
-    if cfg.cache == "none" or index_dir is None and cfg.cache == "auto":
+    if cfg.cache == "none" or (index_dir is None and cfg.cache == "auto"):
         return None
     if cfg.cache != "auto":
         p = Path(cfg.cache)

@@ -51,6 +51,22 @@ def _hub_call(what: str, fn: Callable[[], T]) -> T:
 
     try:
         return fn()
+    except hf_errors.OfflineModeIsEnabled:
+        raise HubError(
+            f"{what}: HF_HUB_OFFLINE is set and the file is not cached; unset it or use --weights none"
+        ) from None
+    except hf_errors.LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: test it first
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            raise HubError(
+                f"{what}: HF_HUB_OFFLINE is set and the file is not in the cache; unset HF_HUB_OFFLINE "
+                "to download it, or use --weights none"
+            ) from None
+        raise HubError(
+            f"{what}: not in the local cache and the Hub could not be reached at {constants.ENDPOINT} "
+            f"({_short(exc)}); {_HUB_HINT}"
+        ) from None
     except hf_errors.GatedRepoError:
         raise HubError(f"{what}: the repo is gated; accept its terms on the Hub and set HF_TOKEN") from None
     except hf_errors.RepositoryNotFoundError:
@@ -60,14 +76,6 @@ def _hub_call(what: str, fn: Callable[[], T]) -> T:
     except hf_errors.EntryNotFoundError:
         raise HubError(
             f"{what}: the repo has no {WEIGHTS_NAME} (mura only loads safetensors, never pickled .bin/.pth files)"
-        ) from None
-    except hf_errors.LocalEntryNotFoundError as exc:
-        raise HubError(
-            f"{what}: not in the local cache and the Hub could not be reached ({_short(exc)}); {_HUB_HINT}"
-        ) from None
-    except hf_errors.OfflineModeIsEnabled:
-        raise HubError(
-            f"{what}: HF_HUB_OFFLINE is set and the file is not cached; unset it or use --weights none"
         ) from None
     except hf_errors.HfHubHTTPError as exc:
         raise HubError(f"{what}: the Hub answered with an error ({_short(exc)}); {_HUB_HINT}") from None
