@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from mura_cli.errors import HubError
+from mura_cli.errors import HubError, ModelError
 from mura_cli.models.hub import load_pretrained, push_to_hub, save_pretrained
 from mura_cli.models.registry import MuraNet, create_model
 
@@ -106,5 +106,5 @@ def test_push_then_load_from_hub(hub, tmp_path, capsys):
 
 
 def test_push_needs_a_model(hub, tmp_path):
-    with pytest.raises(Exception, match="model.safetensors"):
+    with pytest.raises(ModelError, match=r"model\.safetensors"):
         push_to_hub(tmp_path, "org/x", token="t")
