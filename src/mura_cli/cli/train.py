@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -164,7 +165,8 @@ def train(
         "transform": tcfg,
     }
     cfg = merge(base, flags)
-    if cfg.weights.lower() == "none" and resume is None:
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    if cfg.weights.lower() == "none" and resume is None and main_rank:
         err_console.print(
             "[bold yellow]warning:[/] --weights none: training from random initialization; expect far "
             "lower accuracy than from ImageNet weights"
@@ -220,7 +222,7 @@ def train(
         result = fit(cfg, resume=resume, epochs=epochs, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
     finally:
         bar.stop()
-    if result.run_dir is None:
+    if not main_rank:
         return
     console.print(table)
     b = result.best

@@ -444,7 +444,7 @@ def fit(
             channels_last=cfg.channels_last,
             on_batch=(lambda done, total: on_batch("tune", done, total)) if on_batch and d.main else None,
         )
-        parts = _all_gather((np.asarray(shard)[idx].tolist(), probs.tolist(), valid_mask.tolist()), d)
+        parts = _all_gather((idx.tolist(), probs.tolist(), valid_mask.tolist()), d)
         all_idx = np.array([i for p in parts for i in p[0]], dtype=int)
         all_p = np.array([v for p in parts for v in p[1]], dtype=np.float64)
         all_v = np.array([v for p in parts for v in p[2]], dtype=bool)
