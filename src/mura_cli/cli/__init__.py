@@ -45,6 +45,7 @@ def _root(
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
+from mura_cli.cli import predict as _predict  # noqa: E402,F401
 from mura_cli.cli import prepare as _prepare  # noqa: E402,F401  (registers the command)
 from mura_cli.cli import train as _train  # noqa: E402,F401
 

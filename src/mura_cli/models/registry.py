@@ -161,10 +161,13 @@ class MuraNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def forward_with_cam(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and class activation maps (Bxhxw, in logit units) from one forward pass."""
+        """Logits and class activation maps (Bxhxw) from one forward pass.
+
+        The map is ``sum_c fc.weight[c] * features[c]`` (no bias), so ``cam.mean((1, 2)) + fc.bias == logit``.
+        """
         feats = self.forward_features(x)
         logits = self.forward_head(feats)
-        cam = torch.einsum("bchw,c->bhw", feats, self.fc.weight[0]) + self.fc.bias[0]
+        cam = torch.einsum("bchw,c->bhw", feats.float(), self.fc.weight[0].float())
         return logits, cam
 
 

@@ -1,0 +1,451 @@
+"""Batch inference over files and folders: image probabilities, study grouping, class activation maps.
+
+:func:`predict` is a generator of :class:`ImagePrediction`: files are decoded by loader workers while the
+model works on the previous batch, and memory does not grow with the number of inputs. Studies are formed
+afterwards by :func:`group_studies`.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mura_cli.cam import Box, cam_box, cam_peak, cam_to_original
+from mura_cli.config import TransformConfig, from_dict
+from mura_cli.data.index import part_from_name
+from mura_cli.data.readers import RASTER_SUFFIXES, is_dicom, read_images
+from mura_cli.data.transforms import build_transforms, eval_geometry
+from mura_cli.engine.evaluate import autocast_for
+from mura_cli.errors import DataError, MuraError, UsageError
+from mura_cli.metrics import aggregate_by_study
+
+log = logging.getLogger(__name__)
+_MURA_STUDY = re.compile(r"(?:^|/)(XR_[A-Z]+)/(patient\d+)/(study\d+_(?:positive|negative|\w+))(?:/|$)")
+
+
+# ============================================================================================ models
+
+
+@dataclass
+class LoadedModel:
+    """One model ready for inference: the network, its config and its eval transform."""
+
+    name: str
+    model: torch.nn.Module
+    config: dict[str, Any]
+    transform: TransformConfig
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.get("threshold", 0.5))
+
+    @property
+    def part(self) -> str:
+        return str(self.config.get("part", "all"))
+
+
+def load_models(specs: Sequence[str], device: str = "cpu") -> list[LoadedModel]:
+    """Load ``--model`` specs: run folders, Hub repos, or a folder holding one run per body part.
+
+    Several specs form an ensemble (mean of probabilities); a folder of per-part runs routes by part.
+    """
+    from mura_cli.models.hub import CONFIG_NAME, load_pretrained
+
+    if not specs:
+        raise UsageError("no model given; pass --model RUN_FOLDER or --model org/name (train one with `mura train`)")
+    out: list[LoadedModel] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir() and not (p / CONFIG_NAME).is_file():
+            runs = sorted(d for d in p.iterdir() if (d / CONFIG_NAME).is_file())
+            if not runs:
+                raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
+            for d in runs:
+                out.append(_loaded(str(d), *load_pretrained(d, device)))
+        else:
+            out.append(_loaded(spec, *load_pretrained(spec, device)))
+    return out
+
+
+def _loaded(name: str, model: torch.nn.Module, cfg: dict[str, Any]) -> LoadedModel:
+    tcfg = from_dict(TransformConfig, cfg.get("transform", {}))
+    return LoadedModel(name=name, model=model, config=cfg, transform=tcfg)
+
+
+def models_for_part(models: list[LoadedModel], part: str | None) -> list[LoadedModel]:
+    """The models that serve ``part``: those trained on it, else those trained on all parts, else all."""
+    if part:
+        own = [m for m in models if m.part == part]
+        if own:
+            return own
+    general = [m for m in models if m.part == "all"]
+    return general or models
+
+
+# ============================================================================================ inputs
+
+
+def discover_inputs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Expand files, folders (recursive) and globs into image files; returns ``(images, skipped non-images)``.
+
+    Raster files are found by suffix, DICOM by content (with or without ``.dcm``).
+    """
+    images: list[Path] = []
+    skipped: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        s = str(raw)
+        candidates: list[Path]
+        if any(ch in s for ch in "*?[") and not Path(s).exists():
+            candidates = [Path(m) for m in sorted(glob.glob(s, recursive=True))]
+            if not candidates:
+                raise DataError(f"{s}: the pattern matches no file")
+        else:
+            p = Path(s)
+            if not p.exists():
+                raise DataError(f"{p}: no such file or folder")
+            candidates = [p]
+        for c in candidates:
+            files = sorted(f for f in c.rglob("*") if f.is_file()) if c.is_dir() else [c]
+            for f in files:
+                if f in seen or any(part.startswith(".") for part in f.parts[len(c.parts) if c.is_dir() else 0 :]):
+                    continue
+                seen.add(f)
+                if f.suffix.lower() in RASTER_SUFFIXES or is_dicom(f):
+                    images.append(f)
+                else:
+                    skipped.append(f)
+    return images, skipped
+
+
+def mura_study_of(path: str | Path) -> tuple[str, str, str] | None:
+    """``(part, patient, study path as in the MURA CSVs)`` for a file in the MURA layout, else ``None``."""
+    posix = Path(path).resolve().as_posix()
+    m = _MURA_STUDY.search(posix)
+    if not m:
+        return None
+    prefix = posix[: m.end()].rstrip("/")
+    i = prefix.find("MURA-v1.1/")
+    study_path = (prefix[i:] if i >= 0 else "/".join(prefix.split("/")[-4:])) + "/"
+    return part_from_name(m.group(1)) or "unknown", m.group(2), study_path
+
+
+# ============================================================================================ inference
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """One image (one frame) through the model(s)."""
+
+    path: str
+    frame: int
+    study: str
+    part: str
+    probability: float
+    model: str
+    width: int
+    height: int
+    cam: np.ndarray | None = field(default=None, repr=False)
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "frame": self.frame,
+            "study": self.study,
+            "part": self.part,
+            "probability": round(self.probability, 6),
+            "model": self.model,
+        }
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be read, and why."""
+
+    path: str
+    reason: str
+
+
+class _FileDataset(Dataset):
+    """One item per file: every frame through each distinct eval transform, or the failure."""
+
+    def __init__(self, files: Sequence[Path], transforms: Sequence[TransformConfig], max_pixels: int) -> None:
+        self.files = list(files)
+        self.tcfgs = list(transforms)
+        self.tfs = [build_transforms(t, train=False) for t in self.tcfgs]
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        path = self.files[i]
+        try:
+            frames = read_images(path, max_pixels=self.max_pixels)
+        except MuraError as exc:
+            return {"path": str(path), "error": str(exc)}
+        out = []
+        for img in frames:
+            h, w = img.shape
+            meta = {
+                k: v
+                for k, v in img.meta.items()
+                if k in ("StudyInstanceUID", "BodyPartExamined", "frame", "format", "PhotometricInterpretation")
+            }
+            tensors = [tf(img.pixels) for tf in self.tfs]
+            out.append(
+                {
+                    "tensors": tensors,
+                    "height": h,
+                    "width": w,
+                    "meta": meta,
+                    "pixels": img.pixels if self.keep_pixels else None,
+                }
+            )
+        return {"path": str(path), "frames": out}
+
+    keep_pixels = False
+
+
+def predict(
+    files: Sequence[Path],
+    models: list[LoadedModel],
+    *,
+    part: str | None = None,
+    per_image: bool = False,
+    device: str = "cpu",
+    batch_size: int = 16,
+    workers: int = 0,
+    with_cam: bool = False,
+    keep_pixels: bool = False,
+    max_pixels: int = 100_000_000,
+    on_failure: Callable[[Failure], None] | None = None,
+) -> Iterator[ImagePrediction]:
+    """Yield one :class:`ImagePrediction` per image frame, in input order.
+
+    Args:
+        files: image files (see :func:`discover_inputs`).
+        models: loaded models; several serving one part are averaged (ensemble).
+        part: force the body part (else MURA path, DICOM BodyPartExamined, then the model's).
+        per_image: every image is its own study.
+        device: torch device.
+        batch_size: images per forward pass.
+        workers: decoding processes (0 = in this process).
+        with_cam: also compute each image's class activation map on the original pixel grid (mean over models).
+        keep_pixels: keep the decoded image in ``meta["pixels"]`` (for overlays).
+        max_pixels: decompression-bomb limit per frame.
+        on_failure: called for each file that cannot be read; the batch goes on.
+    """
+    tcfgs: list[TransformConfig] = []
+    for m in models:
+        if m.transform not in tcfgs:
+            tcfgs.append(m.transform)
+    for m in models:
+        m.model.to(device).eval()
+    ds = _FileDataset(files, tcfgs, max_pixels)
+    ds.keep_pixels = keep_pixels
+    loader = DataLoader(
+        ds, batch_size=None, shuffle=False, num_workers=workers, prefetch_factor=4 if workers > 0 else None
+    )
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> Iterator[ImagePrediction]:
+        yield from _run_batch(pending, models, tcfgs, device, with_cam)
+        pending.clear()
+
+    for item in loader:
+        if "error" in item:
+            if on_failure:
+                on_failure(Failure(item["path"], item["error"]))
+            continue
+        for fr in item["frames"]:
+            p_part, study = _study_and_part(item["path"], fr["meta"], part, per_image, models)
+            pending.append({**fr, "path": item["path"], "part": p_part, "study": study})
+            if len(pending) >= batch_size:
+                yield from flush()
+    if pending:
+        yield from flush()
+
+
+def _study_and_part(
+    path: str, meta: dict[str, Any], part: str | None, per_image: bool, models: list[LoadedModel]
+) -> tuple[str, str]:
+    mura = mura_study_of(path)
+    frame = int(meta.get("frame", 0))
+    image_id = path if frame == 0 else f"{path}#frame{frame}"
+    if per_image:
+        study = image_id
+    elif mura:
+        study = mura[2]
+    elif meta.get("StudyInstanceUID"):
+        study = str(meta["StudyInstanceUID"])
+    else:
+        study = str(Path(path).parent)
+    p = part_from_name(part) if part else None
+    if not p and mura:
+        p = mura[0]
+    if not p and meta.get("BodyPartExamined"):
+        p = part_from_name(str(meta["BodyPartExamined"]))
+    if not p:
+        parts = {m.part for m in models}
+        p = parts.pop() if len(parts) == 1 else "unknown"
+    return p, study
+
+
+@torch.inference_mode()
+def _run_batch(
+    items: list[dict[str, Any]], models: list[LoadedModel], tcfgs: list[TransformConfig], device: str, with_cam: bool
+) -> Iterator[ImagePrediction]:
+    probs = np.zeros((len(items),), dtype=np.float64)
+    counts = np.zeros((len(items),), dtype=np.float64)
+    cams: list[np.ndarray | None] = [None] * len(items)
+    names: list[list[str]] = [[] for _ in items]
+    for m in models:
+        serve = [i for i, it in enumerate(items) if m in models_for_part(models, it["part"])]
+        if not serve:
+            continue
+        k = tcfgs.index(m.transform)
+        x = torch.stack([items[i]["tensors"][k] for i in serve]).to(device)
+        with autocast_for(device, True):
+            if with_cam:
+                logits, cam = m.model.forward_with_cam(x)
+            else:
+                logits, cam = m.model(x), None
+        p = torch.sigmoid(logits.float()).cpu().numpy()
+        for j, i in enumerate(serve):
+            probs[i] += p[j]
+            counts[i] += 1
+            names[i].append(Path(m.name).name if Path(m.name).exists() else m.name)
+            if cam is not None:
+                it = items[i]
+                g = eval_geometry(it["height"], it["width"], m.transform)
+                full = cam_to_original(cam[j].float().cpu().numpy(), g, it["height"], it["width"])
+                cams[i] = full if cams[i] is None else cams[i] + full
+    for i, it in enumerate(items):
+        n = max(counts[i], 1)
+        meta = dict(it["meta"])
+        if it.get("pixels") is not None:
+            meta["pixels"] = it["pixels"]
+        yield ImagePrediction(
+            path=it["path"],
+            frame=int(meta.get("frame", 0)),
+            study=it["study"],
+            part=it["part"],
+            probability=float(probs[i] / n),
+            model="+".join(names[i]),
+            width=it["width"],
+            height=it["height"],
+            cam=None if cams[i] is None else cams[i] / n,
+            meta=meta,
+        )
+
+
+# ============================================================================================ studies
+
+
+@dataclass(frozen=True)
+class StudyPrediction:
+    """A study: its images' probabilities aggregated, and the label at the threshold."""
+
+    study: str
+    part: str
+    images: int
+    probability: float
+    prediction: int
+    model: str
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "study": self.study,
+            "part": self.part,
+            "images": self.images,
+            "probability": round(self.probability, 6),
+            "prediction": self.prediction,
+            "model": self.model,
+        }
+
+
+def group_studies(preds: Sequence[ImagePrediction], threshold: float, how: str = "mean") -> list[StudyPrediction]:
+    """Aggregate image predictions by study (``mean`` as in the MURA paper, or ``max``)."""
+    if not preds:
+        return []
+    ids, _, scores = aggregate_by_study(
+        [p.study for p in preds], [0] * len(preds), [p.probability for p in preds], how=how
+    )
+    first: dict[str, ImagePrediction] = {}
+    n: dict[str, int] = {}
+    for p in preds:
+        first.setdefault(p.study, p)
+        n[p.study] = n.get(p.study, 0) + 1
+    return [
+        StudyPrediction(
+            study=s,
+            part=first[s].part,
+            images=n[s],
+            probability=float(sc),
+            prediction=int(sc >= threshold),
+            model=first[s].model,
+        )
+        for s, sc in zip(ids, scores, strict=True)
+    ]
+
+
+# ============================================================================================ localization
+
+
+@dataclass(frozen=True)
+class Localization:
+    """The CAM box of one image, in original pixels."""
+
+    path: str
+    frame: int
+    study: str
+    probability: float
+    box: Box | None
+    cam_max: float
+    threshold: float
+    peak: tuple[int, int]
+
+    def to_row(self) -> dict[str, Any]:
+        b = self.box
+        return {
+            "image": self.path,
+            "frame": self.frame,
+            "study": self.study,
+            "probability": round(self.probability, 6),
+            "x0": b.x0 if b else None,
+            "y0": b.y0 if b else None,
+            "x1": b.x1 if b else None,
+            "y1": b.y1 if b else None,
+            "cam_max": round(self.cam_max, 6),
+            "threshold": round(self.threshold, 6) if np.isfinite(self.threshold) else None,
+            "peak_x": self.peak[0],
+            "peak_y": self.peak[1],
+        }
+
+
+def localize(pred: ImagePrediction, threshold_frac: float = 0.2) -> Localization:
+    """Box the largest component of ``pred.cam`` above ``threshold_frac`` of its maximum."""
+    if pred.cam is None:
+        raise UsageError("localize needs predictions made with with_cam=True")
+    box, thr = cam_box(pred.cam, threshold_frac)
+    return Localization(
+        path=pred.path,
+        frame=pred.frame,
+        study=pred.study,
+        probability=pred.probability,
+        box=box,
+        cam_max=float(pred.cam.max()),
+        threshold=thr,
+        peak=cam_peak(pred.cam),
+    )
