@@ -179,8 +179,11 @@ class Failure:
 class _FileDataset(Dataset):
     """One item per file: every frame through each distinct eval transform, or the failure."""
 
-    def __init__(self, files: Sequence[Path], transforms: Sequence[TransformConfig], max_pixels: int) -> None:
+    def __init__(
+        self, files: Sequence[Path], transforms: Sequence[TransformConfig], max_pixels: int, keep_pixels: bool
+    ) -> None:
         self.files = list(files)
+        self.keep_pixels = keep_pixels
         self.tcfgs = list(transforms)
         self.tfs = [build_transforms(t, train=False) for t in self.tcfgs]
         self.max_pixels = max_pixels
@@ -213,8 +216,6 @@ class _FileDataset(Dataset):
                 }
             )
         return {"path": str(path), "frames": out}
-
-    keep_pixels = False
 
 
 def predict(
@@ -252,8 +253,7 @@ def predict(
             tcfgs.append(m.transform)
     for m in models:
         m.model.to(device).eval()
-    ds = _FileDataset(files, tcfgs, max_pixels)
-    ds.keep_pixels = keep_pixels
+    ds = _FileDataset(files, tcfgs, max_pixels, keep_pixels)
     loader = DataLoader(
         ds, batch_size=None, shuffle=False, num_workers=workers, prefetch_factor=4 if workers > 0 else None
     )
