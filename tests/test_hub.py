@@ -7,13 +7,16 @@ Nothing is mocked on the client side: ``hf_hub_download`` and ``HfApi.upload_fol
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import pytest
 import torch
 from safetensors.torch import save
 
 from mura_cli.errors import HubError, ModelError
-from mura_cli.models.hub import load_pretrained, push_to_hub, save_pretrained
+from mura_cli.models import hub as mhub
+from mura_cli.models.hub import hub_unreachable, load_pretrained, push_to_hub, save_pretrained
 from mura_cli.models.registry import MuraNet, create_model
 
 from hub_server import serving_hub, set_hf_offline
@@ -74,13 +77,148 @@ def test_missing_repo_and_file(hub):
         create_model("test_resnet", pretrained=True, weights="hf-hub:org/pickles")
 
 
-def test_unreachable_hub_names_the_ways_out(hub):
+def test_unreachable_hub_names_the_ways_out(hub, capfd):
     hub.stop()
+    t0 = time.monotonic()
     with pytest.raises(HubError) as exc:
         create_model("test_resnet", pretrained=True)
+    assert time.monotonic() - t0 < 10  # no five retries with backoff (23 s before)
     msg = str(exc.value)
+    assert "connection refused" in msg
     for hint in ("HF_HUB_OFFLINE", "HF_ENDPOINT", "--weights none"):
         assert hint in msg
+    assert "Retry" not in capfd.readouterr().err  # huggingface_hub's retry warnings are not shown
+
+
+def _model_repo(hub, repo="org/mura-model"):
+    model = MuraNet("test_resnet").eval()
+    hub.add_file(repo, "config.json", json.dumps({"arch": "test_resnet", "threshold": 0.3}).encode())
+    hub.add_file(repo, "model.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    return model
+
+
+def test_unreachable_hub_for_a_model_names_model_options(hub, monkeypatch):
+    hub.stop()
+    t0 = time.monotonic()
+    with pytest.raises(HubError) as exc:
+        load_pretrained("org/mura-model")
+    assert time.monotonic() - t0 < 10
+    msg = str(exc.value)
+    for hint in ("--model", "HF_HUB_OFFLINE", "HF_ENDPOINT"):
+        assert hint in msg
+    assert "--weights" not in msg  # predict/localize have no --weights
+    set_hf_offline(monkeypatch)
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE") as exc:
+        load_pretrained("org/mura-model")
+    assert "--model" in str(exc.value) and "--weights" not in str(exc.value)
+
+
+def test_unreachable_hub_still_serves_cached_model(hub):
+    model = _model_repo(hub)
+    load_pretrained("org/mura-model")
+    hub.stop()
+    t0 = time.monotonic()
+    back, cfg = load_pretrained("org/mura-model")
+    assert time.monotonic() - t0 < 10
+    assert cfg["threshold"] == 0.3
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), back(x))
+
+
+def test_push_to_unreachable_hub_is_one_hub_error(hub, tmp_path):
+    save_pretrained(MuraNet("test_resnet"), tmp_path / "run", {"arch": "test_resnet"})
+    hub.stop()
+    with pytest.raises(HubError, match=r"could not reach the Hub .*connection refused.*push again") as exc:
+        push_to_hub(tmp_path / "run", "org/x", token="t")
+    assert "--weights" not in str(exc.value)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_preflight_says_why_the_hub_cannot_be_reached(hub, monkeypatch):
+    assert hub_unreachable(hub.url) is None
+    assert hub_unreachable(f"http://127.0.0.1:{_closed_port()}") == "connection refused"
+    assert "not found" in hub_unreachable("http://no-such-host.invalid", timeout=5)
+    # through a proxy, it is the proxy that must answer; NO_PROXY hosts are reached directly
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    assert "proxy" in hub_unreachable("https://huggingface.co")
+    monkeypatch.setenv("NO_PROXY", "huggingface.co")
+    assert "proxy" not in (hub_unreachable("https://huggingface.co", timeout=0.5) or "")
+
+
+def _exc(module: str, name: str, *bases: type) -> type[Exception]:
+    return type(name, bases or (Exception,), {"__module__": module})
+
+
+def test_network_errors_are_recognised_whatever_the_http_library():
+    network = [
+        ConnectionRefusedError(111, "Connection refused"),
+        socket.gaierror(-2, "Name or service not known"),
+        TimeoutError("timed out"),
+        _exc("httpx", "ConnectError")("[Errno 111] Connection refused"),
+        _exc("httpx2._exceptions", "ConnectTimeout")("timed out"),
+        _exc("requests.exceptions", "ConnectionError", OSError)("Max retries exceeded"),
+        _exc("aiohttp.client_exceptions", "ClientConnectorError")("Cannot connect"),
+        _exc("httpx3", "ProxyError", _exc("httpcore", "NetworkError"))("proxy said no"),
+    ]
+    for e in network:
+        assert mhub._is_network_error(e), e
+    try:  # a library error that wraps a socket error
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except OSError as inner:
+            raise RuntimeError("request failed") from inner
+    except RuntimeError as wrapped:
+        assert mhub._is_network_error(wrapped)
+        assert mhub._network_reason(wrapped) == "connection refused"
+    for e in (ValueError("bad"), KeyError("x"), _exc("httpx", "DecodingError")("gzip"), FileNotFoundError("f")):
+        assert not mhub._is_network_error(e), e
+    assert mhub._network_reason(network[3]) == "connection refused"
+    assert mhub._network_reason(network[1]) == "host name not found"
+
+
+def test_model_source_rules(hub, tmp_path, monkeypatch):
+    """A --model value is a Hub repo only if it cannot be a local path; a mistyped run folder says so at once."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for src in ("runs/nope", "./runs/nope", str(tmp_path / "nope"), "~/no-such-mura-run", "nope", "a/b/c"):
+        with pytest.raises(ModelError, match="no such run folder") as exc:
+            load_pretrained(src)
+        assert str(exc.value).startswith(f"{src}: no such run folder; ")
+    assert hub.requests == []  # none of them went to the Hub
+    with pytest.raises(HubError, match="no such repo"):
+        load_pretrained("hf-hub:runs/nope")  # an explicit hf-hub: prefix always means the Hub
+    with pytest.raises(HubError, match="no such repo"):
+        load_pretrained("org/nope")  # org/name form, no ./org folder: the Hub
+    assert hub.requests
+    _model_repo(hub, "runs/good")
+    _, cfg = load_pretrained("hf-hub:runs/good")
+    assert cfg["arch"] == "test_resnet"
+
+
+def test_pickles_are_never_loaded(hub, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"arch": "test_resnet"}))
+    (run / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ModelError, match=r"model\.safetensors: missing"):
+        load_pretrained(run)
+    for name in ("model.pt", "model.bin", "model.pth"):
+        (tmp_path / name).write_bytes(b"pickle")
+        with pytest.raises(ModelError, match="pickled weights are never loaded"):
+            load_pretrained(tmp_path / name)
+    hub.add_file("org/pickled", "config.json", b'{"arch": "test_resnet"}')
+    hub.add_file("org/pickled", "pytorch_model.bin", b"pickle")
+    with pytest.raises(HubError, match="safetensors"):
+        load_pretrained("org/pickled")
+    assert not hub.file_requests("org/pickled", "pytorch_model.bin")
 
 
 def test_push_then_load_from_hub(hub, tmp_path, capsys):
