@@ -48,11 +48,17 @@ def test_prepare_mura_tree(capsys, tmp_path):
     assert (tmp_path / "ix" / "index.csv").is_file() and (tmp_path / "ix" / "summary.json").is_file()
 
 
-def test_prepare_default_out_next_to_data(capsys, tmp_path):
-    mura = make_mura_tree(tmp_path)
-    code, _, err = run(capsys, "prepare", mura)
+def test_prepare_default_out_next_to_data(capsys, tmp_path, monkeypatch):
+    """The default index goes to ./.mura/<name> in the working folder, never inside a writable dataset."""
+    mura = make_mura_tree(tmp_path / "ds")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, out, err = run(capsys, "prepare", mura)
     assert code == 0, err
-    assert (mura / ".mura" / "index.csv").is_file()
+    assert not (mura / ".mura").exists()
+    assert (work / ".mura" / "ds-MURA-v1.1" / "index.csv").is_file()
+    assert ".mura/ds-MURA-v1.1/index.csv" in out
 
 
 def test_prepare_read_only_data_falls_back_to_cwd(capsys, tmp_path, monkeypatch):

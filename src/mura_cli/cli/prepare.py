@@ -13,7 +13,7 @@ from mura_cli.cli._console import console, err_console, progress
 from mura_cli.config import PrepareConfig
 from mura_cli.data.cache import build_cache
 from mura_cli.data.index import SPLITS, Index, build_index, default_out_dir, summarize, write_index
-from mura_cli.utils import default_workers
+from mura_cli.utils import default_workers, plural
 
 
 @app.command()
@@ -24,7 +24,9 @@ def prepare(
     *,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Index folder. Default: ROOT/.mura, or ./.mura/<name> if ROOT is read-only."),
+        typer.Option(
+            "--out", "-o", help="Index folder. Default: ./.mura/<name> in the working folder (never inside ROOT)."
+        ),
     ] = None,
     tune_fraction: Annotated[
         float, typer.Option(help="Fraction of train patients held out as the tune split (stratified by part, label).")
@@ -60,7 +62,8 @@ def prepare(
     n_boxes = sum(len(r.boxes) for r in index.rows)
     if n_boxes:
         console.print(
-            f"ground-truth boxes: {n_boxes:,} on {sum(1 for r in index.rows if r.boxes):,} images (kept in the index)"
+            f"ground-truth boxes: {n_boxes:,} on {plural(sum(1 for r in index.rows if r.boxes), 'image')} "
+            "(kept in the index)"
         )
     _print_problems(index)
     console.print(f"index: [bold]{index_path}[/]  summary: {summary_path}")
@@ -94,7 +97,7 @@ def _counts_table(index: Index) -> Table:
     splits = [s for s in SPLITS if any(s in by_split for by_split in counts.values())]
     n_images, n_studies = len(index.rows), len({r.study for r in index.rows})
     table = Table(
-        title=f"{index.kind} at {index.root}: {n_studies:,} studies, {n_images:,} images",
+        title=f"{index.kind} at {index.root}: {plural(n_studies, 'study', 'studies')}, {plural(n_images, 'image')}",
         caption="studies (images); normal = label 0, abnormal = label 1",
     )
     table.add_column("part", style="bold")
@@ -132,7 +135,7 @@ def _print_problems(index: Index) -> None:
     if not index.problems:
         console.print("[green]checks: no problems found[/]")
         return
-    console.print(f"[yellow]checks: {len(index.problems)} kind(s) of problem found[/]")
+    console.print(f"[yellow]checks: {plural(len(index.problems), 'kind')} of problem found[/]")
     for p in index.problems:
         examples = ", ".join(p.examples[:3]) + (" ..." if p.count > 3 else "")
         console.print(

@@ -625,7 +625,7 @@ def write_index(index: Index, out_dir: str | Path) -> tuple[Path, Path]:
         index_path = out / INDEX_FILE
         tmp = index_path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=INDEX_COLUMNS)
+            w = csv.DictWriter(f, fieldnames=INDEX_COLUMNS, lineterminator="\n")
             w.writeheader()
             for r in index.rows:
                 w.writerow(r.to_row())
@@ -688,27 +688,46 @@ def load_index(path: str | Path) -> Index:
 
 
 def default_out_dir(root: str | Path) -> Path:
-    """Where ``mura prepare`` writes by default: ``<dataset>/.mura`` when that folder is writable, otherwise
-    ``./.mura/<dataset name>`` in the working directory (read-only data, e.g. a shared mount)."""
-    from mura_cli.utils import is_writable_dir
+    """Where ``mura prepare ROOT`` writes by default: ``.mura/<name>`` in the working directory, never inside
+    the dataset (datasets sit on read-only shares and are shared between people).
 
+    ``<name>`` is the dataset folder's name, with its parent's for MURA (``mura-sample-MURA-v1.1``), or the
+    CSV's folder name (``fracatlas``, ``data``).
+    """
     kind, where = find_dataset(root)
-    base = where.parent if kind == "csv" else where
-    if is_writable_dir(base):
-        return base / ".mura"
-    name = base.resolve().name or "data"
+    base = (where.parent if kind == "csv" else where).resolve()
+    name = base.name or "data"
     if kind == "mura" and name == "MURA-v1.1":
-        name = f"{base.resolve().parent.name}-{name}"
-    return Path.cwd() / ".mura" / name
+        name = f"{base.parent.name}-{name}" if base.parent.name else name
+    return Path(".mura") / name
 
 
 def find_prepared(data: str | Path) -> Path | None:
-    """The folder holding a prepared index for ``data`` (an index folder or a dataset root), if there is one."""
+    """The folder holding a prepared index for ``data`` (an index folder or a dataset root), if there is one.
+
+    For a dataset root: ``./.mura/<name>`` (where ``mura prepare ROOT`` writes), then ``ROOT/.mura`` (where
+    older versions wrote); an index is used only when it was built from that same dataset.
+    """
     p = Path(data)
     if (p / INDEX_FILE).is_file() or (p.name == INDEX_FILE and p.is_file()):
         return p if p.is_dir() else p.parent
     try:
+        kind, where = find_dataset(p)
         out = default_out_dir(p)
     except DataError:
         return None
-    return out if (out / INDEX_FILE).is_file() else None
+    legacy = (where.parent if kind == "csv" else where) / ".mura"
+    for candidate in (out, legacy):
+        if (candidate / INDEX_FILE).is_file() and _built_from(candidate, where):
+            return candidate
+    return None
+
+
+def _built_from(index_dir: Path, where: Path) -> bool:
+    """True when the index in ``index_dir`` was built from the dataset at ``where`` (its summary's ``root``)."""
+    try:
+        root = json.loads((index_dir / SUMMARY_FILE).read_text()).get("root")
+    except (OSError, ValueError, AttributeError):
+        return False
+    expected = where.parent if where.is_file() else where
+    return bool(root) and Path(root).resolve() == expected.resolve()

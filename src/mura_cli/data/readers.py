@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import re
 import struct
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from mura_cli.errors import DataError
+
+log = logging.getLogger(__name__)
 
 DICOM_MAGIC = b"DICM"
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -154,7 +159,44 @@ def _check_pixels(p: Path, height: int, width: int, max_pixels: int) -> None:
 # --------------------------------------------------------------------------------------------- DICOM
 
 
+_LOGGED_WARNINGS: set[str] = set()
+_VR_LINK = re.compile(r"\s*Please see <[^>]*> for allowed values for each VR\.?")
+_DEVELOPER_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning)
+
+
+@contextlib.contextmanager
+def _warnings_to_log(p: Path) -> Iterator[None]:
+    """Turn the warnings a library raises while reading ``p`` (pydicom's invalid-value and VR notes...) into
+    one log line each, ``<file>: <message>``, on logger ``mura_cli.data.readers``; a message already logged
+    (by any file) goes to debug. Deprecation warnings are for developers and pass through unchanged."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:  # the filters are restored here; also when the read failed (the warnings may say why)
+        _log_warnings(p, caught)
+
+
+def _log_warnings(p: Path, caught: list[warnings.WarningMessage]) -> None:
+    for w in caught:
+        if issubclass(w.category, _DEVELOPER_WARNINGS):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+            continue
+        message = _one_line(_VR_LINK.sub("", str(w.message)))
+        if message in _LOGGED_WARNINGS:
+            log.debug("%s: %s", p, message)
+            continue
+        _LOGGED_WARNINGS.add(message)
+        log.warning("%s: %s", p, message)
+
+
 def _read_dicom(p: Path, *, frames: list[int] | None, max_pixels: int) -> list[Image]:
+    with _warnings_to_log(p):
+        return _read_dicom_quietly(p, frames=frames, max_pixels=max_pixels)
+
+
+def _read_dicom_quietly(p: Path, *, frames: list[int] | None, max_pixels: int) -> list[Image]:
     import pydicom
     from pydicom.errors import BytesLengthException
 

@@ -22,7 +22,13 @@ class EpochResult:
     best: bool
 
     def to_row(self) -> dict[str, Any]:
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        """The epoch as a flat dict; floats keep 6 significant digits (a 1e-7 learning rate stays 1e-07)."""
+        return {k: (_significant(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def _significant(v: float, digits: int = 6) -> float:
+    """``v`` rounded to ``digits`` significant digits (not decimals); NaN and infinities pass through."""
+    return float(f"{v:.{digits}g}")
 
 
 @dataclass(frozen=True)
