@@ -180,7 +180,7 @@ def test_cli_predict_goes_past_bad_files(tmp_path, run_dir, capsys):
     assert code == 0, err
     assert "broken.png" in err
     rows = list(csv.DictReader(out.read_text().splitlines()))
-    assert rows and set(rows[0]) == {"study", "part", "images", "probability", "prediction", "model"}
+    assert rows and set(rows[0]) == {"study", "part", "images", "probability", "prediction", "threshold", "model"}
     assert "failed" in stdout
     # never overwrite what is there
     code, _, err = _main(capsys, "predict", mura, "--model", run_dir, "--out", out)

@@ -7,6 +7,7 @@ config as JSON (:func:`to_dict`), and reads it back with :func:`from_dict`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -201,8 +202,34 @@ def merge(cfg: T, overrides: dict[str, Any]) -> T:
     names = {f.name for f in fields(cfg)}  # type: ignore[arg-type]
     unknown = sorted(set(given) - names)
     if unknown:
-        raise UsageError(f"unknown setting(s) {', '.join(unknown)} for {type(cfg).__name__}")
+        raise UsageError(
+            f"unknown {'setting' if len(unknown) == 1 else 'settings'} {', '.join(unknown)} for {type(cfg).__name__}"
+        )
     return replace(cfg, **given)  # type: ignore[type-var]
+
+
+RESUME_SETTINGS = ("epochs", "early_stop", "device", "workers")
+"""What may change when a run is resumed; everything else is the run's own."""
+
+
+def resolve_config(cls: type[T], *layers: Mapping[str, Any]) -> T:
+    """Build ``cls`` from its defaults overlaid by ``layers`` in order (later wins; nested dicts merge).
+
+    The CLI passes ``(file settings, flags the user typed)``, so precedence is
+    ``defaults < --config file < flags``: a typed flag wins even when it equals its default.
+    """
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        _deep_update(merged, layer)
+    return from_dict(cls, merged)
+
+
+def _deep_update(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for k, v in layer.items():
+        if isinstance(v, Mapping) and isinstance(into.get(k), dict):
+            _deep_update(into[k], v)
+        else:
+            into[k] = dict(v) if isinstance(v, Mapping) else v
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -222,11 +249,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "RESUME_SETTINGS",
     "PrepareConfig",
     "TrainConfig",
     "TransformConfig",
     "from_dict",
     "load_config_file",
     "merge",
+    "resolve_config",
     "to_dict",
 ]

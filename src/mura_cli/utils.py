@@ -59,3 +59,8 @@ def is_writable_dir(path: Path) -> bool:
             return False
         p = p.parent
     return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
+
+
+def plural(n: int, noun: str, plural_form: str | None = None) -> str:
+    """``"1 image"``, ``"2 images"``, ``"1,234 studies"`` (pass ``plural_form`` when it is not noun + s)."""
+    return f"{n:,} {noun if n == 1 else plural_form or noun + 's'}"

@@ -6,9 +6,14 @@ Every command module registers itself on :data:`app`; :func:`main` is the one pl
 
 from __future__ import annotations
 
+import difflib
+import logging
+import re
+import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from mura_cli import __version__
 from mura_cli.cli._console import err_console
@@ -39,10 +44,23 @@ def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log library details to stderr.")] = False,
 ) -> None:
     """Abnormality detection and localization in musculoskeletal radiographs."""
-    if verbose:
-        import logging
+    _setup_logging(verbose)
 
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+class _LineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Library warnings (``mura_cli`` loggers) as tidy ``warning: ...`` lines on stderr; ``-v`` adds details."""
+    logger = logging.getLogger("mura_cli")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_LineFormatter())
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("pydicom").setLevel(logging.ERROR)  # its warnings reach us through the reader, once each
 
 
 from mura_cli.cli import predict as _predict  # noqa: E402,F401
@@ -50,26 +68,46 @@ from mura_cli.cli import prepare as _prepare  # noqa: E402,F401  (registers the 
 from mura_cli.cli import train as _train  # noqa: E402,F401
 
 
+def _usage_error_line(err: Exception) -> str:
+    """One line for a command-line usage mistake, whichever copy of click typer raised it from."""
+    ctx = getattr(err, "ctx", None)
+    where = getattr(ctx, "command_path", "") or "mura"
+    msg = " ".join(str(err.format_message()).split())  # type: ignore[attr-defined]
+    match = re.match(r"No such command '(.+)'", msg)
+    if match and ctx is not None and hasattr(ctx.command, "list_commands"):
+        close = difflib.get_close_matches(match.group(1), ctx.command.list_commands(ctx), n=1)
+        if close:
+            msg += f" Did you mean '{close[0]}'?"
+    return f"{where}: {msg} (see '{where} -h')"
+
+
+def _is_usage_error(err: Exception) -> bool:
+    """True for click's exceptions (typer bundles its own copy, so match the shape, not the class)."""
+    return isinstance(getattr(err, "exit_code", None), int) and callable(getattr(err, "format_message", None))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``mura`` executable; ``argv`` defaults to ``sys.argv[1:]``."""
+    """Entry point of the ``mura`` executable; ``argv`` defaults to ``sys.argv[1:]``.
+
+    The one place where errors become exit codes: :class:`MuraError` -> its ``exit_code`` (2 usage, 3 data,
+    4 model, 5 hub), a command-line usage mistake -> 2, Ctrl-C -> 130. Each is one line on stderr.
+    """
     try:
         rc = app(args=argv, prog_name="mura", standalone_mode=False)
     except MuraError as err:
-        err_console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
         raise SystemExit(err.exit_code) from None
-    except typer.Abort:
-        err_console.print("[red]aborted[/]")
-        raise SystemExit(130) from None
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("[red]interrupted[/]")
         raise SystemExit(130) from None
-    except typer.Exit as e:  # click.exceptions.Exit
+    except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
     except Exception as e:
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            raise SystemExit(e.exit_code) from None
-        raise
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `mura` or a bare group: help, exit 0
+            typer.echo(e.format_message())  # type: ignore[attr-defined]
+            raise SystemExit(0) from None
+        if not _is_usage_error(e):
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(_usage_error_line(e))}", soft_wrap=True)
+        raise SystemExit(2 if e.exit_code == 1 else e.exit_code) from None  # type: ignore[attr-defined]
     raise SystemExit(rc if isinstance(rc, int) else 0)

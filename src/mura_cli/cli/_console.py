@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -37,3 +38,13 @@ def progress(transient: bool = False) -> Progress:
         transient=transient,
         disable=not err_console.is_terminal,
     )
+
+
+def typed_params(ctx: typer.Context) -> set[str]:
+    """Names of the parameters the user gave (command line or environment), not left at their defaults."""
+    given = set()
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT"):
+            given.add(name)
+    return given

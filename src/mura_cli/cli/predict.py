@@ -14,14 +14,16 @@ from rich.table import Table
 from mura_cli.cli import app
 from mura_cli.cli._console import console, err_console, progress
 from mura_cli.errors import UsageError
+from mura_cli.utils import plural
 
 ModelOpt = Annotated[
-    list[str],
+    list[str] | None,
     typer.Option(
         "--model",
         "-m",
-        help="Run folder, Hub repo (org/name), or a folder of per-part runs; repeat for "
-        "an ensemble (mean of probabilities).",
+        help="Run folder, Hub repo (org/name or hf-hub:org/name), or a folder of per-part runs; repeat for "
+        "an ensemble (mean of probabilities). Default: $MURA_MODEL, else the newest finished run under ./runs.",
+        show_default=False,
     ),
 ]
 
@@ -36,7 +38,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], header: bool = True) -> N
     with open(path, "w", newline="") as f:
         if not rows:
             return
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         if header:
             w.writeheader()
         w.writerows(rows)
@@ -55,14 +57,16 @@ def _run(
     keep_pixels: bool,
     max_pixels: int,
 ) -> tuple[list, list, list, list]:
-    from mura_cli.engine.predict import discover_inputs, load_models, predict
+    from mura_cli.engine.predict import discover_inputs, load_models, predict, resolve_model_specs
     from mura_cli.utils import resolve_device
 
     dev = resolve_device(device)
     files, skipped = discover_inputs(paths)
     if not files:
         raise UsageError(f"no image files among {', '.join(paths)} ({len(skipped)} other files skipped)")
-    models = load_models(model, dev)
+    choice = resolve_model_specs(model or [])
+    err_console.print(f"model: {', '.join(choice.specs)} ({choice.reason})", soft_wrap=True, highlight=False)
+    models = load_models(choice.specs, dev)
     failures: list = []
     preds: list = []
     with progress() as bar:
@@ -91,7 +95,21 @@ def _run(
             if p.path not in seen:
                 seen.add(p.path)
                 bar.advance(task)
+    _warn_part_mismatches(preds, models)
     return preds, failures, skipped, models
+
+
+def _warn_part_mismatches(preds: list, models: list) -> None:
+    from mura_cli.engine.predict import part_mismatches
+
+    for (part, name), n in sorted(part_mismatches(preds, models).items()):
+        trained = ", ".join(next(m.parts for m in models if m.short_name == name))
+        err_console.print(
+            f"[yellow]warning:[/] {plural(n, 'image')} of {part} scored by {name}, trained on {trained} only: "
+            "its output there is not validated",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 def _summary(title: str, rows: list[tuple[str, str]]) -> None:
@@ -107,7 +125,7 @@ def _summary(title: str, rows: list[tuple[str, str]]) -> None:
 def predict_cmd(
     paths: Annotated[list[str], typer.Argument(help="Files, folders (recursive) or globs: PNG/JPEG/BMP/TIFF, DICOM.")],
     *,
-    model: ModelOpt,
+    model: ModelOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Study-level CSV.")] = Path("results.csv"),
     images: Annotated[Path | None, typer.Option(help="Also write one row per image to this CSV.")] = None,
     fmt: Annotated[
@@ -133,7 +151,7 @@ def predict_cmd(
         raise UsageError("--format takes csv or mura; --aggregate takes mean or max")
     _check_new(out, overwrite)
     _check_new(images, overwrite)
-    preds, failures, skipped, models = _run(
+    preds, failures, skipped, _ = _run(
         paths,
         model,
         device=device,
@@ -145,24 +163,47 @@ def predict_cmd(
         keep_pixels=False,
         max_pixels=max_pixels,
     )
-    thr = threshold if threshold is not None else models[0].threshold
-    studies = group_studies(preds, thr, aggregate)
+    studies = group_studies(preds, threshold, aggregate)
+    used = sorted({round(st.threshold, 4) for st in studies})
+    thr = f"{used[0]:.2f}" if len(used) == 1 else f"per model, {used[0]:.2f}-{used[-1]:.2f}" if used else "-"
     if fmt == "mura":
+        _warn_mura_paths(preds, per_image)
         _write_csv(out, [{"Study": s.study, "Model": s.prediction} for s in studies], header=False)
     else:
         _write_csv(out, [s.to_row() for s in studies])
     if images:
         _write_csv(images, [p.to_row() for p in preds])
     _summary(
-        f"{len(preds)} images -> {out}",
+        f"{plural(len(preds), 'image')} -> {out}",
         [
             ("studies", str(len(studies))),
             ("abnormal", str(sum(s.prediction for s in studies))),
-            ("threshold", f"{thr:.2f}"),
+            ("threshold", thr),
             ("skipped (not images)", str(len(skipped))),
             ("failed", str(len(failures))),
         ],
     )
+
+
+def _warn_mura_paths(preds: list, per_image: bool) -> None:
+    from mura_cli.engine.predict import mura_study_of
+
+    found = [mura_study_of(p.path) for p in preds]
+    assumed = sorted({m.split for m in found if m is not None and m.assumed})
+    if assumed:
+        err_console.print(
+            "[yellow]warning:[/] study paths assumed under "
+            f"{' and '.join(f'MURA-v1.1/{s}/' for s in assumed)} (the folders above XR_<PART> are not "
+            "MURA-v1.1/<split>/); check them against the CSV you score with",
+            soft_wrap=True,
+        )
+    outside = sum(m is None for m in found)
+    if outside and not per_image:
+        err_console.print(
+            f"[yellow]warning:[/] {plural(outside, 'image')} not in the MURA layout "
+            "(<split>/XR_<PART>/patient*/study*/): their rows will not match the official CSVs",
+            soft_wrap=True,
+        )
 
 
 def _overlay_name(path: str, frame: int) -> str:
@@ -175,7 +216,7 @@ def _overlay_name(path: str, frame: int) -> str:
 def localize_cmd(
     paths: Annotated[list[str], typer.Argument(help="Files, folders (recursive) or globs: PNG/JPEG/BMP/TIFF, DICOM.")],
     *,
-    model: ModelOpt,
+    model: ModelOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Boxes as JSON (or CSV by suffix).")] = Path("boxes.json"),
     overlay: Annotated[bool, typer.Option("--overlay", help="Write a heatmap-and-box PNG per image.")] = False,
     overlay_dir: Annotated[Path, typer.Option(help="Folder for overlays and heatmaps.")] = Path("overlays"),
@@ -233,7 +274,7 @@ def localize_cmd(
     else:
         out.write_text(json.dumps({"threshold_frac": threshold_frac, "boxes": rows}, indent=2) + "\n")
     _summary(
-        f"{len(rows)} images -> {out}",
+        f"{plural(len(rows), 'image')} -> {out}",
         [
             ("boxes", str(sum(1 for r in rows if r["x0"] is not None))),
             ("overlays", str(written)),

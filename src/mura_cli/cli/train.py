@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,11 +12,14 @@ import typer
 from rich.table import Table
 
 from mura_cli.cli import app
-from mura_cli.cli._console import console, err_console, progress
-from mura_cli.config import TrainConfig, TransformConfig, from_dict, load_config_file, merge
+from mura_cli.cli._console import console, err_console, progress, typed_params
+from mura_cli.config import RESUME_SETTINGS, TrainConfig, TransformConfig, load_config_file, resolve_config
+from mura_cli.errors import UsageError
+from mura_cli.utils import plural
 
 _T = TrainConfig()
 _X = TransformConfig()
+_TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"transform"}
 
 
 def _f(v: float) -> str:
@@ -44,11 +48,28 @@ def archs() -> None:
     console.print(f"aliases: {aliases}", soft_wrap=True)
 
 
+_TRANSFORM_FLAGS = {
+    "size": "size",
+    "resize": "resize",
+    "center_crop": "center_crop",
+    "hflip": "hflip",
+    "vflip": "vflip",
+    "rotation": "rotation",
+    "sharpen": "sharpen",
+    "blur": "blur_sigma",
+    "equalize": "equalize",
+    "clahe": "clahe",
+}
+"""``mura train`` flags that set a field of ``TrainConfig.transform`` (flag name -> field name)."""
+_NOT_SETTINGS = {"resume", "config", "list_archs"}
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[
         str, typer.Option("--data", "-d", help="`mura prepare` output folder, or a dataset root (indexed on the fly).")
-    ] = "",
+    ] = _T.data,
     *,
     arch: Annotated[
         str,
@@ -70,46 +91,49 @@ def train(
             help="default (timm Hub weights), hf-hub:org/name, a folder or .safetensors file, or none (random init)."
         ),
     ] = _T.weights,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per step (per process under torchrun).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
-    beta1: Annotated[float | None, typer.Option(help="Adam beta1.")] = None,
-    beta2: Annotated[float | None, typer.Option(help="Adam beta2.")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="Adam weight decay.")] = None,
-    lr_factor: Annotated[float | None, typer.Option(help="LR factor on a tune-loss plateau.")] = None,
-    lr_patience: Annotated[int | None, typer.Option(help="Plateau epochs before the LR drops.")] = None,
-    early_stop: Annotated[int | None, typer.Option(help="Plateau epochs before stopping (0 = never).")] = None,
-    dropout: Annotated[float | None, typer.Option(help="Dropout before the linear head.")] = None,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = _T.epochs,
+    batch_size: Annotated[int, typer.Option(help="Images per step (per process under torchrun).")] = _T.batch_size,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = _T.lr,
+    beta1: Annotated[float, typer.Option(help="Adam beta1.")] = _T.beta1,
+    beta2: Annotated[float, typer.Option(help="Adam beta2.")] = _T.beta2,
+    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = _T.weight_decay,
+    lr_factor: Annotated[float, typer.Option(help="LR factor on a tune-loss plateau.")] = _T.lr_factor,
+    lr_patience: Annotated[int, typer.Option(help="Plateau epochs before the LR drops.")] = _T.lr_patience,
+    early_stop: Annotated[int, typer.Option(help="Plateau epochs before stopping (0 = never).")] = _T.early_stop,
+    dropout: Annotated[float, typer.Option(help="Dropout before the linear head.")] = _T.dropout,
     weighted_loss: Annotated[
-        bool | None,
-        typer.Option("--weighted-loss/--no-weighted-loss", help="Weight BCE per body part by label counts."),
-    ] = None,
-    threshold: Annotated[float | None, typer.Option(help="Abnormal threshold stored with the model.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of init, sampling and augmentation.")] = None,
+        bool, typer.Option("--weighted-loss/--no-weighted-loss", help="Weight BCE per body part by label counts.")
+    ] = _T.weighted_loss,
+    threshold: Annotated[float, typer.Option(help="Abnormal threshold stored with the model.")] = _T.threshold,
+    seed: Annotated[int, typer.Option(help="Seed of init, sampling and augmentation.")] = _T.seed,
     deterministic: Annotated[
-        bool | None,
-        typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms (identical CPU runs)."),
+        bool, typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms (identical CPU runs).")
+    ] = _T.deterministic,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = _T.device,
+    workers: Annotated[int, typer.Option(help="Data-loader processes (-1 = per core, at most 8).")] = _T.workers,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")] = _T.amp,
+    limit_batches: Annotated[int, typer.Option(help="Batches per epoch at most (0 = all).")] = _T.limit_batches,
+    cache: Annotated[str, typer.Option(help="auto, none, or a `mura prepare --cache` folder.")] = _T.cache,
+    out: Annotated[str, typer.Option(help="Folder for run folders.")] = _T.out,
+    name: Annotated[str | None, typer.Option(help="Run name (default <arch>-<part>, numbered if taken).")] = _T.name,
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Overwrite a run of the same --name.")] = _T.exist_ok,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue an interrupted run folder (may change --epochs, --early-stop, --device, --workers)."
+        ),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Data-loader processes (-1 = per core).")] = None,
-    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")] = None,
-    limit_batches: Annotated[int | None, typer.Option(help="Batches per epoch at most (0 = all).")] = None,
-    cache: Annotated[str | None, typer.Option(help="auto, none, or a `mura prepare --cache` folder.")] = None,
-    out: Annotated[str | None, typer.Option(help="Folder for run folders.")] = None,
-    name: Annotated[str | None, typer.Option(help="Run name (default <arch>-<part>, numbered if taken).")] = None,
-    exist_ok: Annotated[bool | None, typer.Option("--exist-ok", help="Overwrite a run of the same --name.")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run folder.")] = None,
-    config: Annotated[Path | None, typer.Option(help="JSON file of settings (flags override it).")] = None,
-    size: Annotated[int | None, typer.Option(help="Input size in pixels (paper: 320).")] = None,
-    resize: Annotated[str | None, typer.Option(help="stretch (paper) or shorter (+ center crop).")] = None,
-    center_crop: Annotated[int | None, typer.Option(help="Center crop side after resize.")] = None,
-    hflip: Annotated[bool | None, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")] = None,
-    vflip: Annotated[bool | None, typer.Option("--vflip/--no-vflip", help="Random vertical flips.")] = None,
-    rotation: Annotated[float | None, typer.Option(help="Random rotation range in degrees (paper: 30).")] = None,
-    sharpen: Annotated[float | None, typer.Option(help="Unsharp-mask amount (0 = off).")] = None,
-    blur: Annotated[float | None, typer.Option(help="Gaussian blur sigma (0 = off).")] = None,
-    equalize: Annotated[bool | None, typer.Option("--equalize/--no-equalize", help="Histogram equalization.")] = None,
-    clahe: Annotated[float | None, typer.Option(help="CLAHE clip limit (0 = off; 0.01 typical).")] = None,
+    config: Annotated[Path | None, typer.Option(help="JSON file of settings (flags you type override it).")] = None,
+    size: Annotated[int, typer.Option(help="Input size in pixels (paper: 320).")] = _X.size,
+    resize: Annotated[str, typer.Option(help="stretch (paper) or shorter (+ center crop).")] = _X.resize,
+    center_crop: Annotated[int | None, typer.Option(help="Center crop side after resize.")] = _X.center_crop,
+    hflip: Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")] = _X.hflip,
+    vflip: Annotated[bool, typer.Option("--vflip/--no-vflip", help="Random vertical flips.")] = _X.vflip,
+    rotation: Annotated[float, typer.Option(help="Random rotation range in degrees (paper: 30).")] = _X.rotation,
+    sharpen: Annotated[float, typer.Option(help="Unsharp-mask amount (0 = off).")] = _X.sharpen,
+    blur: Annotated[float, typer.Option(help="Gaussian blur sigma (0 = off).")] = _X.blur_sigma,
+    equalize: Annotated[bool, typer.Option("--equalize/--no-equalize", help="Histogram equalization.")] = _X.equalize,
+    clahe: Annotated[float, typer.Option(help="CLAHE clip limit (0 = off; 0.01 typical).")] = _X.clahe,
     list_archs: Annotated[bool, typer.Option("--list-archs", help="List the backbones and exit.")] = False,
 ) -> None:
     """Fine-tune a backbone on one body part or all (the MURA paper's recipe by default)."""
@@ -118,53 +142,22 @@ def train(
         return
     from mura_cli.engine.train import fit
 
-    file_cfg: dict[str, Any] = load_config_file(config) if config else {}
-    base = from_dict(TrainConfig, file_cfg)
-    tcfg = merge(
-        base.transform,
-        {
-            "size": size,
-            "resize": resize,
-            "center_crop": center_crop,
-            "hflip": hflip,
-            "vflip": vflip,
-            "rotation": rotation,
-            "sharpen": sharpen,
-            "blur_sigma": blur,
-            "equalize": equalize,
-            "clahe": clahe,
-        },
-    )
-    flags = {
-        "data": data or None,
-        "arch": arch if arch != _T.arch or "arch" not in file_cfg else None,
-        "part": part if part != _T.part or "part" not in file_cfg else None,
-        "weights": weights if weights != _T.weights or "weights" not in file_cfg else None,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "beta1": beta1,
-        "beta2": beta2,
-        "weight_decay": weight_decay,
-        "lr_factor": lr_factor,
-        "lr_patience": lr_patience,
-        "early_stop": early_stop,
-        "dropout": dropout,
-        "weighted_loss": weighted_loss,
-        "threshold": threshold,
-        "seed": seed,
-        "deterministic": deterministic,
-        "device": device,
-        "workers": workers,
-        "amp": amp,
-        "limit_batches": limit_batches,
-        "cache": cache,
-        "out": out,
-        "name": name,
-        "exist_ok": exist_ok,
-        "transform": tcfg,
-    }
-    cfg = merge(base, flags)
+    given = typed_params(ctx)
+    if resume is not None:
+        refused = sorted(given - set(RESUME_SETTINGS) - _NOT_SETTINGS | ({"config"} & given))
+        if refused:
+            names = ", ".join("--" + n.replace("_", "-") for n in refused)
+            allowed = ", ".join("--" + n.replace("_", "-") for n in RESUME_SETTINGS)
+            raise UsageError(
+                f"--resume {resume}: a resumed run keeps its own settings; drop {names} (only {allowed} can change)"
+            )
+        changes = {k: ctx.params[k] for k in RESUME_SETTINGS if k in given}
+        cfg = TrainConfig()
+    else:
+        changes = {}
+        flags: dict[str, Any] = {k: v for k, v in ctx.params.items() if k in given and k in _TRAIN_FIELDS}
+        flags["transform"] = {_TRANSFORM_FLAGS[k]: ctx.params[k] for k in given if k in _TRANSFORM_FLAGS}
+        cfg = resolve_config(TrainConfig, load_config_file(config) if config else {}, flags)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     if cfg.weights.lower() == "none" and resume is None and main_rank:
         err_console.print(
@@ -178,7 +171,8 @@ def train(
     def on_start(info: dict[str, Any]) -> None:
         console.print(
             f"run [bold]{info['run']}[/]: {info['arch']} on {info['part']}, {info['train_images']} train / "
-            f"{info['tune_images']} tune images ({info['train_studies']} / {info['tune_studies']} studies), "
+            f"{plural(info['tune_images'], 'tune image')} ({info['train_studies']} / "
+            f"{plural(info['tune_studies'], 'study', 'studies')}), "
             f"{info['input']} px, device {info['device']} x{info['world_size']}",
             soft_wrap=True,
         )
@@ -219,7 +213,7 @@ def train(
         )
 
     try:
-        result = fit(cfg, resume=resume, epochs=epochs, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
+        result = fit(cfg, resume=resume, changes=changes, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
     finally:
         bar.stop()
     if not main_rank:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from mura_cli.data.index import part_from_name
 from mura_cli.data.readers import RASTER_SUFFIXES, is_dicom, read_images
 from mura_cli.data.transforms import build_transforms, eval_geometry
 from mura_cli.engine.evaluate import autocast_for
-from mura_cli.errors import DataError, MuraError, UsageError
+from mura_cli.errors import DataError, ModelError, MuraError, UsageError
 from mura_cli.metrics import aggregate_by_study
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,60 @@ class LoadedModel:
     @property
     def part(self) -> str:
         return str(self.config.get("part", "all"))
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The body parts the model saw in training."""
+        return tuple(self.config.get("parts") or [self.part])
+
+    @property
+    def short_name(self) -> str:
+        return Path(self.name).name if Path(self.name).exists() else self.name
+
+
+MODEL_ENV = "MURA_MODEL"
+"""Environment variable naming the model to use when ``--model`` is not given."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model specs predict/localize use, and why (shown to the user)."""
+
+    specs: tuple[str, ...]
+    reason: str
+
+
+def resolve_model_specs(
+    specs: Sequence[str], env: Mapping[str, str] | None = None, runs_dir: str | Path = "runs"
+) -> ModelChoice:
+    """Pick the model: ``--model`` specs, else ``$MURA_MODEL``, else the newest complete run under ``runs_dir``.
+
+    A complete run is a folder that ``mura train`` finished (``config.json``, ``model.safetensors`` and
+    ``summary.json``), the newest by the time its summary was written.
+
+    Raises:
+        ModelError: none of the three gives a model; the message says how to get one.
+    """
+    from mura_cli.models.hub import CONFIG_NAME, WEIGHTS_NAME
+
+    if specs:
+        return ModelChoice(tuple(specs), "--model")
+    value = (os.environ if env is None else env).get(MODEL_ENV, "").strip()
+    if value:
+        return ModelChoice((value,), f"from ${MODEL_ENV}")
+    root = Path(runs_dir)
+    done = [
+        d
+        for d in (root.iterdir() if root.is_dir() else [])
+        if all((d / f).is_file() for f in (CONFIG_NAME, WEIGHTS_NAME, "summary.json"))
+    ]
+    if done:
+        newest = max(done, key=lambda d: ((d / "summary.json").stat().st_mtime, d.name))
+        return ModelChoice((str(newest),), f"newest complete run under {root}/")
+    raise ModelError(
+        f"no model given and no finished run under {root}/; pass --model RUN_FOLDER (or org/name on the Hub), "
+        f"set {MODEL_ENV}, or train one first with `mura train`"
+    )
 
 
 def load_models(specs: Sequence[str], device: str = "cpu") -> list[LoadedModel]:
@@ -115,9 +170,10 @@ def discover_inputs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]
                 raise DataError(f"{p}: no such file or folder")
             candidates = [p]
         for c in candidates:
-            files = sorted(f for f in c.rglob("*") if f.is_file()) if c.is_dir() else [c]
+            # hidden files and dot-folders are skipped only below a folder the user passed, never on the path typed
+            files = sorted(f for f in c.rglob("*") if f.is_file() and not _hidden_below(f, c)) if c.is_dir() else [c]
             for f in files:
-                if f in seen or any(part.startswith(".") for part in f.parts[len(c.parts) if c.is_dir() else 0 :]):
+                if f in seen:
                     continue
                 seen.add(f)
                 if f.suffix.lower() in RASTER_SUFFIXES or is_dicom(f):
@@ -127,16 +183,73 @@ def discover_inputs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]
     return images, skipped
 
 
-def mura_study_of(path: str | Path) -> tuple[str, str, str] | None:
-    """``(part, patient, study path as in the MURA CSVs)`` for a file in the MURA layout, else ``None``."""
-    posix = Path(path).resolve().as_posix()
+def _hidden_below(path: Path, folder: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
+@dataclass(frozen=True)
+class MuraStudy:
+    """Where a file sits in the MURA layout ``<split>/XR_<PART>/patientNNNNN/studyN_<label>/``.
+
+    Unpacks and indexes as the triple ``(part, patient, study)`` that :func:`mura_study_of` used to return.
+
+    Attributes:
+        part: body part, lower case (``elbow``).
+        patient: ``patientNNNNN``.
+        study: the study path as the official CSVs spell it: ``MURA-v1.1/valid/XR_ELBOW/patient11186/study1_positive/``.
+        split: ``train`` or ``valid``.
+        assumed: True when the path does not hold ``MURA-v1.1/<split>/`` above ``XR_<PART>`` (a renamed or
+            copied folder): the prefix of ``study`` was then assumed, and the split too when the folder above
+            ``XR_<PART>`` is not ``train``/``valid`` (taken from the patient number: MURA-v1.1 train patients
+            are 00001-11184, valid ones 11185 on).
+    """
+
+    part: str
+    patient: str
+    study: str
+    split: str = "valid"
+    assumed: bool = False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self.part, self.patient, self.study))
+
+    def __getitem__(self, i: int) -> str:
+        return (self.part, self.patient, self.study)[i]
+
+    def __len__(self) -> int:
+        return 3
+
+
+_MURA_FIRST_VALID_PATIENT = 11185
+
+
+def mura_study_of(path: str | Path) -> MuraStudy | None:
+    """Where ``path`` sits in the MURA layout (``part, patient, study = ...`` still unpacks), else ``None``.
+
+    The study path is always ``MURA-v1.1/<split>/XR_<PART>/patientNNNNN/studyN_<label>/`` as in the official
+    CSVs, whatever the folders above ``<split>`` are called; ``assumed`` says when the path did not show it.
+    """
+    posix = Path(os.path.abspath(path)).as_posix()  # absolute, symlinks kept: the layout the user sees
     m = _MURA_STUDY.search(posix)
     if not m:
         return None
-    prefix = posix[: m.end()].rstrip("/")
-    i = prefix.find("MURA-v1.1/")
-    study_path = (prefix[i:] if i >= 0 else "/".join(prefix.split("/")[-4:])) + "/"
-    return part_from_name(m.group(1)) or "unknown", m.group(2), study_path
+    above = posix[: m.start(1)].rstrip("/").split("/")  # folders above XR_<PART>
+    split_dir = above[-1] if above else ""
+    if split_dir.lower() in ("train", "valid"):
+        split = split_dir.lower()
+        assumed = not (split_dir == split and len(above) >= 2 and above[-2] == "MURA-v1.1")
+    else:
+        number = int(m.group(2)[len("patient") :])
+        split = "train" if number < _MURA_FIRST_VALID_PATIENT else "valid"
+        assumed = True
+    study_path = f"MURA-v1.1/{split}/{m.group(1)}/{m.group(2)}/{m.group(3)}/"
+    return MuraStudy(
+        part=part_from_name(m.group(1)) or "unknown",
+        patient=m.group(2),
+        study=study_path,
+        split=split,
+        assumed=assumed,
+    )
 
 
 # ============================================================================================ inference
@@ -154,6 +267,7 @@ class ImagePrediction:
     model: str
     width: int
     height: int
+    threshold: float = 0.5
     cam: np.ndarray | None = field(default=None, repr=False)
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -310,6 +424,7 @@ def _run_batch(
     counts = np.zeros((len(items),), dtype=np.float64)
     cams: list[np.ndarray | None] = [None] * len(items)
     names: list[list[str]] = [[] for _ in items]
+    thresholds = np.zeros((len(items),), dtype=np.float64)
     for m in models:
         serve = [i for i, it in enumerate(items) if m in models_for_part(models, it["part"])]
         if not serve:
@@ -325,7 +440,8 @@ def _run_batch(
         for j, i in enumerate(serve):
             probs[i] += p[j]
             counts[i] += 1
-            names[i].append(Path(m.name).name if Path(m.name).exists() else m.name)
+            names[i].append(m.short_name)
+            thresholds[i] += m.threshold
             if cam is not None:
                 it = items[i]
                 g = eval_geometry(it["height"], it["width"], m.transform)
@@ -345,6 +461,7 @@ def _run_batch(
             model="+".join(names[i]),
             width=it["width"],
             height=it["height"],
+            threshold=float(thresholds[i] / n) if counts[i] else 0.5,
             cam=None if cams[i] is None else cams[i] / n,
             meta=meta,
         )
@@ -363,6 +480,7 @@ class StudyPrediction:
     probability: float
     prediction: int
     model: str
+    threshold: float = 0.5
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -371,12 +489,20 @@ class StudyPrediction:
             "images": self.images,
             "probability": round(self.probability, 6),
             "prediction": self.prediction,
+            "threshold": round(self.threshold, 6),
             "model": self.model,
         }
 
 
-def group_studies(preds: Sequence[ImagePrediction], threshold: float, how: str = "mean") -> list[StudyPrediction]:
-    """Aggregate image predictions by study (``mean`` as in the MURA paper, or ``max``)."""
+def group_studies(
+    preds: Sequence[ImagePrediction], threshold: float | None = None, how: str = "mean"
+) -> list[StudyPrediction]:
+    """Aggregate image predictions by study (``mean`` as in the MURA paper, or ``max``).
+
+    Each study is labelled at ``threshold`` when given, else at the threshold of the model(s) that scored it
+    (an ensemble: the mean of its members' stored thresholds), so a folder of per-part runs labels every
+    study at its own part model's operating point.
+    """
     if not preds:
         return []
     ids, _, scores = aggregate_by_study(
@@ -384,20 +510,42 @@ def group_studies(preds: Sequence[ImagePrediction], threshold: float, how: str =
     )
     first: dict[str, ImagePrediction] = {}
     n: dict[str, int] = {}
+    thr_sum: dict[str, float] = {}
     for p in preds:
         first.setdefault(p.study, p)
         n[p.study] = n.get(p.study, 0) + 1
-    return [
-        StudyPrediction(
-            study=s,
-            part=first[s].part,
-            images=n[s],
-            probability=float(sc),
-            prediction=int(sc >= threshold),
-            model=first[s].model,
+        thr_sum[p.study] = thr_sum.get(p.study, 0.0) + p.threshold
+    out = []
+    for s, sc in zip(ids, scores, strict=True):
+        thr = threshold if threshold is not None else thr_sum[s] / n[s]
+        out.append(
+            StudyPrediction(
+                study=s,
+                part=first[s].part,
+                images=n[s],
+                probability=float(sc),
+                prediction=int(sc >= thr),
+                model=first[s].model,
+                threshold=thr,
+            )
         )
-        for s, sc in zip(ids, scores, strict=True)
-    ]
+    return out
+
+
+def part_mismatches(preds: Sequence[ImagePrediction], models: Sequence[LoadedModel]) -> dict[tuple[str, str], int]:
+    """``{(body part, model): images}`` for images scored by a model that never saw their body part.
+
+    Images of unknown part are not counted: nothing says they differ.
+    """
+    parts_of = {m.short_name: set(m.parts) for m in models}
+    out: dict[tuple[str, str], int] = {}
+    for p in preds:
+        if p.part == "unknown":
+            continue
+        for name in p.model.split("+"):
+            if name in parts_of and p.part not in parts_of[name]:
+                out[(p.part, name)] = out.get((p.part, name), 0) + 1
+    return out
 
 
 # ============================================================================================ localization
@@ -429,8 +577,8 @@ class Localization:
             "y1": b.y1 if b else None,
             "cam_max": round(self.cam_max, 6),
             "threshold": round(self.threshold, 6) if np.isfinite(self.threshold) else None,
-            "peak_x": self.peak[0],
-            "peak_y": self.peak[1],
+            "peak_x": self.peak[0] if b else None,  # cam_peak says (0, 0) for a map with no positive evidence
+            "peak_y": self.peak[1] if b else None,
         }
 
 

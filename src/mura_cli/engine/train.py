@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from mura_cli import __version__
-from mura_cli.config import TrainConfig, from_dict, to_dict
+from mura_cli.config import RESUME_SETTINGS, TrainConfig, from_dict, to_dict
 from mura_cli.data.dataset import MuraDataset
 from mura_cli.data.index import Index, IndexRow, build_index, find_prepared, load_index, part_from_name
 from mura_cli.data.transforms import build_transforms
@@ -38,7 +38,7 @@ from mura_cli.errors import DataError, UsageError
 from mura_cli.metrics import aggregate_by_study, binary_metrics, finite_or_none, roc_auc
 from mura_cli.models.hub import load_backbone_weights, save_pretrained
 from mura_cli.models.registry import MuraNet, pretrained_cfg, resolve_arch
-from mura_cli.utils import default_workers, resolve_device, seed_everything
+from mura_cli.utils import default_workers, plural, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 TRAIN_CONFIG = "train_config.json"
@@ -232,8 +232,8 @@ def model_config(cfg: TrainConfig, part: str, parts: list[str], metrics: dict[st
 
 
 def _write_metrics_csv(run: Path, epochs: list[EpochResult]) -> None:
-    with open(run / METRICS, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(epochs[0].to_row()))
+    with open(run / METRICS, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(epochs[0].to_row()), lineterminator="\n")
         w.writeheader()
         for e in epochs:
             w.writerow(e.to_row())
@@ -247,6 +247,7 @@ def fit(
     *,
     resume: str | Path | None = None,
     epochs: int | None = None,
+    changes: dict[str, Any] | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
     on_batch: Callable[[str, int, int], None] | None = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
@@ -257,6 +258,7 @@ def fit(
         cfg: the resolved configuration (when resuming, the run's own is used instead).
         resume: a run folder to continue from its last state.
         epochs: with ``resume``, train up to this epoch instead of the run's own ``epochs``.
+        changes: with ``resume``, settings that may differ from the run's own (``config.RESUME_SETTINGS``).
         on_epoch: called with each epoch's result (rank 0 and others alike).
         on_batch: called as ``on_batch(phase, done, total)`` with phase ``train`` or ``tune``.
         on_start: called once with a description of the run (paths, counts, device, weights).
@@ -274,9 +276,11 @@ def fit(
             state = json.loads((run / LAST_STATE).read_text())
         except (OSError, json.JSONDecodeError):
             raise UsageError(f"{run}: not a resumable run (needs {TRAIN_CONFIG} and {LAST_STATE})") from None
-        cfg = from_dict(TrainConfig, saved)
-        if epochs:
-            cfg = replace(cfg, epochs=epochs)
+        changes = {**(changes or {}), **({"epochs": epochs} if epochs else {})}
+        refused = sorted(set(changes) - set(RESUME_SETTINGS))
+        if refused:
+            raise UsageError(f"{run}: {', '.join(refused)} cannot change on resume; only {', '.join(RESUME_SETTINGS)}")
+        cfg = replace(from_dict(TrainConfig, saved), **changes)
 
     device = resolve_device(cfg.device)
     d = init_distributed(device)
@@ -296,7 +300,8 @@ def fit(
     tune_rows = index.select(split="tune", part=part)
     if not train_rows or not tune_rows:
         raise DataError(
-            f"{cfg.data}: part {part} has {len(train_rows)} train and {len(tune_rows)} tune images; "
+            f"{cfg.data}: part {part} has {plural(len(train_rows), 'train image')} and "
+            f"{plural(len(tune_rows), 'tune image')}; "
             "both are needed (re-run `mura prepare` with --tune-fraction > 0)"
         )
     if len({r.label for r in train_rows}) < 2:
