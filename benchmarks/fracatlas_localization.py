@@ -13,7 +13,9 @@ import time
 
 from mura_cli.cam import Box
 from mura_cli.data.index import load_index
-from mura_cli.engine.predict import load_models, localize, predict
+from mura_cli.engine.load import load_models
+from mura_cli.engine.localize import localize
+from mura_cli.engine.predict import predict
 
 
 def main() -> None:

@@ -16,14 +16,10 @@ from torch import nn
 from mura_cli.cam import Box, cam_box, cam_to_original
 from mura_cli.config import TransformConfig, to_dict
 from mura_cli.data.transforms import eval_geometry
-from mura_cli.engine.predict import (
-    LoadedModel,
-    discover_inputs,
-    group_studies,
-    localize,
-    mura_study_of,
-    predict,
-)
+from mura_cli.engine.backends import TorchBackend
+from mura_cli.engine.load import LoadedModel
+from mura_cli.engine.localize import localize
+from mura_cli.engine.predict import discover_inputs, group_studies, mura_study_of, predict
 from mura_cli.models.hub import save_pretrained
 from mura_cli.models.registry import MuraNet
 
@@ -49,7 +45,9 @@ def planted_model(tcfg: TransformConfig) -> LoadedModel:
     with torch.no_grad():
         net.fc.weight.fill_(1.0)
         net.fc.bias.fill_(0.0)
-    return LoadedModel(name="planted", model=net.eval(), config={"part": "all", "threshold": 0.5}, transform=tcfg)
+    return LoadedModel(
+        name="planted", backend=TorchBackend(net), config={"part": "all", "threshold": 0.5}, transform=tcfg
+    )
 
 
 def test_cam_equals_hooked_features_times_head_weights():

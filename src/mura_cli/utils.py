@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,3 +67,22 @@ def is_writable_dir(path: Path) -> bool:
 def plural(n: int, noun: str, plural_form: str | None = None) -> str:
     """``"1 image"``, ``"2 images"``, ``"1,234 studies"`` (pass ``plural_form`` when it is not noun + s)."""
     return f"{n:,} {noun if n == 1 else plural_form or noun + 's'}"
+
+
+def ensure_new(path: str | Path | None, overwrite: bool) -> None:
+    """Refuse to replace an existing output unless ``overwrite``; nothing the user had is lost silently."""
+    if path is not None and Path(path).exists() and not overwrite:
+        raise UsageError(f"{path}: exists; choose another name or pass --overwrite")
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], header: bool = True) -> Path:
+    """Write dict rows as CSV with ``\n`` line endings (columns from the first row); an empty list, an empty file."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        if rows:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+            if header:
+                w.writeheader()
+            w.writerows(rows)
+    return out

@@ -1,7 +1,7 @@
 """The ``mura`` command line: a thin typer layer over the library.
 
-Every command module registers itself on :data:`app`; :func:`main` is the one place where a
-:class:`~mura_cli.errors.MuraError` becomes a red one-line message and an exit code.
+Each command lives in its own module as a plain function, registered on :data:`app` here; :func:`main` is
+the one place where a :class:`~mura_cli.errors.MuraError` becomes a red one-line message and an exit code.
 """
 
 from __future__ import annotations
@@ -17,6 +17,12 @@ from rich.markup import escape
 
 from mura_cli import __version__
 from mura_cli.cli._console import err_console
+from mura_cli.cli.archs import archs
+from mura_cli.cli.localize import localize_cmd
+from mura_cli.cli.predict import predict_cmd
+from mura_cli.cli.prepare import prepare
+from mura_cli.cli.push import push
+from mura_cli.cli.train import train
 from mura_cli.errors import MuraError
 
 app = typer.Typer(
@@ -63,9 +69,13 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("pydicom").setLevel(logging.ERROR)  # its warnings reach us through the reader, once each
 
 
-from mura_cli.cli import predict as _predict  # noqa: E402,F401
-from mura_cli.cli import prepare as _prepare  # noqa: E402,F401  (registers the command)
-from mura_cli.cli import train as _train  # noqa: E402,F401
+# One file per command; each module holds a plain function and never imports this package back.
+app.command("predict")(predict_cmd)
+app.command("localize")(localize_cmd)
+app.command("prepare")(prepare)
+app.command("archs")(archs)
+app.command("train")(train)
+app.command("push")(push)
 
 
 def _usage_error_line(err: Exception) -> str:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -16,6 +19,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
+
+from mura_cli.engine.results import Failure, Hooks
 
 # Wide enough for tables when output is a pipe or a file (README snippets, CI logs).
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "120"))
@@ -48,3 +54,34 @@ def typed_params(ctx: typer.Context) -> set[str]:
         if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT"):
             given.add(name)
     return given
+
+
+@contextmanager
+def inference_hooks(what: str = "images") -> Iterator[Hooks]:
+    """Hooks that draw a progress bar over the inputs and print notices, warnings and failures as lines."""
+    with progress() as bar:
+        task = bar.add_task(what, total=None)
+
+        def say(text: str) -> None:
+            bar.console.print(text, soft_wrap=True, highlight=False)
+
+        yield Hooks(
+            on_info=lambda msg: say(escape(msg)),
+            on_warning=lambda msg: say(f"[yellow]warning:[/] {escape(msg)}"),
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            on_failure=lambda f: say(f"[yellow]failed:[/] {escape(_reason(f))}"),
+        )
+
+
+def _reason(f: Failure) -> str:
+    return f.reason if f.path in f.reason else f"{f.path}: {f.reason}"
+
+
+def summary_table(title: str, rows: list[tuple[str, str]]) -> None:
+    """A two-column summary (what, count) on stdout."""
+    table = Table(title=title, show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("count", justify="right")
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)

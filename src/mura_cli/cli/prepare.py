@@ -8,15 +8,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mura_cli.cli import app
 from mura_cli.cli._console import console, err_console, progress
 from mura_cli.config import PrepareConfig
-from mura_cli.data.cache import build_cache
-from mura_cli.data.index import SPLITS, Index, build_index, default_out_dir, summarize, write_index
-from mura_cli.utils import default_workers, plural
+from mura_cli.data.index import SPLITS, Index, summarize
+from mura_cli.utils import plural
 
 
-@app.command()
 def prepare(
     root: Annotated[
         Path, typer.Argument(help="MURA-v1.1 folder (or its parent), FracAtlas folder, or a labelled CSV.")
@@ -44,6 +41,8 @@ def prepare(
     workers: Annotated[int, typer.Option(help="Processes for the cache (0 = one per core).")] = 0,
 ) -> None:
     """Index a dataset, check it, split train/tune by patient and print studies per body part."""
+    from mura_cli.engine.prepare import run_prepare
+
     cfg = PrepareConfig(
         root=str(root),
         out=str(out) if out else None,
@@ -54,10 +53,10 @@ def prepare(
         cache_mode=cache_mode,
         workers=workers,
     )
-    index = build_index(cfg.root, tune_fraction=cfg.tune_fraction, seed=cfg.seed, check_files=cfg.check_files)
-    out_dir = Path(cfg.out) if cfg.out else default_out_dir(cfg.root)
-    index_path, summary_path = write_index(index, out_dir)
-
+    with progress() as bar:
+        task = bar.add_task(f"cache {cfg.cache_mode}-{cfg.cache_size}", total=None, visible=bool(cfg.cache_size))
+        report = run_prepare(cfg, on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    index = report.index
     console.print(_counts_table(index))
     n_boxes = sum(len(r.boxes) for r in index.rows)
     if n_boxes:
@@ -66,22 +65,9 @@ def prepare(
             "(kept in the index)"
         )
     _print_problems(index)
-    console.print(f"index: [bold]{index_path}[/]  summary: {summary_path}")
-
-    if cfg.cache_size:
-        n_workers = cfg.workers or default_workers()
-        paths = [r.path for r in index.rows]
-        with progress() as bar:
-            task = bar.add_task(f"cache {cfg.cache_mode}-{cfg.cache_size}", total=len(paths))
-            result = build_cache(
-                index.root,
-                paths,
-                out_dir,
-                size=cfg.cache_size,
-                mode=cfg.cache_mode,
-                workers=n_workers,
-                on_progress=lambda done, total: bar.update(task, completed=done),
-            )
+    console.print(f"index: [bold]{report.index_path}[/]  summary: {report.summary_path}")
+    if report.cache is not None:
+        result = report.cache
         console.print(
             f"cache: [bold]{result.folder}[/]  written {result.written}, reused {result.reused}, "
             f"failed {len(result.failed)}"

@@ -1,4 +1,4 @@
-"""``mura train``, ``mura archs`` and ``mura push``: fine-tune a backbone, list backbones, upload a run."""
+"""``mura train --arch densenet169 --part elbow``: fine-tune a backbone on one body part or all."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mura_cli.cli import app
 from mura_cli.cli._console import console, err_console, progress, typed_params
 from mura_cli.config import RESUME_SETTINGS, TrainConfig, TransformConfig, load_config_file, resolve_config
 from mura_cli.errors import UsageError
@@ -24,28 +23,6 @@ _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"transform"}
 
 def _f(v: float) -> str:
     return f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else "n/a"
-
-
-@app.command()
-def archs() -> None:
-    """List the supported backbones: parameters, default input size and Hub weights."""
-    from mura_cli.models.registry import ALIASES, list_backbones
-
-    table = Table(title="backbones (any other timm model name works too)")
-    for col in ("name", "timm model", "params", "pretrained input", "mean/std", "Hub weights (--weights default)"):
-        table.add_column(col, justify="right" if col == "params" else "left")
-    for b in list_backbones():
-        table.add_row(
-            b.name,
-            b.timm_name,
-            f"{b.params / 1e6:.1f}M",
-            "x".join(map(str, b.input_size[1:])),
-            "imagenet" if b.mean[0] == 0.485 else "inception",
-            b.hub_repo or "-",
-        )
-    console.print(table)
-    aliases = ", ".join(f"{k}={v}" for k, v in ALIASES.items() if k != v)
-    console.print(f"aliases: {aliases}", soft_wrap=True)
 
 
 _TRANSFORM_FLAGS = {
@@ -64,7 +41,6 @@ _TRANSFORM_FLAGS = {
 _NOT_SETTINGS = {"resume", "config", "list_archs"}
 
 
-@app.command()
 def train(
     ctx: typer.Context,
     data: Annotated[
@@ -138,6 +114,8 @@ def train(
 ) -> None:
     """Fine-tune a backbone on one body part or all (the MURA paper's recipe by default)."""
     if list_archs:
+        from mura_cli.cli.archs import archs
+
         archs()
         return
     from mura_cli.engine.train import fit
@@ -229,19 +207,3 @@ def train(
         "curves.png, last state for --resume)",
         soft_wrap=True,
     )
-
-
-@app.command()
-def push(
-    run: Annotated[Path, typer.Argument(help="Run folder (runs/NAME) or any folder in the Hub layout.")],
-    *,
-    repo: Annotated[str, typer.Option(help="Hub repo id, org/name.")],
-    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
-    token: Annotated[str | None, typer.Option(envvar="HF_TOKEN", help="Hub token (default: HF_TOKEN / login).")] = None,
-    message: Annotated[str, typer.Option(help="Commit message.")] = "Upload mura-cli model",
-) -> None:
-    """Upload a run's model (model.safetensors, config.json, model card) to the Hugging Face Hub."""
-    from mura_cli.models.hub import push_to_hub
-
-    url = push_to_hub(run, repo, token=token, private=private, commit_message=message)
-    console.print(f"pushed [bold]{run}[/] to [bold]{repo}[/]: {url}")

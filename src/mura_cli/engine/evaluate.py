@@ -1,47 +1,73 @@
-"""Inference over a loader: image probabilities (and per-image losses), shared by train and benchmark."""
+"""The one inference loop: batches of images through a :class:`~mura_cli.engine.backends.Backend`.
+
+:func:`infer` is the single place where a batch becomes probabilities (and class activation maps);
+:func:`evaluate` runs it over a loader of index rows (training's tune pass, benchmarks) and
+:func:`~mura_cli.engine.predict.predict` runs it over files.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
+
+from mura_cli.engine.backends import Backend, TorchBackend, autocast_for
 
 
-def autocast_for(device: str, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``amp``; a no-op elsewhere."""
-    if amp and device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+@dataclass(frozen=True)
+class BatchOutput:
+    """One batch through a backend: B probabilities of 'abnormal' and, when asked, Bxhxw maps."""
+
+    probabilities: np.ndarray
+    cams: np.ndarray | None
 
 
-@torch.inference_mode()
+def infer(backend: Backend, images: Any, with_cam: bool = False) -> BatchOutput:
+    """Run ``backend`` on a Bx3xSxS batch; probabilities in float64."""
+    logits, cams = backend(images, with_cam)
+    return BatchOutput(1.0 / (1.0 + np.exp(-logits.astype(np.float64))), cams)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Probabilities for the rows of a loader: dataset indices, probabilities and which rows decoded."""
+
+    indices: np.ndarray
+    probabilities: np.ndarray
+    valid: np.ndarray
+
+
+def evaluate(
+    backend: Backend, batches: Iterable[dict[str, Any]], *, on_batch: Callable[[int, int], None] | None = None
+) -> EvalResult:
+    """Run ``backend`` over ``batches`` of ``{"image", "index", "valid"}`` (a loader of :class:`MuraDataset`)."""
+    idx, probs, valid = [], [], []
+    total = len(batches) if hasattr(batches, "__len__") else 0
+    for b, batch in enumerate(batches):
+        probs.append(infer(backend, batch["image"]).probabilities)
+        idx.append(np.asarray(batch["index"]))
+        valid.append(np.asarray(batch["valid"]))
+        if on_batch:
+            on_batch(b + 1, total)
+    if not idx:
+        return EvalResult(np.zeros(0, int), np.zeros(0), np.zeros(0, bool))
+    return EvalResult(np.concatenate(idx), np.concatenate(probs), np.concatenate(valid).astype(bool))
+
+
 def predict_loader(
-    model: torch.nn.Module,
-    loader: DataLoader,
+    model: Any,
+    loader: Iterable[dict[str, Any]],
     *,
     device: str = "cpu",
     amp: bool = False,
     channels_last: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run ``model`` over ``loader``; returns ``(dataset indices, probabilities, valid mask)``."""
-    model.eval()
-    idx, probs, valid = [], [], []
-    total = len(loader)
-    for b, batch in enumerate(loader):
-        x = batch["image"].to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device, amp):
-            logits = model(x)
-        probs.append(torch.sigmoid(logits.float()).cpu().numpy())
-        idx.append(batch["index"].numpy())
-        valid.append(batch["valid"].numpy())
-        if on_batch:
-            on_batch(b + 1, total)
-    if not idx:
-        return np.zeros(0, int), np.zeros(0), np.zeros(0, bool)
-    return np.concatenate(idx), np.concatenate(probs).astype(np.float64), np.concatenate(valid).astype(bool)
+    """:func:`evaluate` for a torch model; returns ``(dataset indices, probabilities, valid mask)``."""
+    res = evaluate(TorchBackend(model, device, amp=amp, channels_last=channels_last), loader, on_batch=on_batch)
+    return res.indices, res.probabilities, res.valid
+
+
+__all__ = ["BatchOutput", "EvalResult", "autocast_for", "evaluate", "infer", "predict_loader"]

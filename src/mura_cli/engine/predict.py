@@ -1,8 +1,10 @@
-"""Batch inference over files and folders: image probabilities, study grouping, class activation maps.
+"""Batch inference over files and folders: image probabilities, study grouping, the screening job.
 
 :func:`predict` is a generator of :class:`ImagePrediction`: files are decoded by loader workers while the
-model works on the previous batch, and memory does not grow with the number of inputs. Studies are formed
-afterwards by :func:`group_studies`.
+backend works on the previous batch, and memory does not grow with the number of inputs; each batch goes
+through :func:`~mura_cli.engine.evaluate.infer`. :func:`group_studies` forms studies afterwards.
+:func:`run_inference` is what predict and localize share (inputs, model choice, the pass over the files);
+:func:`run_predict` is the whole ``mura predict`` job.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import glob
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,130 +22,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mura_cli.cam import Box, cam_box, cam_peak, cam_to_original
-from mura_cli.config import TransformConfig, from_dict
+from mura_cli.cam import cam_to_original
+from mura_cli.config import InferConfig, PredictConfig, TransformConfig
 from mura_cli.data.index import part_from_name
 from mura_cli.data.readers import RASTER_SUFFIXES, is_dicom, read_images
 from mura_cli.data.transforms import build_transforms, eval_geometry
-from mura_cli.engine.evaluate import autocast_for
-from mura_cli.errors import DataError, ModelError, MuraError, UsageError
+from mura_cli.engine.evaluate import infer
+from mura_cli.engine.load import LoadedModel, ModelChoice, load_models, models_for_part, resolve_model_specs
+from mura_cli.engine.results import Failure, Hooks
+from mura_cli.errors import DataError, MuraError, UsageError
 from mura_cli.metrics import aggregate_by_study
+from mura_cli.utils import ensure_new, plural, write_csv
 
 log = logging.getLogger(__name__)
 _MURA_STUDY = re.compile(r"(?:^|/)(XR_[A-Z]+)/(patient\d+)/(study\d+_(?:positive|negative|\w+))(?:/|$)")
-
-
-# ============================================================================================ models
-
-
-@dataclass
-class LoadedModel:
-    """One model ready for inference: the network, its config and its eval transform."""
-
-    name: str
-    model: torch.nn.Module
-    config: dict[str, Any]
-    transform: TransformConfig
-
-    @property
-    def threshold(self) -> float:
-        return float(self.config.get("threshold", 0.5))
-
-    @property
-    def part(self) -> str:
-        return str(self.config.get("part", "all"))
-
-    @property
-    def parts(self) -> tuple[str, ...]:
-        """The body parts the model saw in training."""
-        return tuple(self.config.get("parts") or [self.part])
-
-    @property
-    def short_name(self) -> str:
-        return Path(self.name).name if Path(self.name).exists() else self.name
-
-
-MODEL_ENV = "MURA_MODEL"
-"""Environment variable naming the model to use when ``--model`` is not given."""
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """Which model specs predict/localize use, and why (shown to the user)."""
-
-    specs: tuple[str, ...]
-    reason: str
-
-
-def resolve_model_specs(
-    specs: Sequence[str], env: Mapping[str, str] | None = None, runs_dir: str | Path = "runs"
-) -> ModelChoice:
-    """Pick the model: ``--model`` specs, else ``$MURA_MODEL``, else the newest complete run under ``runs_dir``.
-
-    A complete run is a folder that ``mura train`` finished (``config.json``, ``model.safetensors`` and
-    ``summary.json``), the newest by the time its summary was written.
-
-    Raises:
-        ModelError: none of the three gives a model; the message says how to get one.
-    """
-    from mura_cli.models.hub import CONFIG_NAME, WEIGHTS_NAME
-
-    if specs:
-        return ModelChoice(tuple(specs), "--model")
-    value = (os.environ if env is None else env).get(MODEL_ENV, "").strip()
-    if value:
-        return ModelChoice((value,), f"from ${MODEL_ENV}")
-    root = Path(runs_dir)
-    done = [
-        d
-        for d in (root.iterdir() if root.is_dir() else [])
-        if all((d / f).is_file() for f in (CONFIG_NAME, WEIGHTS_NAME, "summary.json"))
-    ]
-    if done:
-        newest = max(done, key=lambda d: ((d / "summary.json").stat().st_mtime, d.name))
-        return ModelChoice((str(newest),), f"newest complete run under {root}/")
-    raise ModelError(
-        f"no model given and no finished run under {root}/; pass --model RUN_FOLDER (or org/name on the Hub), "
-        f"set {MODEL_ENV}, or train one first with `mura train`"
-    )
-
-
-def load_models(specs: Sequence[str], device: str = "cpu") -> list[LoadedModel]:
-    """Load ``--model`` specs: run folders, Hub repos, or a folder holding one run per body part.
-
-    Several specs form an ensemble (mean of probabilities); a folder of per-part runs routes by part.
-    """
-    from mura_cli.models.hub import CONFIG_NAME, load_pretrained
-
-    if not specs:
-        raise UsageError("no model given; pass --model RUN_FOLDER or --model org/name (train one with `mura train`)")
-    out: list[LoadedModel] = []
-    for spec in specs:
-        p = Path(spec)
-        if p.is_dir() and not (p / CONFIG_NAME).is_file():
-            runs = sorted(d for d in p.iterdir() if (d / CONFIG_NAME).is_file())
-            if not runs:
-                raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
-            for d in runs:
-                out.append(_loaded(str(d), *load_pretrained(d, device)))
-        else:
-            out.append(_loaded(spec, *load_pretrained(spec, device)))
-    return out
-
-
-def _loaded(name: str, model: torch.nn.Module, cfg: dict[str, Any]) -> LoadedModel:
-    tcfg = from_dict(TransformConfig, cfg.get("transform", {}))
-    return LoadedModel(name=name, model=model, config=cfg, transform=tcfg)
-
-
-def models_for_part(models: list[LoadedModel], part: str | None) -> list[LoadedModel]:
-    """The models that serve ``part``: those trained on it, else those trained on all parts, else all."""
-    if part:
-        own = [m for m in models if m.part == part]
-        if own:
-            return own
-    general = [m for m in models if m.part == "all"]
-    return general or models
 
 
 # ============================================================================================ inputs
@@ -282,14 +174,6 @@ class ImagePrediction:
         }
 
 
-@dataclass(frozen=True)
-class Failure:
-    """A file that could not be read, and why."""
-
-    path: str
-    reason: str
-
-
 class _FileDataset(Dataset):
     """One item per file: every frame through each distinct eval transform, or the failure."""
 
@@ -338,13 +222,12 @@ def predict(
     *,
     part: str | None = None,
     per_image: bool = False,
-    device: str = "cpu",
     batch_size: int = 16,
     workers: int = 0,
     with_cam: bool = False,
     keep_pixels: bool = False,
     max_pixels: int = 100_000_000,
-    on_failure: Callable[[Failure], None] | None = None,
+    hooks: Hooks = Hooks(),
 ) -> Iterator[ImagePrediction]:
     """Yield one :class:`ImagePrediction` per image frame, in input order.
 
@@ -353,46 +236,39 @@ def predict(
         models: loaded models; several serving one part are averaged (ensemble).
         part: force the body part (else MURA path, DICOM BodyPartExamined, then the model's).
         per_image: every image is its own study.
-        device: torch device.
         batch_size: images per forward pass.
         workers: decoding processes (0 = in this process).
         with_cam: also compute each image's class activation map on the original pixel grid (mean over models).
         keep_pixels: keep the decoded image in ``meta["pixels"]`` (for overlays).
         max_pixels: decompression-bomb limit per frame.
-        on_failure: called for each file that cannot be read; the batch goes on.
+        hooks: ``on_failure`` for each file that cannot be read (the batch goes on), ``on_progress`` per file.
     """
     tcfgs: list[TransformConfig] = []
     for m in models:
         if m.transform not in tcfgs:
             tcfgs.append(m.transform)
-    for m in models:
-        m.model.to(device).eval()
     ds = _FileDataset(files, tcfgs, max_pixels, keep_pixels)
     loader = DataLoader(
         ds, batch_size=None, shuffle=False, num_workers=workers, prefetch_factor=4 if workers > 0 else None
     )
+    model_parts = {m.part for m in models}
     pending: list[dict[str, Any]] = []
-
-    def flush() -> Iterator[ImagePrediction]:
-        yield from _run_batch(pending, models, tcfgs, device, with_cam)
-        pending.clear()
-
-    for item in loader:
+    for done, item in enumerate(loader, 1):
         if "error" in item:
-            if on_failure:
-                on_failure(Failure(item["path"], item["error"]))
-            continue
-        for fr in item["frames"]:
-            p_part, study = _study_and_part(item["path"], fr["meta"], part, per_image, models)
+            hooks.on_failure(Failure(item["path"], item["error"]))
+        for fr in item.get("frames", ()):
+            p_part, study = _study_and_part(item["path"], fr["meta"], part, per_image, model_parts)
             pending.append({**fr, "path": item["path"], "part": p_part, "study": study})
             if len(pending) >= batch_size:
-                yield from flush()
+                yield from _run_batch(pending, models, tcfgs, with_cam)
+                pending = []
+        hooks.on_progress(done, len(ds))
     if pending:
-        yield from flush()
+        yield from _run_batch(pending, models, tcfgs, with_cam)
 
 
 def _study_and_part(
-    path: str, meta: dict[str, Any], part: str | None, per_image: bool, models: list[LoadedModel]
+    path: str, meta: dict[str, Any], part: str | None, per_image: bool, model_parts: set[str]
 ) -> tuple[str, str]:
     mura = mura_study_of(path)
     frame = int(meta.get("frame", 0))
@@ -411,41 +287,33 @@ def _study_and_part(
     if not p and meta.get("BodyPartExamined"):
         p = part_from_name(str(meta["BodyPartExamined"]))
     if not p:
-        parts = {m.part for m in models}
-        p = parts.pop() if len(parts) == 1 else "unknown"
+        p = next(iter(model_parts)) if len(model_parts) == 1 else "unknown"
     return p, study
 
 
-@torch.inference_mode()
 def _run_batch(
-    items: list[dict[str, Any]], models: list[LoadedModel], tcfgs: list[TransformConfig], device: str, with_cam: bool
+    items: list[dict[str, Any]], models: list[LoadedModel], tcfgs: list[TransformConfig], with_cam: bool
 ) -> Iterator[ImagePrediction]:
     probs = np.zeros((len(items),), dtype=np.float64)
     counts = np.zeros((len(items),), dtype=np.float64)
+    thresholds = np.zeros((len(items),), dtype=np.float64)
     cams: list[np.ndarray | None] = [None] * len(items)
     names: list[list[str]] = [[] for _ in items]
-    thresholds = np.zeros((len(items),), dtype=np.float64)
     for m in models:
         serve = [i for i, it in enumerate(items) if m in models_for_part(models, it["part"])]
         if not serve:
             continue
         k = tcfgs.index(m.transform)
-        x = torch.stack([items[i]["tensors"][k] for i in serve]).to(device)
-        with autocast_for(device, True):
-            if with_cam:
-                logits, cam = m.model.forward_with_cam(x)
-            else:
-                logits, cam = m.model(x), None
-        p = torch.sigmoid(logits.float()).cpu().numpy()
+        out = infer(m.backend, torch.stack([items[i]["tensors"][k] for i in serve]), with_cam)
         for j, i in enumerate(serve):
-            probs[i] += p[j]
+            probs[i] += out.probabilities[j]
             counts[i] += 1
             names[i].append(m.short_name)
             thresholds[i] += m.threshold
-            if cam is not None:
+            if out.cams is not None:
                 it = items[i]
                 g = eval_geometry(it["height"], it["width"], m.transform)
-                full = cam_to_original(cam[j].float().cpu().numpy(), g, it["height"], it["width"])
+                full = cam_to_original(out.cams[j], g, it["height"], it["width"])
                 cams[i] = full if cams[i] is None else cams[i] + full
     for i, it in enumerate(items):
         n = max(counts[i], 1)
@@ -548,52 +416,109 @@ def part_mismatches(preds: Sequence[ImagePrediction], models: Sequence[LoadedMod
     return out
 
 
-# ============================================================================================ localization
+# ============================================================================================ jobs
 
 
 @dataclass(frozen=True)
-class Localization:
-    """The CAM box of one image, in original pixels."""
+class InferenceRun:
+    """What a pass over the inputs produced: predictions, failures, skipped non-images and the model(s)."""
 
-    path: str
-    frame: int
-    study: str
-    probability: float
-    box: Box | None
-    cam_max: float
-    threshold: float
-    peak: tuple[int, int]
-
-    def to_row(self) -> dict[str, Any]:
-        b = self.box
-        return {
-            "image": self.path,
-            "frame": self.frame,
-            "study": self.study,
-            "probability": round(self.probability, 6),
-            "x0": b.x0 if b else None,
-            "y0": b.y0 if b else None,
-            "x1": b.x1 if b else None,
-            "y1": b.y1 if b else None,
-            "cam_max": round(self.cam_max, 6),
-            "threshold": round(self.threshold, 6) if np.isfinite(self.threshold) else None,
-            "peak_x": self.peak[0] if b else None,  # cam_peak says (0, 0) for a map with no positive evidence
-            "peak_y": self.peak[1] if b else None,
-        }
+    predictions: tuple[ImagePrediction, ...]
+    failures: tuple[Failure, ...]
+    skipped: tuple[str, ...]
+    models: tuple[LoadedModel, ...]
+    choice: ModelChoice
 
 
-def localize(pred: ImagePrediction, threshold_frac: float = 0.2) -> Localization:
-    """Box the largest component of ``pred.cam`` above ``threshold_frac`` of its maximum."""
-    if pred.cam is None:
-        raise UsageError("localize needs predictions made with with_cam=True")
-    box, thr = cam_box(pred.cam, threshold_frac)
-    return Localization(
-        path=pred.path,
-        frame=pred.frame,
-        study=pred.study,
-        probability=pred.probability,
-        box=box,
-        cam_max=float(pred.cam.max()),
-        threshold=thr,
-        peak=cam_peak(pred.cam),
+def run_inference(
+    cfg: InferConfig, *, per_image: bool, with_cam: bool = False, keep_pixels: bool = False, hooks: Hooks = Hooks()
+) -> InferenceRun:
+    """Discover the inputs, choose and load the model(s), predict every file; shared by predict and localize."""
+    from mura_cli.utils import resolve_device
+
+    device = resolve_device(cfg.device)
+    files, skipped = discover_inputs(cfg.paths)
+    if not files:
+        raise UsageError(f"no image files among {', '.join(cfg.paths)} ({plural(len(skipped), 'other file')} skipped)")
+    choice = resolve_model_specs(cfg.model, runs_dir=cfg.runs_dir)
+    hooks.on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
+    models = load_models(choice.specs, device)
+    failures: list[Failure] = []
+
+    def failed(f: Failure) -> None:
+        failures.append(f)
+        hooks.on_failure(f)
+
+    preds = predict(
+        files,
+        models,
+        part=cfg.part,
+        per_image=per_image,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        with_cam=with_cam,
+        keep_pixels=keep_pixels,
+        max_pixels=cfg.max_pixels,
+        hooks=Hooks(on_progress=hooks.on_progress, on_failure=failed),
     )
+    run = InferenceRun(tuple(preds), tuple(failures), tuple(map(str, skipped)), tuple(models), choice)
+    for (part, name), n in sorted(part_mismatches(run.predictions, models).items()):
+        trained = ", ".join(next(m.parts for m in models if m.short_name == name))
+        hooks.on_warning(
+            f"{plural(n, 'image')} of {part} scored by {name}, trained on {trained} only: its output there is not "
+            "validated"
+        )
+    return run
+
+
+@dataclass(frozen=True)
+class PredictReport:
+    """The ``mura predict`` job: studies written to ``out`` (and images to ``images``)."""
+
+    run: InferenceRun
+    studies: tuple[StudyPrediction, ...]
+    out: Path
+    images: Path | None
+
+    @property
+    def threshold_label(self) -> str:
+        """The threshold used, or its range when studies were labelled by models with different ones."""
+        used = sorted({round(s.threshold, 4) for s in self.studies})
+        if not used:
+            return "-"
+        return f"{used[0]:.2f}" if len(used) == 1 else f"per model, {used[0]:.2f}-{used[-1]:.2f}"
+
+
+def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks()) -> PredictReport:
+    """Screen ``cfg.paths``: predict every image, group studies, write the study CSV (and the image CSV)."""
+    ensure_new(cfg.out, cfg.overwrite)
+    ensure_new(cfg.images, cfg.overwrite)
+    run = run_inference(cfg, per_image=cfg.per_image, hooks=hooks)
+    studies = group_studies(run.predictions, cfg.threshold, cfg.aggregate)
+    if cfg.fmt == "mura":
+        for message in _mura_path_warnings(run.predictions, cfg.per_image):
+            hooks.on_warning(message)
+        write_csv(cfg.out, [{"Study": s.study, "Model": s.prediction} for s in studies], header=False)
+    else:
+        write_csv(cfg.out, [s.to_row() for s in studies])
+    if cfg.images:
+        write_csv(cfg.images, [p.to_row() for p in run.predictions])
+    return PredictReport(run, tuple(studies), Path(cfg.out), Path(cfg.images) if cfg.images else None)
+
+
+def _mura_path_warnings(preds: Sequence[ImagePrediction], per_image: bool) -> list[str]:
+    found = [mura_study_of(p.path) for p in preds]
+    out = []
+    assumed = sorted({m.split for m in found if m is not None and m.assumed})
+    if assumed:
+        out.append(
+            f"study paths assumed under {' and '.join(f'MURA-v1.1/{s}/' for s in assumed)} (the folders above "
+            "XR_<PART> are not MURA-v1.1/<split>/); check them against the CSV you score with"
+        )
+    outside = sum(m is None for m in found)
+    if outside and not per_image:
+        out.append(
+            f"{plural(outside, 'image')} not in the MURA layout (<split>/XR_<PART>/patient*/study*/): their rows "
+            "will not match the official CSVs"
+        )
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,3 +46,32 @@ class TrainResult:
     @property
     def best(self) -> EpochResult:
         return next(e for e in self.epochs if e.epoch == self.best_epoch)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that could not be used, and why (the message names the file)."""
+
+    path: str
+    reason: str
+
+
+def _ignore(*_: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """How a long job reports back while it runs; the CLI draws these, a library caller may ignore them.
+
+    Attributes:
+        on_info: a one-line notice (which model was chosen and why).
+        on_warning: a one-line warning (a model used on a body part it never saw).
+        on_progress: ``(done, total)`` inputs.
+        on_failure: an input that failed; the job goes on.
+    """
+
+    on_info: Callable[[str], None] = _ignore
+    on_warning: Callable[[str], None] = _ignore
+    on_progress: Callable[[int, int], None] = _ignore
+    on_failure: Callable[[Failure], None] = _ignore

@@ -1,0 +1,128 @@
+"""Which model(s) predict and localize use, and loading them behind an inference backend.
+
+:func:`resolve_model_specs` turns ``--model`` (or its absence) into specs with the reason for the choice;
+:func:`load_models` loads run folders, Hub repos or a folder of per-part runs; :func:`models_for_part`
+routes a body part to the models that serve it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mura_cli.config import TransformConfig, from_dict
+from mura_cli.engine.backends import Backend, TorchBackend
+from mura_cli.errors import ModelError, UsageError
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One model ready for inference: its backend, its config (``config.json``) and its eval transform."""
+
+    name: str
+    backend: Backend
+    config: dict[str, Any]
+    transform: TransformConfig
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.get("threshold", 0.5))
+
+    @property
+    def part(self) -> str:
+        return str(self.config.get("part", "all"))
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The body parts the model saw in training."""
+        return tuple(self.config.get("parts") or [self.part])
+
+    @property
+    def short_name(self) -> str:
+        return Path(self.name).name if Path(self.name).exists() else self.name
+
+
+MODEL_ENV = "MURA_MODEL"
+"""Environment variable naming the model to use when ``--model`` is not given."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model specs predict/localize use, and why (shown to the user)."""
+
+    specs: tuple[str, ...]
+    reason: str
+
+
+def resolve_model_specs(
+    specs: Sequence[str], env: Mapping[str, str] | None = None, runs_dir: str | Path = "runs"
+) -> ModelChoice:
+    """Pick the model: ``--model`` specs, else ``$MURA_MODEL``, else the newest complete run under ``runs_dir``.
+
+    A complete run is a folder that ``mura train`` finished (``config.json``, ``model.safetensors`` and
+    ``summary.json``), the newest by the time its summary was written.
+
+    Raises:
+        ModelError: none of the three gives a model; the message says how to get one.
+    """
+    from mura_cli.models.hub import CONFIG_NAME, WEIGHTS_NAME
+
+    if specs:
+        return ModelChoice(tuple(specs), "--model")
+    value = (os.environ if env is None else env).get(MODEL_ENV, "").strip()
+    if value:
+        return ModelChoice((value,), f"from ${MODEL_ENV}")
+    root = Path(runs_dir)
+    done = [
+        d
+        for d in (root.iterdir() if root.is_dir() else [])
+        if all((d / f).is_file() for f in (CONFIG_NAME, WEIGHTS_NAME, "summary.json"))
+    ]
+    if done:
+        newest = max(done, key=lambda d: ((d / "summary.json").stat().st_mtime, d.name))
+        return ModelChoice((str(newest),), f"newest complete run under {root}/")
+    raise ModelError(
+        f"no model given and no finished run under {root}/; pass --model RUN_FOLDER (or org/name on the Hub), "
+        f"set {MODEL_ENV}, or train one first with `mura train`"
+    )
+
+
+def load_models(specs: Sequence[str], device: str = "cpu") -> list[LoadedModel]:
+    """Load ``--model`` specs: run folders, Hub repos, or a folder holding one run per body part.
+
+    Several specs form an ensemble (mean of probabilities); a folder of per-part runs routes by part.
+    """
+    from mura_cli.models.hub import CONFIG_NAME, load_pretrained
+
+    if not specs:
+        raise UsageError("no model given; pass --model RUN_FOLDER or --model org/name (train one with `mura train`)")
+    out: list[LoadedModel] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir() and not (p / CONFIG_NAME).is_file():
+            runs = sorted(d for d in p.iterdir() if (d / CONFIG_NAME).is_file())
+            if not runs:
+                raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
+            for d in runs:
+                out.append(_loaded(str(d), *load_pretrained(d, device), device))
+        else:
+            out.append(_loaded(spec, *load_pretrained(spec, device), device))
+    return out
+
+
+def _loaded(name: str, model: Any, cfg: dict[str, Any], device: str) -> LoadedModel:
+    tcfg = from_dict(TransformConfig, cfg.get("transform", {}))
+    return LoadedModel(name=name, backend=TorchBackend(model, device, name=name), config=cfg, transform=tcfg)
+
+
+def models_for_part(models: list[LoadedModel], part: str | None) -> list[LoadedModel]:
+    """The models that serve ``part``: those trained on it, else those trained on all parts, else all."""
+    if part:
+        own = [m for m in models if m.part == part]
+        if own:
+            return own
+    general = [m for m in models if m.part == "all"]
+    return general or models
