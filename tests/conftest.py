@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-"""Real test data (MURA sample, FracAtlas, DICOM); absent on most users' machines."""
+from synth import SHARED_DATA
 
 
 @pytest.fixture

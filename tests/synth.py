@@ -1,4 +1,5 @@
-"""Synthetic datasets the fast tests build in tmp_path: a tiny MURA-v1.1 tree, FracAtlas, a labelled CSV."""
+"""Test helpers: where the real data lives, and the synthetic datasets the fast tests build in tmp_path (a tiny
+MURA-v1.1 tree, FracAtlas, a labelled CSV)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+"""Real test data (MURA sample, FracAtlas, DICOM) in ``../shared/data`` next to the repository; absent on most
+users' machines, so tests that need it skip with a reason."""
 
 
 def _radiograph(rng: np.random.Generator, h: int = 48, w: int = 40, abnormal: bool = False) -> np.ndarray:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from mura_cli import __version__
 from mura_cli.cli import main
 
+from synth import SHARED_DATA as SHARED
 from synth import make_fracatlas, make_mura_tree
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

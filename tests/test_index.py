@@ -18,9 +18,7 @@ from mura_cli.data.index import (
 )
 from mura_cli.errors import DataError
 
-from synth import make_fracatlas, make_mura_tree
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from synth import SHARED_DATA, make_fracatlas, make_mura_tree
 
 
 def _problems(index):
@@ -183,12 +181,12 @@ def test_indexing_many_paths_is_fast(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ real data
 
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present (real radiographs)")
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present (real radiographs)")
 
 
 @needs_shared
 def test_real_mura_sample_counts():
-    index = build_index(SHARED / "mura-sample" / "MURA-v1.1")
+    index = build_index(SHARED_DATA / "mura-sample" / "MURA-v1.1")
     assert len(index.rows) == 10 and len({r.study for r in index.rows}) == 10
     assert sum(r.label for r in index.rows) == 7
     assert not index.problems
@@ -196,7 +194,7 @@ def test_real_mura_sample_counts():
 
 @needs_shared
 def test_real_humerus_counts():
-    index = build_index(SHARED / "mura-humerus-64")
+    index = build_index(SHARED_DATA / "mura-humerus-64")
     assert len(index.rows) == 1132 and len({r.study for r in index.rows}) == 558
     assert sum(r.label for r in index.rows) == 534
     tune = {r.patient for r in index.rows if r.split == "tune"}
@@ -206,7 +204,7 @@ def test_real_humerus_counts():
 
 @needs_shared
 def test_real_fracatlas_counts_and_defects():
-    index = build_index(SHARED / "fracatlas")
+    index = build_index(SHARED_DATA / "fracatlas")
     assert len(index.rows) == 3122
     assert sum(r.label for r in index.rows) == 472
     assert sum(len(r.boxes) for r in index.rows) == 638

@@ -19,9 +19,9 @@ import torch
 from mura_cli.cam import Box, cam_peak
 from mura_cli.config import TransformConfig, to_dict
 from mura_cli.data.index import default_out_dir, find_prepared
+from mura_cli.data.inputs import mura_study_of
 from mura_cli.data.readers import read_image
 from mura_cli.engine.localize import Localization
-from mura_cli.engine.predict import mura_study_of
 from mura_cli.engine.results import EpochResult
 from mura_cli.engine.train import _write_metrics_csv, resolve_index
 from mura_cli.models.hub import save_pretrained
@@ -347,8 +347,8 @@ def test_plural():
 
 
 def test_written_csvs_have_unix_line_endings(tmp_path):
-    from mura_cli.utils import write_csv as _write_csv
     from mura_cli.data.index import build_index, write_index
+    from mura_cli.utils import write_csv as _write_csv
 
     index_csv, _ = write_index(build_index(make_mura_tree(tmp_path / "d")), tmp_path / "ix")
     _assert_lf_only(index_csv)

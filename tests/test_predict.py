@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -15,17 +14,18 @@ from torch import nn
 
 from mura_cli.cam import Box, cam_box, cam_to_original
 from mura_cli.config import TransformConfig, to_dict
+from mura_cli.data.inputs import discover_inputs, mura_study_of
 from mura_cli.data.transforms import eval_geometry
 from mura_cli.engine.backends import TorchBackend
 from mura_cli.engine.load import LoadedModel
 from mura_cli.engine.localize import localize
-from mura_cli.engine.predict import discover_inputs, group_studies, mura_study_of, predict
+from mura_cli.engine.predict import group_studies, predict
 from mura_cli.models.hub import save_pretrained
 from mura_cli.models.registry import MuraNet
 
+from synth import SHARED_DATA as SHARED
 from synth import make_mura_tree
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
 
 

@@ -1,8 +1,10 @@
-"""Readers: real DICOM (every codec in ../shared/data/dicom), pydicom transcodes, raster formats, windowing,
-metadata privacy, the pixel limit and broken inputs.
+"""Readers: DICOM (the transfer syntaxes of pydicom's bundled samples, and every codec in ../shared/data/dicom),
+pydicom transcodes, raster formats, windowing, metadata privacy, the pixel limit and broken inputs.
 
-Real data lives in ``../shared/data`` next to the repository; tests that need it skip with a reason when it
-is absent. Everything else is written into ``tmp_path`` (never into the repository).
+The DICOM samples that pydicom ships in its package cover the transfer syntaxes on any clone (as
+torchxrayvision's tests do); they are never downloaded. Real radiographs live in ``../shared/data`` next to the
+repository and are the wider set; tests that need them skip with a reason when they are absent. Everything else
+is written into ``tmp_path`` (never into the repository).
 """
 
 from __future__ import annotations
@@ -16,15 +18,23 @@ import pydicom
 import pytest
 from PIL import Image as PILImage
 from PIL import ImageFile
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
 from pydicom.uid import (
+    JPEG2000,
     BasicTextSRStorage,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
     RLELossless,
     SecondaryCaptureImageStorage,
     generate_uid,
@@ -43,11 +53,12 @@ from mura_cli.data.readers import (
 )
 from mura_cli.errors import DataError, MuraError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DICOM_DIR = SHARED / "dicom"
-MURA_SAMPLE = SHARED / "mura-sample" / "MURA-v1.1"
-TRUNCATED_FRACATLAS = SHARED / "fracatlas" / "images" / "Non_fractured" / "IMG0004028.jpg"
-NO_DATA = f"real data not found at {SHARED} (../shared/data next to the repository)"
+from synth import SHARED_DATA
+
+DICOM_DIR = SHARED_DATA / "dicom"
+MURA_SAMPLE = SHARED_DATA / "mura-sample" / "MURA-v1.1"
+TRUNCATED_FRACATLAS = SHARED_DATA / "fracatlas" / "images" / "Non_fractured" / "IMG0004028.jpg"
+NO_DATA = f"real data not found at {SHARED_DATA} (../shared/data next to the repository)"
 
 CSPINE = "CR_cspine_16x16_tiny_pydicom_bundled.dcm"
 TIBIA = "CR_extremity_tibia_RG3_uncompressed_explicitLE.dcm"
@@ -243,7 +254,90 @@ def test_encodings_of_the_same_image_agree(shared_data, reference, lossless, los
     assert exact.meta["TransferSyntaxUID"] != ref.meta["TransferSyntaxUID"] != approx.meta["TransferSyntaxUID"]
 
 
+# --------------------------------------------------------------------------------------------- pydicom's samples
+
+# Samples pydicom ships in its package, by the transfer syntax each covers (found locally, never downloaded).
+BUNDLED = {
+    "MR_small.dcm": ExplicitVRLittleEndian,
+    "MR_small_implicit.dcm": ImplicitVRLittleEndian,
+    "MR_small_bigendian.dcm": ExplicitVRBigEndian,
+    "MR_small_RLE.dcm": RLELossless,
+    "MR_small_jp2klossless.dcm": JPEG2000Lossless,
+    "MR_small_jpeg_ls_lossless.dcm": JPEGLSLossless,
+    "CT_small.dcm": ExplicitVRLittleEndian,
+    "image_dfl.dcm": DeflatedExplicitVRLittleEndian,
+    "JPEG2000.dcm": JPEG2000,
+    "JPGExtended.dcm": JPEGExtended12Bit,
+    "JPEGLSNearLossless_16.dcm": JPEGLSNearLossless,
+    "SC_rgb_jpeg_dcmtk.dcm": JPEGBaseline8Bit,
+    "SC_rgb_jpeg_gdcm.dcm": JPEGLosslessSV1,
+    "SC_rgb_rle_2frame.dcm": RLELossless,
+}
+# Lossless encodings of MR_small.dcm: they must decode to exactly its pixels.
+MR_SMALL_LOSSLESS = [n for n in BUNDLED if n.startswith("MR_small_")]
+
+
+def _bundled(name: str) -> Path:
+    """A DICOM sample from pydicom's package; skips when this pydicom does not ship it (never downloads)."""
+    found = get_testdata_file(name, download=False)
+    if not found:
+        pytest.skip(f"{name} is not among the test files of pydicom {pydicom.__version__}")
+    return Path(found)
+
+
+@pytest.mark.parametrize("name", list(BUNDLED))
+def test_bundled_dicom_decodes(name):
+    path = _bundled(name)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    images = read_images(path)
+    assert len(images) == int(ds.get("NumberOfFrames", 1) or 1)
+    for i, img in enumerate(images):
+        _assert_unit(img.pixels, (int(ds.Rows), int(ds.Columns)))
+        assert img.pixels.std() > 0.01, "a decoded image is not flat"
+        assert img.meta["format"] == "dicom"
+        assert img.meta["frame"] == i
+        assert img.meta["TransferSyntaxUID"] == BUNDLED[name]
+        assert img.meta["PhotometricInterpretation"] == str(ds.PhotometricInterpretation)
+        _assert_no_patient_identity(img.meta, ds)
+    assert is_dicom(path)
+    assert is_image_file(path)
+
+
+@pytest.mark.parametrize("name", MR_SMALL_LOSSLESS)
+def test_bundled_lossless_encodings_agree(name):
+    reference = read_image(_bundled("MR_small.dcm"))
+    img = read_image(_bundled(name))
+    np.testing.assert_array_equal(img.pixels, reference.pixels)
+    assert img.meta["SOPInstanceUID"] == reference.meta["SOPInstanceUID"]
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "CT_small.dcm", "JPEG2000.dcm", "JPGExtended.dcm"])
+def test_bundled_dicom_follows_the_pixel_pipeline(name):
+    """The reader's pixels are pydicom's decoded array through :func:`dicom_to_unit` (rescale, window, invert)."""
+    path = _bundled(name)
+    ds = pydicom.dcmread(path)
+    np.testing.assert_array_equal(read_image(path).pixels, dicom_to_unit(ds.pixel_array, ds))
+
+
+def test_bundled_truncated_dicom_is_one_line_error():
+    path = _bundled("MR_truncated.dcm")
+    with pytest.raises(DataError, match="truncated") as info:
+        read_image(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
 # --------------------------------------------------------------------------------------------- transcodes
+
+
+def _shared_or_skip() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(NO_DATA)
+    return SHARED_DATA
+
+
+def _mr_small_ds() -> Dataset:
+    return pydicom.dcmread(_bundled("MR_small.dcm"))
 
 
 def _cspine_ds(shared_data: Path) -> Dataset:
@@ -259,7 +353,12 @@ def _tibia_crop_ds(shared_data: Path) -> Dataset:
     return ds
 
 
-SOURCES = {"cspine": _cspine_ds, "tibia_crop": _tibia_crop_ds}
+# Each source is read on demand: pydicom's MR_small always, the shared radiographs when present.
+SOURCES = {
+    "mr_small": _mr_small_ds,
+    "cspine": lambda: _cspine_ds(_shared_or_skip()),
+    "tibia_crop": lambda: _tibia_crop_ds(_shared_or_skip()),
+}
 
 
 def _stored(ds: Dataset) -> np.ndarray:
@@ -317,8 +416,8 @@ ENCODINGS = {
 
 @pytest.mark.parametrize("encoding", list(ENCODINGS))
 @pytest.mark.parametrize("source", list(SOURCES))
-def test_transcoded_dicom_reads_the_same_pixels(shared_data, tmp_path, source, encoding):
-    ds = SOURCES[source](shared_data)
+def test_transcoded_dicom_reads_the_same_pixels(tmp_path, source, encoding):
+    ds = SOURCES[source]()
     expected = dicom_to_unit(_stored(ds).copy(), ds)
     path = _write(ds, tmp_path / f"{source}_{encoding}.dcm", encoding)
 
@@ -342,8 +441,9 @@ def test_transcoded_dicom_reads_the_same_pixels(shared_data, tmp_path, source, e
 
 
 @pytest.mark.parametrize("name", ["IM000001", "radiograph.png", "scan.jpg", "export.dcm.bak", "UPPER.DCM"])
-def test_dicom_found_by_content_whatever_the_suffix(shared_data, tmp_path, name):
-    original = _shared_dicom(shared_data, CSPINE)
+@pytest.mark.parametrize("source", ["MR_small.dcm", CSPINE])
+def test_dicom_found_by_content_whatever_the_suffix(tmp_path, name, source):
+    original = _bundled(source) if source == "MR_small.dcm" else _shared_dicom(_shared_or_skip(), source)
     path = tmp_path / name
     path.write_bytes(original.read_bytes())
     assert is_dicom(path)

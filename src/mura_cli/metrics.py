@@ -117,3 +117,8 @@ def aggregate_by_study(
 def finite_or_none(x: float) -> float | None:
     """``x`` for JSON output, ``None`` for NaN/inf."""
     return x if isinstance(x, int | float) and math.isfinite(x) else None
+
+
+def format_metric(x: float) -> str:
+    """A metric for tables: three decimals, ``n/a`` when undefined (NaN, inf or not a float)."""
+    return f"{x:.3f}" if isinstance(x, float) and math.isfinite(x) else "n/a"

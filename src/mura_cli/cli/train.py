@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -14,15 +13,12 @@ from rich.table import Table
 from mura_cli.cli._console import console, err_console, progress, typed_params
 from mura_cli.config import RESUME_SETTINGS, TrainConfig, TransformConfig, load_config_file, resolve_config
 from mura_cli.errors import UsageError
+from mura_cli.metrics import format_metric
 from mura_cli.utils import plural
 
 _T = TrainConfig()
 _X = TransformConfig()
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"transform"}
-
-
-def _f(v: float) -> str:
-    return f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else "n/a"
 
 
 _TRANSFORM_FLAGS = {
@@ -175,11 +171,11 @@ def train(
         mark = " *" if e.best else ""
         line = (
             f"{e.epoch}{mark}",
-            _f(e.train_loss),
-            _f(e.tune_loss),
-            _f(e.tune_kappa),
-            _f(e.tune_auroc),
-            _f(e.tune_image_auroc),
+            format_metric(e.train_loss),
+            format_metric(e.tune_loss),
+            format_metric(e.tune_kappa),
+            format_metric(e.tune_auroc),
+            format_metric(e.tune_image_auroc),
             f"{e.lr:.0e}",
             f"{e.seconds:.0f}",
         )
@@ -199,7 +195,8 @@ def train(
     console.print(table)
     b = result.best
     console.print(
-        f"best epoch {b.epoch}: tune kappa {_f(b.tune_kappa)}, AUROC {_f(b.tune_auroc)} (study level); "
+        f"best epoch {b.epoch}: tune kappa {format_metric(b.tune_kappa)}, AUROC {format_metric(b.tune_auroc)} "
+        "(study level); "
         f"{'stopped early; ' if result.stopped_early else ''}{result.seconds:.0f} s"
     )
     console.print(

@@ -9,10 +9,7 @@ through :func:`~mura_cli.engine.evaluate.infer`. :func:`group_studies` forms stu
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,124 +21,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from mura_cli.cam import cam_to_original
 from mura_cli.config import InferConfig, PredictConfig, TransformConfig
-from mura_cli.data.index import part_from_name
-from mura_cli.data.readers import RASTER_SUFFIXES, is_dicom, read_images
+from mura_cli.data.inputs import discover_inputs, mura_study_of, resolve_study_and_part
+from mura_cli.data.readers import read_images
 from mura_cli.data.transforms import build_transforms, eval_geometry
 from mura_cli.engine.evaluate import infer
 from mura_cli.engine.load import LoadedModel, ModelChoice, load_models, models_for_part, resolve_model_specs
 from mura_cli.engine.results import Failure, Hooks
-from mura_cli.errors import DataError, MuraError, UsageError
+from mura_cli.errors import MuraError, UsageError
 from mura_cli.metrics import aggregate_by_study
 from mura_cli.utils import ensure_new, plural, write_csv
 
 log = logging.getLogger(__name__)
-_MURA_STUDY = re.compile(r"(?:^|/)(XR_[A-Z]+)/(patient\d+)/(study\d+_(?:positive|negative|\w+))(?:/|$)")
-
-
-# ============================================================================================ inputs
-
-
-def discover_inputs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
-    """Expand files, folders (recursive) and globs into image files; returns ``(images, skipped non-images)``.
-
-    Raster files are found by suffix, DICOM by content (with or without ``.dcm``).
-    """
-    images: list[Path] = []
-    skipped: list[Path] = []
-    seen: set[Path] = set()
-    for raw in paths:
-        s = str(raw)
-        candidates: list[Path]
-        if any(ch in s for ch in "*?[") and not Path(s).exists():
-            candidates = [Path(m) for m in sorted(glob.glob(s, recursive=True))]
-            if not candidates:
-                raise DataError(f"{s}: the pattern matches no file")
-        else:
-            p = Path(s)
-            if not p.exists():
-                raise DataError(f"{p}: no such file or folder")
-            candidates = [p]
-        for c in candidates:
-            # hidden files and dot-folders are skipped only below a folder the user passed, never on the path typed
-            files = sorted(f for f in c.rglob("*") if f.is_file() and not _hidden_below(f, c)) if c.is_dir() else [c]
-            for f in files:
-                if f in seen:
-                    continue
-                seen.add(f)
-                if f.suffix.lower() in RASTER_SUFFIXES or is_dicom(f):
-                    images.append(f)
-                else:
-                    skipped.append(f)
-    return images, skipped
-
-
-def _hidden_below(path: Path, folder: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(folder).parts)
-
-
-@dataclass(frozen=True)
-class MuraStudy:
-    """Where a file sits in the MURA layout ``<split>/XR_<PART>/patientNNNNN/studyN_<label>/``.
-
-    Unpacks and indexes as the triple ``(part, patient, study)`` that :func:`mura_study_of` used to return.
-
-    Attributes:
-        part: body part, lower case (``elbow``).
-        patient: ``patientNNNNN``.
-        study: the study path as the official CSVs spell it: ``MURA-v1.1/valid/XR_ELBOW/patient11186/study1_positive/``.
-        split: ``train`` or ``valid``.
-        assumed: True when the path does not hold ``MURA-v1.1/<split>/`` above ``XR_<PART>`` (a renamed or
-            copied folder): the prefix of ``study`` was then assumed, and the split too when the folder above
-            ``XR_<PART>`` is not ``train``/``valid`` (taken from the patient number: MURA-v1.1 train patients
-            are 00001-11184, valid ones 11185 on).
-    """
-
-    part: str
-    patient: str
-    study: str
-    split: str = "valid"
-    assumed: bool = False
-
-    def __iter__(self) -> Iterator[str]:
-        return iter((self.part, self.patient, self.study))
-
-    def __getitem__(self, i: int) -> str:
-        return (self.part, self.patient, self.study)[i]
-
-    def __len__(self) -> int:
-        return 3
-
-
-_MURA_FIRST_VALID_PATIENT = 11185
-
-
-def mura_study_of(path: str | Path) -> MuraStudy | None:
-    """Where ``path`` sits in the MURA layout (``part, patient, study = ...`` still unpacks), else ``None``.
-
-    The study path is always ``MURA-v1.1/<split>/XR_<PART>/patientNNNNN/studyN_<label>/`` as in the official
-    CSVs, whatever the folders above ``<split>`` are called; ``assumed`` says when the path did not show it.
-    """
-    posix = Path(os.path.abspath(path)).as_posix()  # absolute, symlinks kept: the layout the user sees
-    m = _MURA_STUDY.search(posix)
-    if not m:
-        return None
-    above = posix[: m.start(1)].rstrip("/").split("/")  # folders above XR_<PART>
-    split_dir = above[-1] if above else ""
-    if split_dir.lower() in ("train", "valid"):
-        split = split_dir.lower()
-        assumed = not (split_dir == split and len(above) >= 2 and above[-2] == "MURA-v1.1")
-    else:
-        number = int(m.group(2)[len("patient") :])
-        split = "train" if number < _MURA_FIRST_VALID_PATIENT else "valid"
-        assumed = True
-    study_path = f"MURA-v1.1/{split}/{m.group(1)}/{m.group(2)}/{m.group(3)}/"
-    return MuraStudy(
-        part=part_from_name(m.group(1)) or "unknown",
-        patient=m.group(2),
-        study=study_path,
-        split=split,
-        assumed=assumed,
-    )
 
 
 # ============================================================================================ inference
@@ -257,7 +147,7 @@ def predict(
         if "error" in item:
             hooks.on_failure(Failure(item["path"], item["error"]))
         for fr in item.get("frames", ()):
-            p_part, study = _study_and_part(item["path"], fr["meta"], part, per_image, model_parts)
+            p_part, study = resolve_study_and_part(item["path"], fr["meta"], part, per_image, model_parts)
             pending.append({**fr, "path": item["path"], "part": p_part, "study": study})
             if len(pending) >= batch_size:
                 yield from _run_batch(pending, models, tcfgs, with_cam)
@@ -265,30 +155,6 @@ def predict(
         hooks.on_progress(done, len(ds))
     if pending:
         yield from _run_batch(pending, models, tcfgs, with_cam)
-
-
-def _study_and_part(
-    path: str, meta: dict[str, Any], part: str | None, per_image: bool, model_parts: set[str]
-) -> tuple[str, str]:
-    mura = mura_study_of(path)
-    frame = int(meta.get("frame", 0))
-    image_id = path if frame == 0 else f"{path}#frame{frame}"
-    if per_image:
-        study = image_id
-    elif mura:
-        study = mura[2]
-    elif meta.get("StudyInstanceUID"):
-        study = str(meta["StudyInstanceUID"])
-    else:
-        study = str(Path(path).parent)
-    p = part_from_name(part) if part else None
-    if not p and mura:
-        p = mura[0]
-    if not p and meta.get("BodyPartExamined"):
-        p = part_from_name(str(meta["BodyPartExamined"]))
-    if not p:
-        p = next(iter(model_parts)) if len(model_parts) == 1 else "unknown"
-    return p, study
 
 
 def _run_batch(

@@ -1,0 +1,253 @@
+"""The DICOM reader and its pixel pipeline.
+
+Pipeline, in the order the standard gives (PS3.4 Grayscale Transform Pipeline): modality LUT (rescale
+slope/intercept or LUT) -> VOI LUT, or the first window center/width, or a robust 0.5-99.5 percentile range
+when the file has neither -> MONOCHROME1 inversion -> [0, 1]. :func:`dicom_to_unit`, :func:`apply_window` and
+:func:`robust_range` are pure functions. Patient name and ID never leave the reader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import struct
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mura_cli.data.image import Image, check_pixel_limit, one_line, rgb_to_unit_gray
+from mura_cli.errors import DataError
+
+log = logging.getLogger("mura_cli.data.readers")  # the readers' one logger, whichever module reads the file
+
+_DICOM_META_KEYS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "BodyPartExamined",
+    "ViewPosition",
+    "Modality",
+)
+
+
+_LOGGED_WARNINGS: set[str] = set()
+_VR_LINK = re.compile(r"\s*Please see <[^>]*> for allowed values for each VR\.?")
+_DEVELOPER_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning)
+
+
+@contextlib.contextmanager
+def _warnings_to_log(p: Path) -> Iterator[None]:
+    """Turn the warnings a library raises while reading ``p`` (pydicom's invalid-value and VR notes...) into
+    one log line each, ``<file>: <message>``, on logger ``mura_cli.data.readers``; a message already logged
+    (by any file) goes to debug. Deprecation warnings are for developers and pass through unchanged."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:  # the filters are restored here; also when the read failed (the warnings may say why)
+        _log_warnings(p, caught)
+
+
+def _log_warnings(p: Path, caught: list[warnings.WarningMessage]) -> None:
+    for w in caught:
+        if issubclass(w.category, _DEVELOPER_WARNINGS):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+            continue
+        message = one_line(_VR_LINK.sub("", str(w.message)))
+        if message in _LOGGED_WARNINGS:
+            log.debug("%s: %s", p, message)
+            continue
+        _LOGGED_WARNINGS.add(message)
+        log.warning("%s: %s", p, message)
+
+
+def read_dicom(p: Path, *, frames: list[int] | None, max_pixels: int) -> list[Image]:
+    """Read ``frames`` of a DICOM file (``None``: all); pydicom's warnings become one log line each."""
+    with _warnings_to_log(p):
+        return _read_dicom_quietly(p, frames=frames, max_pixels=max_pixels)
+
+
+def _read_dicom_quietly(p: Path, *, frames: list[int] | None, max_pixels: int) -> list[Image]:
+    import pydicom
+    from pydicom.errors import BytesLengthException
+
+    try:
+        ds = pydicom.dcmread(p, force=True)
+    except Exception as exc:  # InvalidDicomError, struct.error, BytesLengthException, EOFError...: a damaged file
+        raise DataError(
+            f"{p}: not a readable DICOM file (pydicom: {one_line(exc)}); the file may be truncated or damaged"
+        ) from None
+    # pydicom converts header values lazily, so a damaged value (bad VR, non-numeric DS) fails only when used.
+    header_errors = (ValueError, TypeError, KeyError, IndexError, NotImplementedError, OverflowError, struct.error)
+    try:
+        return _dicom_frames(p, ds, frames=frames, max_pixels=max_pixels)
+    except (*header_errors, BytesLengthException) as exc:
+        raise DataError(
+            f"{p}: damaged DICOM header ({type(exc).__name__}: {one_line(exc)}); the file may be corrupt"
+        ) from None
+
+
+def _dicom_frames(p: Path, ds: Any, *, frames: list[int] | None, max_pixels: int) -> list[Image]:
+    import pydicom
+
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        sop = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
+        if len(ds) == 0 or "Rows" in ds or "Image Storage" in getattr(sop, "name", ""):
+            raise DataError(
+                f"{p}: DICOM image whose pixel data is missing or cut off; the file is probably truncated, "
+                "copy or export it again"
+            )
+        raise DataError(f"{p}: DICOM without pixel data (a report or structured document?); skip it")
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        # A dataset without preamble/file meta: pydicom guessed the encoding while reading; record it.
+        ds.file_meta = getattr(ds, "file_meta", pydicom.dataset.FileMetaDataset())
+        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+        if ds.is_little_endian is False:
+            ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+        elif ds.is_implicit_VR:
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        else:
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    if rows <= 0 or cols <= 0:
+        raise DataError(f"{p}: DICOM header has no Rows/Columns; the file is damaged")
+    check_pixel_limit(p, rows, cols, max_pixels)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    wanted = list(range(n_frames)) if frames is None else frames
+    for f in wanted:
+        if not 0 <= f < n_frames:
+            raise DataError(f"{p}: frame {f} requested but the file has {n_frames} frame(s)")
+
+    arr = _decode_dicom_pixels(p, ds)
+    if n_frames == 1:  # pydicom gives single-frame data without a frame axis (palette indices are 2-D too)
+        arr = arr[None]
+    # pydicom's pixel_array is already RGB for YBR_FULL/YBR_FULL_422 (and JPEG 2000 decodes YBR_ICT/RCT to RGB)
+    array_photometric = "RGB" if photometric.startswith("YBR") else photometric
+    base_meta = _dicom_meta(p, ds, photometric, n_frames)
+    out = []
+    for f in wanted:
+        pixels = dicom_to_unit(arr[f], ds, array_photometric)
+        meta = dict(base_meta, frame=f, height=int(pixels.shape[0]), width=int(pixels.shape[1]))
+        out.append(Image(pixels=pixels, meta=meta))
+    return out
+
+
+def _decode_dicom_pixels(p: Path, ds: Any) -> np.ndarray:
+    """Decode PixelData with pydicom's plugins; failures name the transfer syntax and the decoders tried."""
+    try:
+        return ds.pixel_array
+    except Exception as exc:  # pydicom raises RuntimeError/ValueError/NotImplementedError/...; all are data errors
+        tsyntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
+        name = getattr(tsyntax, "name", str(tsyntax))
+        reason = one_line(exc)
+        raise DataError(
+            f"{p}: cannot decode pixel data ({name}): {reason}. Compressed DICOM needs pylibjpeg, "
+            "pylibjpeg-libjpeg and pylibjpeg-openjpeg (installed with mura-cli); the file may be truncated"
+        ) from None
+
+
+def _dicom_meta(p: Path, ds: Any, photometric: str, n_frames: int) -> dict[str, Any]:
+    meta: dict[str, Any] = {"path": str(p), "format": "dicom", "frames": n_frames}
+    for key in _DICOM_META_KEYS:
+        value = ds.get(key)
+        meta[key] = str(value) if value not in (None, "") else None
+    spacing = None
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(key)
+        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
+            spacing = (float(value[0]), float(value[1]))
+            break
+    meta["PixelSpacing"] = spacing
+    meta["PhotometricInterpretation"] = photometric
+    tsyntax = ds.file_meta.get("TransferSyntaxUID")
+    meta["TransferSyntaxUID"] = str(tsyntax) if tsyntax else None
+    return meta
+
+
+def dicom_to_unit(arr: np.ndarray, ds: Any, photometric: str | None = None) -> np.ndarray:
+    """Map stored DICOM pixel values of one frame to display values HxW float32 in [0, 1], bone bright.
+
+    Pure function of the array and the dataset's attributes: modality LUT, then VOI LUT or the first window,
+    or a robust percentile range, then MONOCHROME1 inversion.
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    photometric = (photometric or str(ds.get("PhotometricInterpretation", "MONOCHROME2"))).upper()
+    if photometric == "PALETTE COLOR" and arr.ndim == 2:  # palette indices -> RGB through the colour LUTs
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)
+    if arr.ndim == 3:  # colour DICOM (rare for radiographs): pydicom gives RGB; use luminance
+        if photometric.startswith("YBR"):
+            from pydicom.pixels import convert_color_space
+
+            arr = convert_color_space(arr, photometric, "RGB")
+        return rgb_to_unit_gray(arr)
+    values = apply_modality_lut(arr, ds).astype(np.float64, copy=False)
+    voi_seq = ds.get("VOILUTSequence")
+    if voi_seq:
+        lut_out = apply_voi_lut(np.rint(values).astype(np.int64), ds, index=0).astype(np.float64)
+        descriptor = voi_seq[0].get("LUTDescriptor", [0, 0, 16])
+        top = float(2 ** int(descriptor[2]) - 1) if len(descriptor) > 2 and descriptor[2] else lut_out.max()
+        unit = lut_out / top if top > 0 else lut_out
+    else:
+        window = _first_window(ds)
+        if window is not None:
+            center, width = window
+            unit = apply_window(values, center, width, str(ds.get("VOILUTFunction", "LINEAR")).upper())
+        else:
+            unit = robust_range(values)
+    unit = np.clip(unit, 0.0, 1.0).astype(np.float32)
+    if photometric == "MONOCHROME1":
+        unit = 1.0 - unit
+    return np.ascontiguousarray(unit, dtype=np.float32)
+
+
+def _first_window(ds: Any) -> tuple[float, float] | None:
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None:
+        return None
+
+    def first(v: Any) -> float:
+        try:
+            return float(v[0]) if hasattr(v, "__len__") and not isinstance(v, str) else float(v)
+        except (TypeError, ValueError, IndexError):
+            return float("nan")
+
+    c, w = first(center), first(width)
+    if not np.isfinite(c) or not np.isfinite(w) or w <= 0:
+        return None
+    return c, w
+
+
+def apply_window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """DICOM windowing (PS3.3 C.11.2.1.2) to [0, 1]: LINEAR, LINEAR_EXACT or SIGMOID. Pure function."""
+    values = np.asarray(values, dtype=np.float64)
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((values - (center - width / 2.0)) / width, 0.0, 1.0)
+    # LINEAR: the standard's "c - 0.5" and "w - 1" offsets
+    if width <= 1:
+        return (values > center - 0.5).astype(np.float64)
+    return np.clip(((values - (center - 0.5)) / (width - 1.0)) + 0.5, 0.0, 1.0)
+
+
+def robust_range(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Scale to [0, 1] between the ``low`` and ``high`` percentiles (of a strided sample for speed)."""
+    values = np.asarray(values, dtype=np.float64)
+    step = max(1, int(np.sqrt(values.size / 250_000)))
+    sample = values[::step, ::step] if values.ndim == 2 else values
+    lo, hi = np.percentile(sample, [low, high])
+    if hi <= lo:
+        lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.zeros_like(values)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0)

@@ -1,0 +1,158 @@
+"""Inputs to inference: files, folders and globs expanded to images, and where each image sits in a study.
+
+:func:`discover_inputs` finds the images; :func:`mura_study_of` places a file in the MURA layout and
+:func:`resolve_study_and_part` gives any image its study and body part (MURA path, then DICOM tags, then the
+model's part).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mura_cli.data.readers import RASTER_SUFFIXES, is_dicom
+from mura_cli.data.records import parse_mura_path, part_from_name
+from mura_cli.errors import DataError
+
+MURA_FIRST_VALID_PATIENT = 11185
+"""MURA-v1.1 train patients are 00001-11184, valid ones 11185 on."""
+
+
+def discover_inputs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Expand files, folders (recursive) and globs into image files; returns ``(images, skipped non-images)``.
+
+    Raster files are found by suffix, DICOM by content (with or without ``.dcm``).
+
+    Raises:
+        DataError: a path does not exist or a pattern matches nothing.
+    """
+    images: list[Path] = []
+    skipped: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        s = str(raw)
+        candidates: list[Path]
+        if any(ch in s for ch in "*?[") and not Path(s).exists():
+            candidates = [Path(m) for m in sorted(glob.glob(s, recursive=True))]
+            if not candidates:
+                raise DataError(f"{s}: the pattern matches no file")
+        else:
+            p = Path(s)
+            if not p.exists():
+                raise DataError(f"{p}: no such file or folder")
+            candidates = [p]
+        for c in candidates:
+            # hidden files and dot-folders are skipped only below a folder the user passed, never on the path typed
+            files = sorted(f for f in c.rglob("*") if f.is_file() and not _hidden_below(f, c)) if c.is_dir() else [c]
+            for f in files:
+                if f in seen:
+                    continue
+                seen.add(f)
+                if f.suffix.lower() in RASTER_SUFFIXES or is_dicom(f):
+                    images.append(f)
+                else:
+                    skipped.append(f)
+    return images, skipped
+
+
+def _hidden_below(path: Path, folder: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
+@dataclass(frozen=True)
+class MuraStudy:
+    """Where a file sits in the MURA layout ``<split>/XR_<PART>/patientNNNNN/studyN_<label>/``.
+
+    Unpacks and indexes as the triple ``(part, patient, study)`` that :func:`mura_study_of` used to return.
+
+    Attributes:
+        part: body part, lower case (``elbow``).
+        patient: ``patientNNNNN``.
+        study: the study path as the official CSVs spell it: ``MURA-v1.1/valid/XR_ELBOW/patient11186/study1_positive/``.
+        split: ``train`` or ``valid``.
+        assumed: True when the path does not hold ``MURA-v1.1/<split>/`` above ``XR_<PART>`` (a renamed or
+            copied folder): the prefix of ``study`` was then assumed, and the split too when the folder above
+            ``XR_<PART>`` is not ``train``/``valid`` (taken from the patient number: MURA-v1.1 train patients
+            are 00001-11184, valid ones 11185 on).
+    """
+
+    part: str
+    patient: str
+    study: str
+    split: str = "valid"
+    assumed: bool = False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self.part, self.patient, self.study))
+
+    def __getitem__(self, i: int) -> str:
+        return (self.part, self.patient, self.study)[i]
+
+    def __len__(self) -> int:
+        return 3
+
+
+def mura_study_of(path: str | Path) -> MuraStudy | None:
+    """Where ``path`` sits in the MURA layout (``part, patient, study = ...`` still unpacks), else ``None``.
+
+    The study path is always ``MURA-v1.1/<split>/XR_<PART>/patientNNNNN/studyN_<label>/`` as in the official
+    CSVs, whatever the folders above ``<split>`` are called; ``assumed`` says when the path did not show it.
+    """
+    posix = Path(os.path.abspath(path)).as_posix()  # absolute, symlinks kept: the layout the user sees
+    found = parse_mura_path(posix)
+    if found is None:
+        return None
+    above = found.above.split("/")  # folders above XR_<PART>
+    split_dir = above[-1] if above else ""
+    if split_dir.lower() in ("train", "valid"):
+        split = split_dir.lower()
+        assumed = not (split_dir == split and len(above) >= 2 and above[-2] == "MURA-v1.1")
+    else:
+        number = int(found.patient[len("patient") :])
+        split = "train" if number < MURA_FIRST_VALID_PATIENT else "valid"
+        assumed = True
+    study_path = f"MURA-v1.1/{split}/{found.part_dir}/{found.patient}/{found.study_dir}/"
+    return MuraStudy(part=found.part, patient=found.patient, study=study_path, split=split, assumed=assumed)
+
+
+def resolve_study_and_part(
+    path: str, meta: dict[str, Any], part: str | None, per_image: bool, model_parts: Collection[str]
+) -> tuple[str, str]:
+    """The body part and study of one image frame: ``(part, study)``.
+
+    Args:
+        path: the image file.
+        meta: the image's reader metadata (``frame``, ``StudyInstanceUID``, ``BodyPartExamined`` are used).
+        part: the part the user forced, if any.
+        per_image: every image (every frame) is its own study.
+        model_parts: the parts of the models that will score it; a single one is the fallback part.
+
+    Returns:
+        The part (forced, else the MURA folder, else DICOM BodyPartExamined, else the models' one part, else
+        ``unknown``) and the study (the image itself with ``per_image``, else the MURA study, else the DICOM
+        StudyInstanceUID, else the file's folder).
+    """
+    mura = mura_study_of(path)
+    frame = int(meta.get("frame", 0))
+    image_id = path if frame == 0 else f"{path}#frame{frame}"
+    if per_image:
+        study = image_id
+    elif mura:
+        study = mura.study
+    elif meta.get("StudyInstanceUID"):
+        study = str(meta["StudyInstanceUID"])
+    else:
+        study = str(Path(path).parent)
+    p = part_from_name(part) if part else None
+    if not p and mura:
+        p = mura.part
+    if not p and meta.get("BodyPartExamined"):
+        p = part_from_name(str(meta["BodyPartExamined"]))
+    if not p:
+        parts = set(model_parts)
+        p = parts.pop() if len(parts) == 1 else "unknown"
+    return p, study
