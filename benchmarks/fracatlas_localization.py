@@ -12,6 +12,7 @@ import argparse
 import time
 
 from mura_cli.cam import Box
+from mura_cli.config import InferConfig
 from mura_cli.data.index import load_index
 from mura_cli.engine.load import load_models
 from mura_cli.engine.localize import localize
@@ -32,7 +33,9 @@ def main() -> None:
     truth = {str(index.resolve(r)): [Box(*(round(v) for v in b)) for b in r.boxes] for r in rows}
     n = box_hits = peak_hits = no_box = 0
     chance = 0.0
-    for pred in predict([index.resolve(r) for r in rows], models, per_image=True, with_cam=True, batch_size=16):
+    for pred in predict(
+        [index.resolve(r) for r in rows], models, InferConfig(batch_size=16), per_image=True, with_cam=True
+    ):
         loc = localize(pred, args.threshold_frac)
         gts = truth[pred.path]
         n += 1

@@ -19,7 +19,7 @@ from mura_cli.config import TransformConfig, to_dict
 from mura_cli.engine.load import resolve_model_specs
 from mura_cli.engine.predict import ImagePrediction, group_studies
 from mura_cli.errors import ModelError
-from mura_cli.models.hub import save_pretrained
+from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
 
 from synth import make_mura_tree
@@ -54,7 +54,7 @@ def make_run(folder: Path, *, part: str = "all", parts: list[str] | None = None,
         "threshold": threshold,
         "transform": to_dict(TransformConfig(size=32)),
     }
-    save_pretrained(MuraNet("test_resnet"), folder, cfg)
+    save_run_model(MuraNet("test_resnet"), folder, ModelConfig.from_json(cfg))
     (folder / "summary.json").write_text("{}\n")
     return folder
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import save
 
-from mura_cli.models.hub import save_pretrained
+from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
 
 from hub_server import FakeHub
@@ -71,7 +71,7 @@ _PREDICT_INFO = ("model:",)
 @pytest.fixture
 def run_folder(tmp_path: Path) -> Path:
     run = tmp_path / "run"
-    save_pretrained(MuraNet("test_resnet").eval(), run, {"arch": "test_resnet", "threshold": 0.5})
+    save_run_model(MuraNet("test_resnet").eval(), run, ModelConfig(arch="test_resnet", threshold=0.5))
     (run / "README.md").write_text("---\nlibrary_name: mura-cli\n---\n# card\n")
     return run
 

@@ -7,7 +7,12 @@ import torch
 from safetensors.torch import save_file
 
 from mura_cli.errors import ModelError
-from mura_cli.models.hub import load_backbone_weights, load_pretrained, resolve_weights_file, save_pretrained
+from mura_cli.models.checkpoint import ModelConfig, load_run_model, save_run_model
+from mura_cli.models.hub import (
+    load_backbone_weights,
+    load_model,
+    resolve_weights_file,
+)
 from mura_cli.models.registry import ALIASES, LISTED, MuraNet, create_model, list_backbones, resolve_arch
 
 
@@ -85,13 +90,20 @@ def test_load_backbone_weights_from_local_file(tmp_path):
         load_backbone_weights(MuraNet("test_efficientnet"), str(tmp_path / "model.safetensors"))
 
 
-def test_save_and_load_pretrained_roundtrip(tmp_path):
+def test_save_and_load_run_model_roundtrip(tmp_path):
     model = MuraNet("test_resnet", dropout=0.1).eval()
-    save_pretrained(model, tmp_path, {"arch": "test_resnet", "dropout": 0.1, "threshold": 0.4})
-    back, cfg = load_pretrained(tmp_path)
-    assert cfg["threshold"] == 0.4
+    save_run_model(model, tmp_path, ModelConfig(arch="test_resnet", dropout=0.1, threshold=0.4))
+    back, cfg = load_run_model(tmp_path)
+    assert cfg.threshold == 0.4 and cfg.dropout == 0.1 and back.dropout.p == 0.1
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), back(x))
+    assert load_model(str(tmp_path))[1] == cfg  # the front door that also takes Hub repos
     with pytest.raises(ModelError, match="run folder"):
-        load_pretrained(tmp_path / "missing")
+        load_model(tmp_path / "missing")
+
+
+def test_registry_builds_random_weights_without_the_hub():
+    """create_model never downloads: ImageNet weights are load_backbone_weights' job (models.hub)."""
+    a, b = create_model("test_resnet"), create_model("test_resnet", dropout=0.2)
+    assert isinstance(a, MuraNet) and b.dropout.p == 0.2

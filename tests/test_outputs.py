@@ -23,8 +23,9 @@ from mura_cli.data.inputs import mura_study_of
 from mura_cli.data.readers import read_image
 from mura_cli.engine.localize import Localization
 from mura_cli.engine.results import EpochResult
-from mura_cli.engine.train import _write_metrics_csv, resolve_index
-from mura_cli.models.hub import save_pretrained
+from mura_cli.engine.run import resolve_index
+from mura_cli.engine.run import write_metrics_csv as _write_metrics_csv
+from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
 from mura_cli.report.overlay import render_overlay
 from mura_cli.utils import plural
@@ -45,7 +46,7 @@ def _run_dir(d: Path, *, silent: bool = False) -> Path:
         with torch.no_grad():
             net.fc.weight.zero_()
     cfg = {"arch": "test_resnet", "part": "all", "threshold": 0.5, "transform": to_dict(TransformConfig(size=32))}
-    save_pretrained(net, d, cfg)
+    save_run_model(net, d, ModelConfig.from_json(cfg))
     return d
 
 

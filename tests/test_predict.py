@@ -20,7 +20,7 @@ from mura_cli.engine.backends import TorchBackend
 from mura_cli.engine.load import LoadedModel
 from mura_cli.engine.localize import localize
 from mura_cli.engine.predict import group_studies, predict
-from mura_cli.models.hub import save_pretrained
+from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
 
 from synth import SHARED_DATA as SHARED
@@ -45,9 +45,7 @@ def planted_model(tcfg: TransformConfig) -> LoadedModel:
     with torch.no_grad():
         net.fc.weight.fill_(1.0)
         net.fc.bias.fill_(0.0)
-    return LoadedModel(
-        name="planted", backend=TorchBackend(net), config={"part": "all", "threshold": 0.5}, transform=tcfg
-    )
+    return LoadedModel(name="planted", backend=TorchBackend(net), config=ModelConfig(arch="planted", transform=tcfg))
 
 
 def test_cam_equals_hooked_features_times_head_weights():
@@ -151,8 +149,10 @@ def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
     t = TransformConfig(size=64)
-    save_pretrained(
-        MuraNet("test_resnet"), d, {"arch": "test_resnet", "part": "all", "threshold": 0.5, "transform": to_dict(t)}
+    save_run_model(
+        MuraNet("test_resnet"),
+        d,
+        ModelConfig.from_json({"arch": "test_resnet", "part": "all", "threshold": 0.5, "transform": to_dict(t)}),
     )
     return d
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from mura_cli.config import TrainConfig, TransformConfig
 from mura_cli.engine.train import fit, part_weights
 from mura_cli.errors import DataError, UsageError
-from mura_cli.models.hub import load_pretrained
+from mura_cli.models.checkpoint import ModelConfig, load_run_model
 
 from synth import make_mura_tree
 
@@ -27,6 +28,7 @@ TINY = {
     "epochs": 1,
     "transform": TransformConfig(size=32),
 }
+TINY_FLAGS = shlex.split("--arch test_resnet --weights none --epochs 1 --size 32 --batch-size 4 --workers 0")
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +60,21 @@ def test_fit_writes_complete_run_folder(mura, tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["arch"] == "test_resnet" and cfg["part"] == "elbow" and cfg["threshold"] == 0.5
     assert cfg["input_size"] == [3, 32, 32] and cfg["mean"] == [0.5, 0.5, 0.5]  # test_resnet's pretrained config
+    assert list(cfg) == [
+        *("arch", "timm_name", "num_classes", "label_names", "input_size", "mean", "std", "transform", "dropout"),
+        *("part", "parts", "threshold", "weights", "metrics", "library", "version", "schema"),
+    ]
+    assert cfg["schema"] == 1 and cfg["metrics"]["epoch"] in (1, 2)
+    assert ModelConfig.from_json(run).transform == TransformConfig(size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    summary = json.loads((run / "summary.json").read_text())
+    assert list(summary)[:3] == ["run", "arch", "part"] and summary["best_epoch"] == cfg["metrics"]["epoch"]
+    state = json.loads((run / "last_state.json").read_text())
+    assert list(state) == ["epoch", "best_loss", "best_epoch", "bad_epochs", "scheduler", "optimizer", "history"]
     rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert {"train_loss", "tune_loss", "tune_kappa", "tune_auroc"} <= set(rows[0])
-    model, _ = load_pretrained(run)
-    assert model.arch == "test_resnet"
+    model, mcfg = load_run_model(run)
+    assert model.arch == "test_resnet" and mcfg.parts == ("elbow",)
     assert "| epoch |" in (run / "README.md").read_text()
     # a second run with the default name does not overwrite the first
     assert fit(_cfg(mura, tmp_path, part="elbow")).run_dir.name == "test_resnet-elbow2"
@@ -112,29 +124,7 @@ def test_cli_train_end_to_end(mura, tmp_path, capsys):
     from mura_cli.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(
-            [
-                "train",
-                "--data",
-                str(mura),
-                "--arch",
-                "test_resnet",
-                "--weights",
-                "none",
-                "--part",
-                "wrist",
-                "--epochs",
-                "1",
-                "--size",
-                "32",
-                "--batch-size",
-                "4",
-                "--workers",
-                "0",
-                "--out",
-                str(tmp_path / "r"),
-            ]
-        )
+        main(["train", "--data", str(mura), *TINY_FLAGS, "--part", "wrist", "--out", str(tmp_path / "r")])
     out = capsys.readouterr()
     assert exc.value.code == 0, out.err
     assert "random initialization" in out.err
@@ -156,18 +146,7 @@ def test_ddp_two_cpu_processes(mura, tmp_path):
         "train",
         "--data",
         str(mura),
-        "--arch",
-        "test_resnet",
-        "--weights",
-        "none",
-        "--epochs",
-        "1",
-        "--size",
-        "32",
-        "--batch-size",
-        "4",
-        "--workers",
-        "0",
+        *TINY_FLAGS,
         "--device",
         "cpu",
         "--out",

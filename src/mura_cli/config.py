@@ -321,25 +321,18 @@ def _deep_update(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a ``--config`` JSON file as a dict."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{p}: config file not found") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}); fix the file") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{p}: expected a JSON object of settings")
-    return data
+    from mura_cli.utils import read_json
+
+    return read_json(path, "settings", missing="{path}: config file not found")
 
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "RESUME_SETTINGS",
     "InferConfig",
     "LocalizeConfig",
     "PredictConfig",
-    "RESUME_SETTINGS",
     "PrepareConfig",
     "TrainConfig",
     "TransformConfig",

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mura_cli.errors import UsageError
+from mura_cli.errors import MuraError, UsageError
 
 
 def seed_everything(seed: int) -> None:
@@ -86,3 +88,37 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], header: bool = T
                 w.writeheader()
             w.writerows(rows)
     return out
+
+
+def read_json(
+    path: str | Path,
+    what: str,
+    *,
+    error: type[MuraError] = UsageError,
+    missing: str = "{path}: {what} not found",
+    invalid: str = "{path}: not valid JSON ({msg} at line {line}); fix the file",
+    not_object: str = "{path}: expected a JSON object of {what}",
+) -> dict[str, Any]:
+    """Read a JSON object from ``path``, raising ``error`` with a message that names the file.
+
+    The messages are templates with the fields ``path``, ``folder`` (its parent), ``what``, and for ``invalid``
+    the parser's ``msg`` and ``line``.
+    """
+    p = Path(path)
+    fields = {"path": p, "folder": p.parent, "what": what}
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise error(missing.format(**fields)) from None
+    except json.JSONDecodeError as exc:
+        raise error(invalid.format(**fields, msg=exc.msg, line=exc.lineno)) from None
+    if not isinstance(data, dict):
+        raise error(not_object.format(**fields))
+    return data
+
+
+def short_error(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one line of at most ``limit`` characters, without ``[Errno N]`` prefixes."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    msg = re.sub(r"\[Errno -?\d+\]\s*", "", msg)  # "[Errno 111] Connection refused" -> "Connection refused"
+    return msg[:limit] + ("..." if len(msg) > limit else "")

@@ -6,6 +6,9 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,6 +25,8 @@ from rich.progress import (
 from rich.table import Table
 
 from mura_cli.engine.results import Failure, Hooks
+
+T = TypeVar("T")
 
 # Wide enough for tables when output is a pipe or a file (README snippets, CI logs).
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "120"))
@@ -44,6 +49,23 @@ def progress(transient: bool = False) -> Progress:
         transient=transient,
         disable=not err_console.is_terminal,
     )
+
+
+def config_from(cls: type[T], params: dict[str, Any], **renames: str) -> T:
+    """Build a config dataclass from a command's parameters (``renames``: parameter -> field name).
+
+    Lists become tuples and paths strings, as the configs hold them; parameters the config has no field for
+    are left out.
+    """
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in params.items():
+        field_name = renames.get(key, key)
+        if field_name in names:
+            values[field_name] = (
+                tuple(value or ()) if isinstance(value, list) else str(value) if isinstance(value, Path) else value
+            )
+    return cls(**values)
 
 
 def typed_params(ctx: typer.Context) -> set[str]:

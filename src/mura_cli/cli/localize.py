@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mura_cli.cli._console import inference_hooks, summary_table
+from mura_cli.cli._console import config_from, inference_hooks, summary_table
 from mura_cli.cli.predict import DeviceOpt, MaxPixelsOpt, ModelOpt, OverwriteOpt, PartOpt, PathsArg, WorkersOpt
 from mura_cli.config import LocalizeConfig
 from mura_cli.utils import plural
@@ -16,6 +16,7 @@ _L = LocalizeConfig()
 
 
 def localize_cmd(
+    ctx: typer.Context,
     paths: PathsArg,
     *,
     model: ModelOpt = None,
@@ -36,21 +37,7 @@ def localize_cmd(
     """Class activation map per image, thresholded at 20% of its max; box of the largest component."""
     from mura_cli.engine.localize import run_localize
 
-    cfg = LocalizeConfig(
-        paths=tuple(paths),
-        model=tuple(model or ()),
-        out=str(out),
-        overlay=overlay,
-        overlay_dir=str(overlay_dir),
-        heatmap=heatmap,
-        threshold_frac=threshold_frac,
-        part=part,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        max_pixels=max_pixels,
-        overwrite=overwrite,
-    )
+    cfg = config_from(LocalizeConfig, ctx.params)
     with inference_hooks() as hooks:
         report = run_localize(cfg, hooks)
     summary_table(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mura_cli.cli._console import inference_hooks, summary_table
+from mura_cli.cli._console import config_from, inference_hooks, summary_table
 from mura_cli.config import PredictConfig
 from mura_cli.utils import plural
 
@@ -35,6 +35,7 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existin
 
 
 def predict_cmd(
+    ctx: typer.Context,
     paths: PathsArg,
     *,
     model: ModelOpt = None,
@@ -56,22 +57,7 @@ def predict_cmd(
     """Screen files and folders for abnormal studies; write one row per study."""
     from mura_cli.engine.predict import run_predict
 
-    cfg = PredictConfig(
-        paths=tuple(paths),
-        model=tuple(model or ()),
-        out=str(out),
-        images=str(images) if images else None,
-        fmt=fmt,
-        part=part,
-        per_image=per_image,
-        aggregate=aggregate,
-        threshold=threshold,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        max_pixels=max_pixels,
-        overwrite=overwrite,
-    )
+    cfg = config_from(PredictConfig, ctx.params)
     with inference_hooks() as hooks:
         report = run_predict(cfg, hooks)
     run = report.run

@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mura_cli.cli._console import console, err_console, progress
+from mura_cli.cli._console import config_from, console, err_console, progress
 from mura_cli.config import PrepareConfig
 from mura_cli.data.index import SPLITS, Index, summarize
 from mura_cli.utils import plural
 
 
 def prepare(
+    ctx: typer.Context,
     root: Annotated[
         Path, typer.Argument(help="MURA-v1.1 folder (or its parent), FracAtlas folder, or a labelled CSV.")
     ],
@@ -43,16 +44,7 @@ def prepare(
     """Index a dataset, check it, split train/tune by patient and print studies per body part."""
     from mura_cli.engine.prepare import run_prepare
 
-    cfg = PrepareConfig(
-        root=str(root),
-        out=str(out) if out else None,
-        tune_fraction=tune_fraction,
-        seed=seed,
-        check_files=check,
-        cache_size=cache,
-        cache_mode=cache_mode,
-        workers=workers,
-    )
+    cfg = config_from(PrepareConfig, ctx.params, check="check_files", cache="cache_size")
     with progress() as bar:
         task = bar.add_task(f"cache {cfg.cache_mode}-{cfg.cache_size}", total=None, visible=bool(cfg.cache_size))
         report = run_prepare(cfg, on_progress=lambda done, total: bar.update(task, completed=done, total=total))

@@ -37,76 +37,115 @@ _TRANSFORM_FLAGS = {
 _NOT_SETTINGS = {"resume", "config", "list_archs"}
 
 
+_Data = Annotated[
+    str, typer.Option("--data", "-d", help="`mura prepare` output folder, or a dataset root (indexed on the fly).")
+]
+_Arch = Annotated[
+    str,
+    typer.Option(
+        help="Backbone: vgg16, resnet50, densenet169, inception_v3, mobilenet, "
+        "nasnet, ... or any timm name (see `mura archs`)."
+    ),
+]
+_Part = Annotated[
+    str,
+    typer.Option(
+        help="Body part (elbow, finger, forearm, hand, humerus, shoulder, wrist; "
+        "XR_ELBOW works; FracAtlas: hand, leg, hip, shoulder) or all."
+    ),
+]
+_Weights = Annotated[
+    str,
+    typer.Option(
+        help="default (timm Hub weights), hf-hub:org/name, a folder or .safetensors file, or none (random init)."
+    ),
+]
+_Epochs = Annotated[int, typer.Option(help="Maximum epochs.")]
+_BatchSize = Annotated[int, typer.Option(help="Images per step (per process under torchrun).")]
+_Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
+_Beta1 = Annotated[float, typer.Option(help="Adam beta1.")]
+_Beta2 = Annotated[float, typer.Option(help="Adam beta2.")]
+_WeightDecay = Annotated[float, typer.Option(help="Adam weight decay.")]
+_LrFactor = Annotated[float, typer.Option(help="LR factor on a tune-loss plateau.")]
+_LrPatience = Annotated[int, typer.Option(help="Plateau epochs before the LR drops.")]
+_EarlyStop = Annotated[int, typer.Option(help="Plateau epochs before stopping (0 = never).")]
+_Dropout = Annotated[float, typer.Option(help="Dropout before the linear head.")]
+_WeightedLoss = Annotated[
+    bool, typer.Option("--weighted-loss/--no-weighted-loss", help="Weight BCE per body part by label counts.")
+]
+_Threshold = Annotated[float, typer.Option(help="Abnormal threshold stored with the model.")]
+_Seed = Annotated[int, typer.Option(help="Seed of init, sampling and augmentation.")]
+_Deterministic = Annotated[
+    bool, typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms (identical CPU runs).")
+]
+_Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+_Workers = Annotated[int, typer.Option(help="Data-loader processes (-1 = per core, at most 8).")]
+_Amp = Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")]
+_LimitBatches = Annotated[int, typer.Option(help="Batches per epoch at most (0 = all).")]
+_Cache = Annotated[str, typer.Option(help="auto, none, or a `mura prepare --cache` folder.")]
+_Out = Annotated[str, typer.Option(help="Folder for run folders.")]
+_Name = Annotated[str | None, typer.Option(help="Run name (default <arch>-<part>, numbered if taken).")]
+_ExistOk = Annotated[bool, typer.Option("--exist-ok", help="Overwrite a run of the same --name.")]
+_Resume = Annotated[
+    Path | None,
+    typer.Option(help="Continue an interrupted run folder (may change --epochs, --early-stop, --device, --workers)."),
+]
+_Config = Annotated[Path | None, typer.Option(help="JSON file of settings (flags you type override it).")]
+_Size = Annotated[int, typer.Option(help="Input size in pixels (paper: 320).")]
+_Resize = Annotated[str, typer.Option(help="stretch (paper) or shorter (+ center crop).")]
+_CenterCrop = Annotated[int | None, typer.Option(help="Center crop side after resize.")]
+_Hflip = Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")]
+_Vflip = Annotated[bool, typer.Option("--vflip/--no-vflip", help="Random vertical flips.")]
+_Rotation = Annotated[float, typer.Option(help="Random rotation range in degrees (paper: 30).")]
+_Sharpen = Annotated[float, typer.Option(help="Unsharp-mask amount (0 = off).")]
+_Blur = Annotated[float, typer.Option(help="Gaussian blur sigma (0 = off).")]
+_Equalize = Annotated[bool, typer.Option("--equalize/--no-equalize", help="Histogram equalization.")]
+_Clahe = Annotated[float, typer.Option(help="CLAHE clip limit (0 = off; 0.01 typical).")]
+_ListArchs = Annotated[bool, typer.Option("--list-archs", help="List the backbones and exit.")]
+
+
 def train(
     ctx: typer.Context,
-    data: Annotated[
-        str, typer.Option("--data", "-d", help="`mura prepare` output folder, or a dataset root (indexed on the fly).")
-    ] = _T.data,
+    data: _Data = _T.data,
     *,
-    arch: Annotated[
-        str,
-        typer.Option(
-            help="Backbone: vgg16, resnet50, densenet169, inception_v3, mobilenet, "
-            "nasnet, ... or any timm name (see `mura archs`)."
-        ),
-    ] = _T.arch,
-    part: Annotated[
-        str,
-        typer.Option(
-            help="Body part (elbow, finger, forearm, hand, humerus, shoulder, wrist; "
-            "XR_ELBOW works; FracAtlas: hand, leg, hip, shoulder) or all."
-        ),
-    ] = _T.part,
-    weights: Annotated[
-        str,
-        typer.Option(
-            help="default (timm Hub weights), hf-hub:org/name, a folder or .safetensors file, or none (random init)."
-        ),
-    ] = _T.weights,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = _T.epochs,
-    batch_size: Annotated[int, typer.Option(help="Images per step (per process under torchrun).")] = _T.batch_size,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = _T.lr,
-    beta1: Annotated[float, typer.Option(help="Adam beta1.")] = _T.beta1,
-    beta2: Annotated[float, typer.Option(help="Adam beta2.")] = _T.beta2,
-    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = _T.weight_decay,
-    lr_factor: Annotated[float, typer.Option(help="LR factor on a tune-loss plateau.")] = _T.lr_factor,
-    lr_patience: Annotated[int, typer.Option(help="Plateau epochs before the LR drops.")] = _T.lr_patience,
-    early_stop: Annotated[int, typer.Option(help="Plateau epochs before stopping (0 = never).")] = _T.early_stop,
-    dropout: Annotated[float, typer.Option(help="Dropout before the linear head.")] = _T.dropout,
-    weighted_loss: Annotated[
-        bool, typer.Option("--weighted-loss/--no-weighted-loss", help="Weight BCE per body part by label counts.")
-    ] = _T.weighted_loss,
-    threshold: Annotated[float, typer.Option(help="Abnormal threshold stored with the model.")] = _T.threshold,
-    seed: Annotated[int, typer.Option(help="Seed of init, sampling and augmentation.")] = _T.seed,
-    deterministic: Annotated[
-        bool, typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms (identical CPU runs).")
-    ] = _T.deterministic,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = _T.device,
-    workers: Annotated[int, typer.Option(help="Data-loader processes (-1 = per core, at most 8).")] = _T.workers,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")] = _T.amp,
-    limit_batches: Annotated[int, typer.Option(help="Batches per epoch at most (0 = all).")] = _T.limit_batches,
-    cache: Annotated[str, typer.Option(help="auto, none, or a `mura prepare --cache` folder.")] = _T.cache,
-    out: Annotated[str, typer.Option(help="Folder for run folders.")] = _T.out,
-    name: Annotated[str | None, typer.Option(help="Run name (default <arch>-<part>, numbered if taken).")] = _T.name,
-    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Overwrite a run of the same --name.")] = _T.exist_ok,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            help="Continue an interrupted run folder (may change --epochs, --early-stop, --device, --workers)."
-        ),
-    ] = None,
-    config: Annotated[Path | None, typer.Option(help="JSON file of settings (flags you type override it).")] = None,
-    size: Annotated[int, typer.Option(help="Input size in pixels (paper: 320).")] = _X.size,
-    resize: Annotated[str, typer.Option(help="stretch (paper) or shorter (+ center crop).")] = _X.resize,
-    center_crop: Annotated[int | None, typer.Option(help="Center crop side after resize.")] = _X.center_crop,
-    hflip: Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")] = _X.hflip,
-    vflip: Annotated[bool, typer.Option("--vflip/--no-vflip", help="Random vertical flips.")] = _X.vflip,
-    rotation: Annotated[float, typer.Option(help="Random rotation range in degrees (paper: 30).")] = _X.rotation,
-    sharpen: Annotated[float, typer.Option(help="Unsharp-mask amount (0 = off).")] = _X.sharpen,
-    blur: Annotated[float, typer.Option(help="Gaussian blur sigma (0 = off).")] = _X.blur_sigma,
-    equalize: Annotated[bool, typer.Option("--equalize/--no-equalize", help="Histogram equalization.")] = _X.equalize,
-    clahe: Annotated[float, typer.Option(help="CLAHE clip limit (0 = off; 0.01 typical).")] = _X.clahe,
-    list_archs: Annotated[bool, typer.Option("--list-archs", help="List the backbones and exit.")] = False,
+    arch: _Arch = _T.arch,
+    part: _Part = _T.part,
+    weights: _Weights = _T.weights,
+    epochs: _Epochs = _T.epochs,
+    batch_size: _BatchSize = _T.batch_size,
+    lr: _Lr = _T.lr,
+    beta1: _Beta1 = _T.beta1,
+    beta2: _Beta2 = _T.beta2,
+    weight_decay: _WeightDecay = _T.weight_decay,
+    lr_factor: _LrFactor = _T.lr_factor,
+    lr_patience: _LrPatience = _T.lr_patience,
+    early_stop: _EarlyStop = _T.early_stop,
+    dropout: _Dropout = _T.dropout,
+    weighted_loss: _WeightedLoss = _T.weighted_loss,
+    threshold: _Threshold = _T.threshold,
+    seed: _Seed = _T.seed,
+    deterministic: _Deterministic = _T.deterministic,
+    device: _Device = _T.device,
+    workers: _Workers = _T.workers,
+    amp: _Amp = _T.amp,
+    limit_batches: _LimitBatches = _T.limit_batches,
+    cache: _Cache = _T.cache,
+    out: _Out = _T.out,
+    name: _Name = _T.name,
+    exist_ok: _ExistOk = _T.exist_ok,
+    resume: _Resume = None,
+    config: _Config = None,
+    size: _Size = _X.size,
+    resize: _Resize = _X.resize,
+    center_crop: _CenterCrop = _X.center_crop,
+    hflip: _Hflip = _X.hflip,
+    vflip: _Vflip = _X.vflip,
+    rotation: _Rotation = _X.rotation,
+    sharpen: _Sharpen = _X.sharpen,
+    blur: _Blur = _X.blur_sigma,
+    equalize: _Equalize = _X.equalize,
+    clahe: _Clahe = _X.clahe,
+    list_archs: _ListArchs = False,
 ) -> None:
     """Fine-tune a backbone on one body part or all (the MURA paper's recipe by default)."""
     if list_archs:
@@ -116,6 +155,38 @@ def train(
         return
     from mura_cli.engine.train import fit
 
+    cfg, changes = _resolve(ctx, resume, config)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    if cfg.weights.lower() == "none" and resume is None and main_rank:
+        err_console.print(
+            "[bold yellow]warning:[/] --weights none: training from random initialization; expect far "
+            "lower accuracy than from ImageNet weights"
+        )
+
+    bar, tasks, table = progress(), {}, _epoch_table()
+    on_start, on_batch, on_epoch = _train_view(bar, tasks, table)
+    try:
+        result = fit(cfg, resume=resume, changes=changes, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
+    finally:
+        bar.stop()
+    if not main_rank:
+        return
+    console.print(table)
+    b = result.best
+    console.print(
+        f"best epoch {b.epoch}: tune kappa {format_metric(b.tune_kappa)}, AUROC {format_metric(b.tune_auroc)} "
+        "(study level); "
+        f"{'stopped early; ' if result.stopped_early else ''}{result.seconds:.0f} s"
+    )
+    console.print(
+        f"saved [bold]{result.run_dir}[/] (model.safetensors, config.json, README.md, metrics.csv, "
+        "curves.png, last state for --resume)",
+        soft_wrap=True,
+    )
+
+
+def _resolve(ctx: typer.Context, resume: Path | None, config: Path | None) -> tuple[TrainConfig, dict[str, Any]]:
+    """The run's config: defaults < --config file < flags typed; on resume only RESUME_SETTINGS may be typed."""
     given = typed_params(ctx)
     if resume is not None:
         refused = sorted(given - set(RESUME_SETTINGS) - _NOT_SETTINGS | ({"config"} & given))
@@ -126,21 +197,21 @@ def train(
                 f"--resume {resume}: a resumed run keeps its own settings; drop {names} (only {allowed} can change)"
             )
         changes = {k: ctx.params[k] for k in RESUME_SETTINGS if k in given}
-        cfg = TrainConfig()
-    else:
-        changes = {}
-        flags: dict[str, Any] = {k: v for k, v in ctx.params.items() if k in given and k in _TRAIN_FIELDS}
-        flags["transform"] = {_TRANSFORM_FLAGS[k]: ctx.params[k] for k in given if k in _TRANSFORM_FLAGS}
-        cfg = resolve_config(TrainConfig, load_config_file(config) if config else {}, flags)
-    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
-    if cfg.weights.lower() == "none" and resume is None and main_rank:
-        err_console.print(
-            "[bold yellow]warning:[/] --weights none: training from random initialization; expect far "
-            "lower accuracy than from ImageNet weights"
-        )
+        return TrainConfig(), changes
+    flags: dict[str, Any] = {k: v for k, v in ctx.params.items() if k in given and k in _TRAIN_FIELDS}
+    flags["transform"] = {_TRANSFORM_FLAGS[k]: ctx.params[k] for k in given if k in _TRANSFORM_FLAGS}
+    return resolve_config(TrainConfig, load_config_file(config) if config else {}, flags), {}
 
-    bar = progress()
-    tasks: dict[str, Any] = {}
+
+def _epoch_table() -> Table:
+    table = Table(title="training (tune metrics at study level)")
+    for col in ("epoch", "train loss", "tune loss", "kappa", "AUROC", "img AUROC", "lr", "s"):
+        table.add_column(col, justify="right")
+    return table
+
+
+def _train_view(bar: Any, tasks: dict[str, Any], table: Table) -> tuple[Any, Any, Any]:
+    """The callbacks that draw a training run: its header, batch progress bars and one line per epoch."""
 
     def on_start(info: dict[str, Any]) -> None:
         console.print(
@@ -159,10 +230,6 @@ def train(
         if phase not in tasks:
             tasks[phase] = bar.add_task(phase, total=total)
         bar.update(tasks[phase], completed=done, total=total)
-
-    table = Table(title="training (tune metrics at study level)")
-    for col in ("epoch", "train loss", "tune loss", "kappa", "AUROC", "img AUROC", "lr", "s"):
-        table.add_column(col, justify="right")
 
     def on_epoch(e: Any) -> None:
         for t in tasks.values():
@@ -186,21 +253,4 @@ def train(
             soft_wrap=True,
         )
 
-    try:
-        result = fit(cfg, resume=resume, changes=changes, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
-    finally:
-        bar.stop()
-    if not main_rank:
-        return
-    console.print(table)
-    b = result.best
-    console.print(
-        f"best epoch {b.epoch}: tune kappa {format_metric(b.tune_kappa)}, AUROC {format_metric(b.tune_auroc)} "
-        "(study level); "
-        f"{'stopped early; ' if result.stopped_early else ''}{result.seconds:.0f} s"
-    )
-    console.print(
-        f"saved [bold]{result.run_dir}[/] (model.safetensors, config.json, README.md, metrics.csv, "
-        "curves.png, last state for --resume)",
-        soft_wrap=True,
-    )
+    return on_start, on_batch, on_epoch

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mura_cli.config import TransformConfig, from_dict
+from mura_cli.config import TransformConfig
 from mura_cli.engine.backends import Backend, TorchBackend
 from mura_cli.errors import ModelError, UsageError
+from mura_cli.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -24,21 +25,24 @@ class LoadedModel:
 
     name: str
     backend: Backend
-    config: dict[str, Any]
-    transform: TransformConfig
+    config: ModelConfig
+
+    @property
+    def transform(self) -> TransformConfig:
+        return self.config.transform
 
     @property
     def threshold(self) -> float:
-        return float(self.config.get("threshold", 0.5))
+        return self.config.threshold
 
     @property
     def part(self) -> str:
-        return str(self.config.get("part", "all"))
+        return self.config.part
 
     @property
     def parts(self) -> tuple[str, ...]:
         """The body parts the model saw in training."""
-        return tuple(self.config.get("parts") or [self.part])
+        return tuple(self.config.parts) or (self.part,)
 
     @property
     def short_name(self) -> str:
@@ -68,7 +72,6 @@ def resolve_model_specs(
     Raises:
         ModelError: none of the three gives a model; the message says how to get one.
     """
-    from mura_cli.models.hub import CONFIG_NAME, WEIGHTS_NAME
 
     if specs:
         return ModelChoice(tuple(specs), "--model")
@@ -95,7 +98,7 @@ def load_models(specs: Sequence[str], device: str = "cpu") -> list[LoadedModel]:
 
     Several specs form an ensemble (mean of probabilities); a folder of per-part runs routes by part.
     """
-    from mura_cli.models.hub import CONFIG_NAME, load_pretrained
+    from mura_cli.models.hub import load_model
 
     if not specs:
         raise UsageError("no model given; pass --model RUN_FOLDER or --model org/name (train one with `mura train`)")
@@ -107,15 +110,14 @@ def load_models(specs: Sequence[str], device: str = "cpu") -> list[LoadedModel]:
             if not runs:
                 raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
             for d in runs:
-                out.append(_loaded(str(d), *load_pretrained(d, device), device))
+                out.append(_loaded(str(d), *load_model(d, device), device))
         else:
-            out.append(_loaded(spec, *load_pretrained(spec, device), device))
+            out.append(_loaded(spec, *load_model(spec, device), device))
     return out
 
 
-def _loaded(name: str, model: Any, cfg: dict[str, Any], device: str) -> LoadedModel:
-    tcfg = from_dict(TransformConfig, cfg.get("transform", {}))
-    return LoadedModel(name=name, backend=TorchBackend(model, device, name=name), config=cfg, transform=tcfg)
+def _loaded(name: str, model: Any, cfg: ModelConfig, device: str) -> LoadedModel:
+    return LoadedModel(name=name, backend=TorchBackend(model, device, name=name), config=cfg)
 
 
 def models_for_part(models: list[LoadedModel], part: str | None) -> list[LoadedModel]:

@@ -109,14 +109,11 @@ class _FileDataset(Dataset):
 def predict(
     files: Sequence[Path],
     models: list[LoadedModel],
+    cfg: InferConfig = InferConfig(workers=0),
     *,
-    part: str | None = None,
     per_image: bool = False,
-    batch_size: int = 16,
-    workers: int = 0,
     with_cam: bool = False,
     keep_pixels: bool = False,
-    max_pixels: int = 100_000_000,
     hooks: Hooks = Hooks(),
 ) -> Iterator[ImagePrediction]:
     """Yield one :class:`ImagePrediction` per image frame, in input order.
@@ -124,22 +121,21 @@ def predict(
     Args:
         files: image files (see :func:`discover_inputs`).
         models: loaded models; several serving one part are averaged (ensemble).
-        part: force the body part (else MURA path, DICOM BodyPartExamined, then the model's).
+        cfg: ``part`` (force the body part, else MURA path, DICOM BodyPartExamined, then the model's),
+            ``batch_size``, ``workers`` (decoding processes, 0 = in this process) and ``max_pixels``
+            (decompression-bomb limit per frame); its paths and model are not used here.
         per_image: every image is its own study.
-        batch_size: images per forward pass.
-        workers: decoding processes (0 = in this process).
         with_cam: also compute each image's class activation map on the original pixel grid (mean over models).
         keep_pixels: keep the decoded image in ``meta["pixels"]`` (for overlays).
-        max_pixels: decompression-bomb limit per frame.
         hooks: ``on_failure`` for each file that cannot be read (the batch goes on), ``on_progress`` per file.
     """
     tcfgs: list[TransformConfig] = []
     for m in models:
         if m.transform not in tcfgs:
             tcfgs.append(m.transform)
-    ds = _FileDataset(files, tcfgs, max_pixels, keep_pixels)
+    ds = _FileDataset(files, tcfgs, cfg.max_pixels, keep_pixels)
     loader = DataLoader(
-        ds, batch_size=None, shuffle=False, num_workers=workers, prefetch_factor=4 if workers > 0 else None
+        ds, batch_size=None, shuffle=False, num_workers=cfg.workers, prefetch_factor=4 if cfg.workers > 0 else None
     )
     model_parts = {m.part for m in models}
     pending: list[dict[str, Any]] = []
@@ -147,9 +143,9 @@ def predict(
         if "error" in item:
             hooks.on_failure(Failure(item["path"], item["error"]))
         for fr in item.get("frames", ()):
-            p_part, study = resolve_study_and_part(item["path"], fr["meta"], part, per_image, model_parts)
+            p_part, study = resolve_study_and_part(item["path"], fr["meta"], cfg.part, per_image, model_parts)
             pending.append({**fr, "path": item["path"], "part": p_part, "study": study})
-            if len(pending) >= batch_size:
+            if len(pending) >= cfg.batch_size:
                 yield from _run_batch(pending, models, tcfgs, with_cam)
                 pending = []
         hooks.on_progress(done, len(ds))
@@ -315,18 +311,8 @@ def run_inference(
         failures.append(f)
         hooks.on_failure(f)
 
-    preds = predict(
-        files,
-        models,
-        part=cfg.part,
-        per_image=per_image,
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-        with_cam=with_cam,
-        keep_pixels=keep_pixels,
-        max_pixels=cfg.max_pixels,
-        hooks=Hooks(on_progress=hooks.on_progress, on_failure=failed),
-    )
+    hooks_in = Hooks(on_progress=hooks.on_progress, on_failure=failed)
+    preds = predict(files, models, cfg, per_image=per_image, with_cam=with_cam, keep_pixels=keep_pixels, hooks=hooks_in)
     run = InferenceRun(tuple(preds), tuple(failures), tuple(map(str, skipped)), tuple(models), choice)
     for (part, name), n in sorted(part_mismatches(run.predictions, models).items()):
         trained = ", ".join(next(m.parts for m in models if m.short_name == name))

@@ -104,7 +104,7 @@ def list_backbones(names: tuple[str, ...] = LISTED) -> list[BackboneInfo]:
     for name in names:
         timm_name = resolve_arch(name)
         with torch.device("meta"):
-            model = create_model(name, pretrained=False)
+            model = create_model(name)
         params = sum(p.numel() for p in model.parameters())
         cfg = pretrained_cfg(name)
         out.append(
@@ -171,17 +171,15 @@ class MuraNet(nn.Module):
         return logits, cam
 
 
-def create_model(
-    arch: str = DEFAULT_ARCH, *, pretrained: bool = False, weights: str | None = None, dropout: float = 0.0
-) -> MuraNet:
-    """Build a :class:`MuraNet`; with ``pretrained``, load ImageNet weights from ``weights`` (see models.hub).
+def create_model(arch: str = DEFAULT_ARCH, *, dropout: float = 0.0) -> MuraNet:
+    """Build a :class:`MuraNet` with random weights.
+
+    ImageNet weights: :func:`mura_cli.models.hub.load_backbone_weights`; a fine-tuned model:
+    :func:`mura_cli.models.hub.load_model`.
 
     Example:
-        >>> model = create_model("densenet169", pretrained=True)  # timm/densenet169.tv_in1k from the Hub
+        >>> from mura_cli.models.hub import load_backbone_weights
+        >>> model = create_model("densenet169")
+        >>> load_backbone_weights(model, "default")  # timm/densenet169.tv_in1k from the Hub
     """
-    model = MuraNet(arch, dropout=dropout)
-    if pretrained:
-        from mura_cli.models.hub import load_backbone_weights
-
-        load_backbone_weights(model, weights or "default")
-    return model
+    return MuraNet(arch, dropout=dropout)

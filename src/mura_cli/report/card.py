@@ -3,26 +3,52 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from mura_cli.metrics import format_metric
 
-def _fmt(v: float) -> str:
-    return f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else "n/a"
+if TYPE_CHECKING:
+    from mura_cli.config import TrainConfig
+    from mura_cli.engine.results import EpochResult
+    from mura_cli.models.checkpoint import ModelConfig
 
 
 def write_model_card(
-    run: Path, cfg: Any, part: str, history: Sequence[Any], best_epoch: int, info: dict[str, Any]
+    run: Path,
+    cfg: TrainConfig,
+    model: ModelConfig,
+    history: Sequence[EpochResult],
+    best_epoch: int,
+    *,
+    weights: str,
+    images: tuple[int, int],
+    studies: tuple[int, int],
 ) -> Path:
-    """Write ``run/README.md``: arch, parts, data, recipe and the tune metrics table."""
+    """Write ``run/README.md``: the model (``model``), its training (``cfg``) and the tune metrics per epoch.
+
+    Args:
+        run: the run folder.
+        cfg: the training configuration (data, recipe).
+        model: the model's ``config.json`` (architecture, body part, input, threshold).
+        history: the epochs trained.
+        best_epoch: the epoch whose weights were saved.
+        weights: where the initial weights came from.
+        images: train and tune image counts.
+        studies: train and tune study counts.
+    """
     from mura_cli.config import to_dict
 
-    t = cfg.transform
+    t = model.transform
     rows = "\n".join(
-        f"| {e.epoch}{' (best)' if e.epoch == best_epoch else ''} | {_fmt(e.train_loss)} | {_fmt(e.tune_loss)} | "
-        f"{_fmt(e.tune_kappa)} | {_fmt(e.tune_auroc)} | {_fmt(e.tune_image_auroc)} | {e.lr:.1e} |"
+        "| "
+        + " | ".join(
+            [f"{e.epoch}{' (best)' if e.epoch == best_epoch else ''}"]
+            + [format_metric(v) for v in (e.train_loss, e.tune_loss, e.tune_kappa, e.tune_auroc, e.tune_image_auroc)]
+            + [f"{e.lr:.1e}"]
+        )
+        + " |"
         for e in history
     )
     text = f"""---
@@ -35,19 +61,19 @@ tags:
 - image-classification
 ---
 
-# {run.name}: abnormality classifier for musculoskeletal radiographs ({part})
+# {run.name}: abnormality classifier for musculoskeletal radiographs ({model.part})
 
 Fine-tuned with [mura-cli](https://pypi.org/project/mura-cli/) (`mura train`). Output: one logit, probability
 of **abnormal**; the study probability is the mean of its images' probabilities, labelled abnormal at
-threshold {cfg.threshold}.
+threshold {model.threshold}.
 
 | | |
 | --- | --- |
-| architecture | `{cfg.arch}` (timm backbone, global average pooling, dropout {cfg.dropout}, one linear logit) |
-| initial weights | {info.get("weights")} |
-| body part(s) | {part} |
-| data | `{cfg.data}`: {info.get("train_images")} train images ({info.get("train_studies")} studies), \
-{info.get("tune_images")} tune images ({info.get("tune_studies")} studies), split by patient |
+| architecture | `{model.arch}` (timm backbone, global average pooling, dropout {model.dropout}, one linear logit) |
+| initial weights | {weights} |
+| body part(s) | {model.part} |
+| data | `{cfg.data}`: {images[0]} train images ({studies[0]} studies), \
+{images[1]} tune images ({studies[1]} studies), split by patient |
 | input | {t.output_size} px ({t.resize}), grey replicated to 3 channels, mean {list(t.mean)}, std {list(t.std)} |
 | augmentation | horizontal flip {t.hflip}, vertical flip {t.vflip}, rotation +/-{t.rotation} degrees |
 | recipe | weighted BCE per body part, Adam lr {cfg.lr} betas ({cfg.beta1}, {cfg.beta2}), lr x{cfg.lr_factor} \

@@ -60,21 +60,14 @@ def save_training_curves(history: Sequence[Any], path: str | Path) -> Path:
     epochs = [e.epoch for e in history]
     img = Image.new("RGB", (900, 360), "white")
     draw = ImageDraw.Draw(img)
-    _panel(
-        draw,
-        (60, 30, 430, 320),
-        {"train_loss": [e.train_loss for e in history], "tune_loss": [e.tune_loss for e in history]},
-        epochs,
-        "loss (weighted BCE)",
+    kappas = [e.tune_kappa for e in history if math.isfinite(e.tune_kappa)]
+    panels = (
+        ((60, 30, 430, 320), ("train_loss", "tune_loss"), "loss (weighted BCE)", None),
+        ((510, 30, 880, 320), ("tune_kappa", "tune_auroc"), "tune split, study level", (min(0.0, *kappas), 1.0)),
     )
-    _panel(
-        draw,
-        (510, 30, 880, 320),
-        {"tune_kappa": [e.tune_kappa for e in history], "tune_auroc": [e.tune_auroc for e in history]},
-        epochs,
-        "tune split, study level",
-        y_range=(min(0.0, *[e.tune_kappa for e in history if math.isfinite(e.tune_kappa)] or [0.0]), 1.0),
-    )
+    for box, keys, title, y_range in panels:
+        series = {k: [getattr(e, k) for e in history] for k in keys}
+        _panel(draw, box, series, epochs, title, **({"y_range": y_range} if y_range else {}))
     draw.text((440, 342), "epoch", fill=(0, 0, 0))
     out = Path(path)
     img.save(out)

@@ -1,0 +1,333 @@
+"""A training run: what it reads (:func:`resolve_index`, :func:`select_rows`, :func:`find_cache`), the run folder
+that :func:`~mura_cli.engine.train.fit` leaves, and the resumable state in it.
+
+``train_config.json`` (the resolved :class:`~mura_cli.config.TrainConfig`), ``model.safetensors`` + ``config.json``
+(the best epoch, Hub layout), ``last.safetensors`` + ``last_optimizer.safetensors`` + ``last_state.json`` (the last
+epoch: weights, optimizer tensors, scheduler state and history, for ``--resume``), ``metrics.csv``,
+``curves.png``, ``summary.json`` and ``README.md`` (the model card). Only safetensors and JSON: nothing pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mura_cli.config import RESUME_SETTINGS, TrainConfig, from_dict, to_dict
+from mura_cli.data.index import Index, IndexRow, build_index, find_prepared, load_index, part_from_name
+from mura_cli.engine.results import EpochResult
+from mura_cli.errors import DataError, UsageError
+from mura_cli.models.checkpoint import ModelConfig, read_weights, save_run_model, save_weights
+from mura_cli.utils import plural, write_csv
+
+TRAIN_CONFIG = "train_config.json"
+LAST_WEIGHTS, LAST_OPTIM, LAST_STATE = "last.safetensors", "last_optimizer.safetensors", "last_state.json"
+METRICS = "metrics.csv"
+CURVES = "curves.png"
+SUMMARY = "summary.json"
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def resolve_index(data: str) -> tuple[Index, Path | None]:
+    """A prepared index for ``data`` (an index folder or a dataset root), or one built now; with its folder."""
+    if not data:
+        raise UsageError("no data given; pass --data with a `mura prepare` output folder or a dataset root")
+    prepared = find_prepared(data)
+    if prepared is not None:
+        return load_index(prepared), prepared
+    return build_index(data), None
+
+
+def select_part(index: Index, part: str) -> str:
+    """Normalize ``--part`` (``XR_ELBOW`` -> ``elbow``) and check the index has it."""
+    p = part_from_name(part) or "all"
+    if p != "all" and p not in index.parts:
+        raise UsageError(f"--part {part}: not in this dataset; it has {', '.join(index.parts)} (or all)")
+    return p
+
+
+def select_rows(index: Index, cfg: TrainConfig) -> tuple[str, list[IndexRow], list[IndexRow]]:
+    """The body part ``cfg.part`` names and its train and tune rows.
+
+    Raises:
+        UsageError: the index has no such part.
+        DataError: a split is empty, or the train split has only one label.
+    """
+    part = select_part(index, cfg.part)
+    train_rows, tune_rows = index.select(split="train", part=part), index.select(split="tune", part=part)
+    if not train_rows or not tune_rows:
+        raise DataError(
+            f"{cfg.data}: part {part} has {plural(len(train_rows), 'train image')} and "
+            f"{plural(len(tune_rows), 'tune image')}; "
+            "both are needed (re-run `mura prepare` with --tune-fraction > 0)"
+        )
+    if len({r.label for r in train_rows}) < 2:
+        raise DataError(f"{cfg.data}: part {part} has only one label in its train split; cannot learn")
+    return part, train_rows, tune_rows
+
+
+def find_cache(index_dir: Path | None, cfg: TrainConfig) -> Path | None:
+    """The ``mura prepare --cache`` folder to read from: the smallest one at least the input size that keeps
+    the geometry of ``--resize`` (a square cache only serves ``stretch``)."""
+    if cfg.cache == "none" or (index_dir is None and cfg.cache == "auto"):
+        return None
+    if cfg.cache != "auto":
+        p = Path(cfg.cache)
+        if not p.is_dir():
+            raise UsageError(f"--cache {cfg.cache}: no such folder")
+        return p
+    best: tuple[int, Path] | None = None
+    for d in (index_dir / "cache").glob("*-*") if (index_dir / "cache").is_dir() else []:
+        mode, _, size = d.name.partition("-")
+        if not size.isdigit() or int(size) < cfg.transform.size:
+            continue
+        if mode == "square" and cfg.transform.resize != "stretch":
+            continue
+        if best is None or int(size) < best[0]:
+            best = (int(size), d)
+    return best[1] if best else None
+
+
+# ------------------------------------------------------------------------------------------ the folder
+
+
+def new_run_dir(cfg: TrainConfig, part: str) -> Path:
+    """``<out>/<name>``: a new folder; a default name is numbered when taken, an explicit one is an error."""
+    base = Path(cfg.out)
+    if cfg.name:
+        run = base / cfg.name
+        if run.exists() and any(run.iterdir()) and not cfg.exist_ok:
+            raise UsageError(
+                f"{run}: a run of that name exists; pick another --name, --resume it, or --exist-ok to overwrite it"
+            )
+        return run
+    stem = f"{cfg.arch.replace('/', '_')}-{part}"
+    run, n = base / stem, 2
+    while run.exists():
+        run, n = base / f"{stem}{n}", n + 1
+    return run
+
+
+def save_train_config(run: Path, cfg: TrainConfig) -> None:
+    """Create ``run`` and write the resolved config as ``train_config.json``."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / TRAIN_CONFIG).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def resume_config(run: Path, changes: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config of the run to resume with ``changes`` applied, and its last state (as read from JSON).
+
+    Raises:
+        UsageError: not a resumable run, or ``changes`` to settings other than ``config.RESUME_SETTINGS``.
+    """
+    try:
+        saved = json.loads((run / TRAIN_CONFIG).read_text())
+        state = json.loads((run / LAST_STATE).read_text())
+    except (OSError, json.JSONDecodeError):
+        raise UsageError(f"{run}: not a resumable run (needs {TRAIN_CONFIG} and {LAST_STATE})") from None
+    refused = sorted(set(changes) - set(RESUME_SETTINGS))
+    if refused:
+        raise UsageError(f"{run}: {', '.join(refused)} cannot change on resume; only {', '.join(RESUME_SETTINGS)}")
+    return replace(from_dict(TrainConfig, saved), **changes), state
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands after ``epoch``: the best tune loss so far, epochs since it improved, the history."""
+
+    epoch: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: tuple[EpochResult, ...] = ()
+
+    def record(self, result: EpochResult) -> Progress:
+        """The progress after ``result`` (its ``best`` flag says whether its tune loss improved)."""
+        if result.best:
+            best = {"best_loss": result.tune_loss, "best_epoch": result.epoch, "bad_epochs": 0}
+        else:
+            best = {"bad_epochs": self.bad_epochs + 1}
+        return replace(self, epoch=result.epoch, history=(*self.history, result), **best)
+
+    def improves(self, tune_loss: float) -> bool:
+        """Whether ``tune_loss`` beats the best so far (NaN never does)."""
+        return tune_loss < self.best_loss
+
+
+# ------------------------------------------------------------------------------------------ last state
+
+
+def _save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
+    """Optimizer tensors to safetensors; returns the JSON-able rest (param groups, which keys are tensors)."""
+    from safetensors.torch import save_file
+
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    save_file(tensors, str(path))
+    return {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, path: Path, meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in read_weights(path).items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    for key, v in meta.get("scalars", {}).items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_last_state(
+    run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, progress: Progress, arch: str
+) -> None:
+    """Write what ``--resume`` needs: last weights, optimizer tensors, and ``last_state.json``."""
+    save_weights(model, run / LAST_WEIGHTS, arch=arch)
+    last = {
+        "epoch": progress.epoch,
+        "best_loss": progress.best_loss,
+        "best_epoch": progress.best_epoch,
+        "bad_epochs": progress.bad_epochs,
+        "scheduler": scheduler.state_dict(),
+        "optimizer": _save_optimizer(optimizer, run / LAST_OPTIM),
+        "history": [e.to_row() for e in progress.history],
+    }
+    (run / LAST_STATE).write_text(json.dumps(last, indent=1, default=float) + "\n")
+
+
+def load_last_state(
+    run: Path, state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> Progress:
+    """Restore ``model``, ``optimizer`` and ``scheduler`` from ``run`` (``state`` is its ``last_state.json``)."""
+    model.load_state_dict(read_weights(run / LAST_WEIGHTS))
+    _load_optimizer(optimizer, run / LAST_OPTIM, state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return Progress(
+        epoch=int(state["epoch"]),
+        best_loss=float(state["best_loss"]),
+        best_epoch=int(state["best_epoch"]),
+        bad_epochs=int(state["bad_epochs"]),
+        history=tuple(EpochResult(**e) for e in state["history"]),
+    )
+
+
+# ------------------------------------------------------------------------------------------ per epoch, at the end
+
+
+def write_metrics_csv(run: Path, epochs: list[EpochResult] | tuple[EpochResult, ...]) -> Path:
+    """``metrics.csv``: one row per epoch (:meth:`EpochResult.to_row`)."""
+    return write_csv(run / METRICS, [e.to_row() for e in epochs])
+
+
+def save_epoch(
+    run: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    progress: Progress,
+    *,
+    arch: str,
+    best: ModelConfig | None,
+) -> None:
+    """After an epoch: the best model when ``best`` (its config), the last state, ``metrics.csv`` and the curves."""
+    from mura_cli.report.plots import save_training_curves
+
+    if best is not None:
+        save_run_model(model, run, best)
+    save_last_state(run, model, optimizer, scheduler, progress, arch)
+    write_metrics_csv(run, progress.history)
+    save_training_curves(progress.history, run / CURVES)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run is: ``on_start`` gets it as a dict, and ``summary.json`` starts with it."""
+
+    run: str
+    arch: str
+    part: str
+    device: str
+    world_size: int
+    train_images: int
+    tune_images: int
+    train_studies: int
+    tune_studies: int
+    weights: str
+    cache: str | None
+    loss_weights: dict[str, tuple[float, float]]
+    start_epoch: int
+    input: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def finish_run(
+    run: Path,
+    cfg: TrainConfig,
+    model: ModelConfig,
+    info: RunInfo,
+    progress: Progress,
+    *,
+    stopped_early: bool,
+    seconds: float,
+    seen: list[list[int]],
+) -> None:
+    """At the end: ``summary.json`` (its presence marks a finished run) and the model card.
+
+    ``seen`` holds the train images each rank saw in the first epoch (their overlap should be 0).
+    """
+    from mura_cli import __version__
+    from mura_cli.report.card import write_model_card
+
+    overlap = len(set(seen[0]).intersection(*map(set, seen[1:]))) if len(seen) > 1 else 0
+    summary = {
+        **info.to_dict(),
+        "best_epoch": progress.best_epoch,
+        "stopped_early": stopped_early,
+        "seconds": round(seconds, 2),
+        "samples_per_rank": [len(s) for s in seen],
+        "rank_overlap": overlap,
+        "best": next((e.to_row() for e in progress.history if e.epoch == progress.best_epoch), None),
+        "version": __version__,
+    }
+    (run / SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    counts = {"images": (info.train_images, info.tune_images), "studies": (info.train_studies, info.tune_studies)}
+    write_model_card(run, cfg, model, progress.history, progress.best_epoch, weights=info.weights, **counts)
+
+
+__all__ = [
+    "CURVES",
+    "LAST_OPTIM",
+    "LAST_STATE",
+    "LAST_WEIGHTS",
+    "METRICS",
+    "SUMMARY",
+    "TRAIN_CONFIG",
+    "Progress",
+    "RunInfo",
+    "find_cache",
+    "finish_run",
+    "load_last_state",
+    "new_run_dir",
+    "resolve_index",
+    "resume_config",
+    "save_epoch",
+    "save_last_state",
+    "save_train_config",
+    "select_part",
+    "select_rows",
+    "write_metrics_csv",
+]

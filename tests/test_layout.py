@@ -1,0 +1,150 @@
+"""The package layout rules of STYLE.md, checked on the source: no import cycles (function-level imports count),
+typer and rich only under cli/, every module under 400 lines and every function under 100."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mura_cli"
+MAX_LINES = 400
+MAX_FUNCTION_LINES = 100
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, int]]:
+    """``(imported module, line)`` for every import in the file, at any depth (functions included)."""
+    is_package = path.name == "__init__.py"
+    out: list[tuple[str, int]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.extend((alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from the package of this module
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            for alias in node.names:
+                sub = f"{module}.{alias.name}"
+                out.append((sub if sub in MODULES else module, node.lineno))
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        targets = set()
+        for module, _ in _imports(name, path):
+            while module and module not in MODULES and "." in module:  # `import mura_cli.x.y.Name`-like forms
+                module = module.rsplit(".", 1)[0]
+            if module in MODULES and module != name:
+                targets.add(module)
+        graph[name] = targets
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_layout_finds_the_package():
+    assert "mura_cli.models.registry" in MODULES and "mura_cli.engine.train" in MODULES
+
+
+def test_no_import_cycles_counting_function_level_imports():
+    graph = _graph()
+    cycles = _cycles(graph)
+    detail = [" <-> ".join(c) + ": " + "; ".join(f"{a} -> {sorted(graph[a] & set(c))}" for a in c) for c in cycles]
+    assert not cycles, "\n".join(detail)
+
+
+@pytest.mark.parametrize(
+    ("importer", "forbidden"),
+    [
+        ("mura_cli.models.registry", {"mura_cli.models.hub", "mura_cli.models.checkpoint"}),
+        ("mura_cli.models.checkpoint", {"mura_cli.models.hub", "mura_cli.models.hub_errors"}),
+    ],
+)
+def test_models_import_direction(importer, forbidden):
+    """``models.hub -> models.checkpoint -> models.registry``: never the other way."""
+    assert not _graph()[importer] & forbidden
+
+
+def test_typer_and_rich_only_under_cli():
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
+        for name, path in MODULES.items()
+        if not name.startswith("mura_cli.cli")
+        for module, line in _imports(name, path)
+        if module.split(".")[0] in ("typer", "rich", "click")
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_every_module_is_under_400_lines():
+    long = {
+        str(path.relative_to(PACKAGE.parent)): n
+        for path in MODULES.values()
+        if (n := len(path.read_text().splitlines())) >= MAX_LINES
+    }
+    assert not long, f"modules of {MAX_LINES} lines or more: {long}"
+
+
+def test_every_function_is_under_100_lines():
+    long = {
+        f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}": n
+        for path in MODULES.values()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (n := node.end_lineno - node.lineno + 1) >= MAX_FUNCTION_LINES  # type: ignore[operator]
+    }
+    assert not long, f"functions of {MAX_FUNCTION_LINES} lines or more (signature included): {long}"
+
+
+def test_the_checker_sees_cycles_and_function_level_imports():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    graph = _graph()
+    assert "mura_cli.report.plots" in graph["mura_cli.engine.run"]  # imported inside save_epoch
+    assert "mura_cli.models.checkpoint" in graph["mura_cli.models.hub"]
