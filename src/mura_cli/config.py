@@ -169,93 +169,6 @@ class TrainConfig:
             raise UsageError(f"--threshold {self.threshold}: must be in (0, 1)")
 
 
-@dataclass(frozen=True)
-class InferConfig:
-    """What ``mura predict`` and ``mura localize`` share: inputs, model, device and decoding.
-
-    Attributes:
-        paths: files, folders (recursive) and globs; PNG/JPEG/BMP/TIFF and DICOM.
-        model: run folders, ``org/name`` or ``hf-hub:org/name``; several form an ensemble; empty: ``$MURA_MODEL``,
-            else the newest finished run under ``runs_dir``.
-        runs_dir: where ``mura train`` leaves its runs.
-        part: body part for every input (else the MURA path, DICOM BodyPartExamined, then the model's).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        batch_size: images per forward pass.
-        workers: decoding processes (0 = in the main process).
-        max_pixels: per-frame pixel limit (decompression-bomb guard).
-        overwrite: replace existing output files.
-    """
-
-    paths: tuple[str, ...] = ()
-    model: tuple[str, ...] = ()
-    runs_dir: str = "runs"
-    part: str | None = None
-    device: str = "auto"
-    batch_size: int = 16
-    workers: int = 2
-    max_pixels: int = 100_000_000
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.workers < 0 or self.max_pixels < 1:
-            raise UsageError("--batch-size and --max-pixels must be at least 1, --workers at least 0")
-
-
-@dataclass(frozen=True)
-class PredictConfig(InferConfig):
-    """``mura predict``: screening by study.
-
-    Attributes:
-        out: the study-level CSV.
-        images: also write one row per image here.
-        fmt: ``csv`` or ``mura`` (headerless ``Study,Model`` rows for the official MURA scorer).
-        per_image: every image is its own study.
-        aggregate: study probability from its images: ``mean`` (paper) or ``max``.
-        threshold: abnormal threshold for every study (default: the threshold of the model that scored it).
-    """
-
-    out: str = "results.csv"
-    images: str | None = None
-    fmt: str = "csv"
-    per_image: bool = False
-    aggregate: str = "mean"
-    threshold: float | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.fmt not in ("csv", "mura") or self.aggregate not in ("mean", "max"):
-            raise UsageError("--format takes csv or mura; --aggregate takes mean or max")
-        if self.threshold is not None and not 0 < self.threshold < 1:
-            raise UsageError(f"--threshold {self.threshold}: must be in (0, 1)")
-
-
-@dataclass(frozen=True)
-class LocalizeConfig(InferConfig):
-    """``mura localize``: class activation map boxes per image.
-
-    Attributes:
-        out: boxes as JSON (or CSV by suffix).
-        overlay: write a heatmap-and-box PNG per image.
-        overlay_dir: folder for overlays and heatmaps.
-        heatmap: also write the raw map per image: ``png`` (16-bit) or ``npy``.
-        threshold_frac: box threshold as a fraction of the map's maximum (20% by default).
-    """
-
-    batch_size: int = 8
-    out: str = "boxes.json"
-    overlay: bool = False
-    overlay_dir: str = "overlays"
-    heatmap: str | None = None
-    threshold_frac: float = 0.2
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0 < self.threshold_frac < 1:
-            raise UsageError(f"--threshold-frac {self.threshold_frac}: must be in (0, 1)")
-        if self.heatmap not in (None, "png", "npy"):
-            raise UsageError("--heatmap takes png or npy")
-
-
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A config dataclass as a JSON-ready dict (tuples become lists)."""
     return json.loads(json.dumps(asdict(cfg)))
@@ -326,10 +239,20 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return read_json(path, "settings", missing="{path}: config file not found")
 
 
+from mura_cli.config_infer import (  # noqa: E402  (the inference configs, re-exported here)
+    BENCHMARK_SPLITS,
+    BenchmarkConfig,
+    InferConfig,
+    LocalizeConfig,
+    PredictConfig,
+)
+
 __all__ = [
+    "BENCHMARK_SPLITS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "RESUME_SETTINGS",
+    "BenchmarkConfig",
     "InferConfig",
     "LocalizeConfig",
     "PredictConfig",

@@ -2,6 +2,18 @@
 
 Scores are probabilities of the abnormal class; labels are 0/1. Study-level numbers come from
 :func:`aggregate_by_study` (the MURA paper: study probability = mean of its images' probabilities).
+
+Conventions on edge cases (checked against scikit-learn 1.9 in tests/test_metrics.py):
+
+- Empty input never raises: ratios are NaN.
+- :func:`count_metrics` and :func:`cohen_kappa_from_counts`: a ratio with a zero denominator is NaN
+  (precision without predicted positives, sensitivity without positives, ...), except the class
+  averages (``macro_f1``, ``weighted_*``), which follow :func:`classification_report`.
+- :func:`classification_report` follows scikit-learn's ``zero_division=0``: an undefined per-class
+  ratio is 0.0, and both classes are always reported (``labels=[0, 1]``).
+- Kappa when both raters put everything in one class: scikit-learn's ``cohen_kappa_score`` gives NaN
+  (with a warning), and so does :func:`cohen_kappa_from_counts`; :func:`cohen_kappa` keeps its
+  historical 0.0 there (training selects checkpoints on it and must not see NaN).
 """
 
 from __future__ import annotations
@@ -21,7 +33,11 @@ def confusion(y_true: Sequence[int], y_pred: Sequence[int]) -> tuple[int, int, i
 
 
 def cohen_kappa(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
-    """Cohen's kappa between two binary raters: (p_o - p_e) / (1 - p_e); 0 when p_e == 1 and p_o == 1."""
+    """Cohen's kappa between two binary raters: (p_o - p_e) / (1 - p_e); 0 when p_e == 1 and p_o == 1.
+
+    When p_e == 1 (both raters use one and the same class only) scikit-learn gives NaN instead of 0;
+    :func:`cohen_kappa_from_counts` follows scikit-learn.
+    """
     tn, fp, fn, tp = confusion(y_true, y_pred)
     n = tn + fp + fn + tp
     if n == 0:
@@ -122,3 +138,228 @@ def finite_or_none(x: float) -> float | None:
 def format_metric(x: float) -> str:
     """A metric for tables: three decimals, ``n/a`` when undefined (NaN, inf or not a float)."""
     return f"{x:.3f}" if isinstance(x, float) and math.isfinite(x) else "n/a"
+
+
+CLASS_NAMES = ("normal", "abnormal")
+
+
+def _safe_div(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
+    """``num / den`` elementwise as float64, NaN where ``den == 0``, without warnings."""
+    a, b = np.broadcast_arrays(np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64))
+    out = np.full(a.shape, np.nan)
+    np.divide(a, b, out=out, where=b != 0)
+    return out
+
+
+def cohen_kappa_from_counts(
+    tn: np.ndarray | float, fp: np.ndarray | float, fn: np.ndarray | float, tp: np.ndarray | float
+) -> np.ndarray:
+    """Cohen's kappa from confusion counts (weighted counts allowed), elementwise.
+
+    Computed as scikit-learn does, ``1 - n (fp + fn) / E`` with ``E`` the disagreement expected by
+    chance times ``n``, and NaN where ``E == 0`` (both raters use one and the same class only, or no rows).
+    """
+    tn, fp, fn, tp = (np.asarray(x, dtype=np.float64) for x in (tn, fp, fn, tp))
+    n = tn + fp + fn + tp
+    expected = (tn + fn) * (tp + fn) + (tp + fp) * (tn + fp)
+    return 1.0 - _safe_div(n * (fp + fn), expected)
+
+
+def count_metrics(
+    tn: np.ndarray | float, fp: np.ndarray | float, fn: np.ndarray | float, tp: np.ndarray | float
+) -> dict[str, np.ndarray]:
+    """Threshold metrics from confusion counts, elementwise over arrays (one entry per resample, say).
+
+    Counts may be weighted (a bootstrap resample counts a row as often as it was drawn). Keys:
+    ``accuracy, sensitivity, specificity, precision, recall, npv, f1, kappa`` (NaN on a zero
+    denominator) and the class averages ``macro_f1, weighted_precision, weighted_recall, weighted_f1``,
+    which equal :func:`classification_report`'s "macro avg" and "weighted avg" (undefined per-class
+    ratios count as 0, as scikit-learn's ``zero_division=0``) and are NaN only without rows.
+    """
+    tn, fp, fn, tp = (np.asarray(x, dtype=np.float64) for x in (tn, fp, fn, tp))
+    n = tn + fp + fn + tp
+    pos_support, neg_support = tp + fn, tn + fp
+    per_class = {  # (normal, abnormal)
+        "precision": (_safe_div(tn, tn + fn), _safe_div(tp, tp + fp)),
+        "recall": (_safe_div(tn, tn + fp), _safe_div(tp, tp + fn)),
+        "f1": (_safe_div(2 * tn, 2 * tn + fn + fp), _safe_div(2 * tp, 2 * tp + fp + fn)),
+    }
+    out = {
+        "accuracy": _safe_div(tp + tn, n),
+        "sensitivity": per_class["recall"][1],
+        "specificity": per_class["recall"][0],
+        "precision": per_class["precision"][1],
+        "recall": per_class["recall"][1],
+        "npv": per_class["precision"][0],
+        "f1": per_class["f1"][1],
+        "kappa": cohen_kappa_from_counts(tn, fp, fn, tp),
+    }
+    rows = n > 0
+    for name, (neg, pos) in per_class.items():
+        neg0, pos0 = np.nan_to_num(neg, nan=0.0), np.nan_to_num(pos, nan=0.0)
+        if name == "f1":
+            out["macro_f1"] = np.where(rows, (neg0 + pos0) / 2.0, np.nan)
+        out[f"weighted_{name}"] = _safe_div(neg_support * neg0 + pos_support * pos0, n)
+    return out
+
+
+def classification_report(
+    y_true: Sequence[int], y_pred: Sequence[int], target_names: tuple[str, str] = CLASS_NAMES
+) -> dict[str, dict[str, float | int] | float]:
+    """scikit-learn's ``classification_report(..., labels=[0, 1], output_dict=True, zero_division=0)``.
+
+    Both classes are always reported, supports are ints, and empty input gives 0.0 per class (the
+    ``zero_division`` value) with NaN accuracy and averages instead of scikit-learn's exception.
+
+    Returns:
+        ``{"normal": {"precision", "recall", "f1-score", "support"}, "abnormal": {...}, "accuracy": float,
+        "macro avg": {...}, "weighted avg": {...}}`` (the class keys are ``target_names``).
+    """
+    tn, fp, fn, tp = confusion(y_true, y_pred)
+    n = tn + fp + fn + tp
+    m = count_metrics(tn, fp, fn, tp)
+    f1_normal = _safe_div(2 * tn, 2 * tn + fn + fp)
+    per_class = {
+        target_names[0]: (m["npv"], m["specificity"], f1_normal, tn + fp),
+        target_names[1]: (m["precision"], m["recall"], m["f1"], tp + fn),
+    }
+    report: dict[str, dict[str, float | int] | float] = {
+        name: {
+            "precision": float(np.nan_to_num(precision, nan=0.0)),
+            "recall": float(np.nan_to_num(recall, nan=0.0)),
+            "f1-score": float(np.nan_to_num(f1, nan=0.0)),
+            "support": support,
+        }
+        for name, (precision, recall, f1, support) in per_class.items()
+    }
+    report["accuracy"] = float(m["accuracy"])
+    report["macro avg"] = {
+        **{k: sum(report[c][k] for c in target_names) / 2 if n else math.nan for k in ("precision", "recall")},
+        "f1-score": float(m["macro_f1"]),
+        "support": n,
+    }
+    report["weighted avg"] = {
+        "precision": float(m["weighted_precision"]),
+        "recall": float(m["weighted_recall"]),
+        "f1-score": float(m["weighted_f1"]),
+        "support": n,
+    }
+    return report
+
+
+def roc_curve(
+    y_true: Sequence[int], scores: Sequence[float], drop_intermediate: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(fpr, tpr, thresholds)`` as scikit-learn's ``roc_curve``: one point per distinct score, descending.
+
+    The first point is ``(0, 0)`` at threshold ``inf``; a point counts scores ``>= threshold`` as
+    positive. ``fpr`` is NaN without negatives and ``tpr`` NaN without positives (scikit-learn warns);
+    empty input gives ``([nan], [nan], [inf])``. ``drop_intermediate`` drops collinear points as
+    scikit-learn does (its default is True, ours False).
+    """
+    t = np.asarray(y_true, dtype=bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if t.size == 0:
+        return np.array([np.nan]), np.array([np.nan]), np.array([np.inf])
+    order = np.argsort(s, kind="mergesort")[::-1]
+    s, t = s[order], t[order]
+    ends = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each run of equal scores
+    tps = np.cumsum(t)[ends].astype(np.float64)
+    fps = (ends + 1) - tps
+    thresholds = s[ends]
+    if drop_intermediate and tps.size > 2:
+        keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        tps, fps, thresholds = tps[keep], fps[keep], thresholds[keep]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    return _safe_div(fps, fps[-1]), _safe_div(tps, tps[-1]), np.r_[np.inf, thresholds]
+
+
+def calibration_bin_ids(probs: Sequence[float], n_bins: int = 10) -> np.ndarray:
+    """The bin of each probability among ``n_bins`` uniform bins on [0, 1], as scikit-learn's
+    ``calibration_curve`` assigns them: ``[0, 1/n]``, ``(1/n, 2/n]``, ..., ``((n-1)/n, 1]``.
+
+    Raises:
+        ValueError: a probability outside [0, 1].
+    """
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    if p.size and not (np.all(p >= 0.0) and np.all(p <= 1.0)):
+        raise ValueError("probabilities must lie in [0, 1] (NaN included)")
+    return np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], p)
+
+
+def calibration_bins(
+    y_true: Sequence[int], probs: Sequence[float], n_bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reliability diagram data: ``(mean predicted probability, fraction of positives, count)`` per bin.
+
+    Bins as :func:`calibration_bin_ids`; empty bins are dropped, so the first two arrays equal
+    scikit-learn's ``calibration_curve(y_true, probs, n_bins=n_bins)`` swapped: ``(prob_pred, prob_true)``.
+    """
+    t = np.asarray(y_true, dtype=np.float64).ravel()
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    ids = calibration_bin_ids(p, n_bins)
+    counts = np.bincount(ids, minlength=n_bins)
+    keep = counts > 0
+    sums = np.bincount(ids, weights=p, minlength=n_bins)[keep]
+    positives = np.bincount(ids, weights=t, minlength=n_bins)[keep]
+    return sums / counts[keep], positives / counts[keep], counts[keep]
+
+
+def expected_calibration_error(y_true: Sequence[int], probs: Sequence[float], n_bins: int = 10) -> float:
+    """ECE: the count-weighted mean of ``|fraction of positives - mean probability|`` over the bins of
+    :func:`calibration_bins`; NaN for empty input."""
+    mean_pred, frac_pos, counts = calibration_bins(y_true, probs, n_bins)
+    total = counts.sum()
+    return float(np.sum(counts * np.abs(frac_pos - mean_pred)) / total) if total else float("nan")
+
+
+def _weights_2d(weights: np.ndarray | Sequence[float], n_rows: int) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64)
+    w = w[None, :] if w.ndim == 1 else w
+    if w.ndim != 2 or w.shape[1] != n_rows:
+        raise ValueError(f"weights must be (rows,) or (sets, rows) with {n_rows} rows, not {np.shape(weights)}")
+    return w
+
+
+def weighted_roc_auc(
+    y_true: Sequence[int], scores: Sequence[float], weights: np.ndarray | Sequence[float]
+) -> np.ndarray:
+    """AUROC of weighted rows (Mann-Whitney U, ties count half), for many weightings at once.
+
+    Args:
+        y_true: 0/1 per row.
+        scores: score per row.
+        weights: ``(rows,)`` or ``(sets, rows)``, e.g. bootstrap counts; unit weights give :func:`roc_auc`.
+
+    Returns:
+        One AUROC per set of weights (shape ``(sets,)``); NaN where a class has no weight.
+    """
+    t = np.asarray(y_true, dtype=bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    w = _weights_2d(weights, s.size)
+    if s.size == 0:
+        return np.full(w.shape[0], np.nan)
+    order = np.argsort(s, kind="mergesort")
+    starts = np.r_[0, np.flatnonzero(np.diff(s[order])) + 1]  # first row of each distinct score
+    ws, ts = w.T[order], t[order][:, None]  # (rows, sets): row sums below run over contiguous memory
+    neg = np.add.reduceat(np.where(ts, 0.0, ws), starts, axis=0)  # weight of negatives per distinct score
+    pos = np.add.reduceat(np.where(ts, ws, 0.0), starts, axis=0)
+    below = np.cumsum(neg, axis=0) - neg
+    u = np.einsum("ks,ks->s", pos, below + 0.5 * neg)
+    return _safe_div(u, pos.sum(axis=0) * neg.sum(axis=0))
+
+
+def weighted_calibration_error(
+    y_true: Sequence[int], probs: Sequence[float], weights: np.ndarray | Sequence[float], n_bins: int = 10
+) -> np.ndarray:
+    """ECE of weighted rows, for many weightings at once; unit weights give :func:`expected_calibration_error`.
+
+    Returns:
+        One ECE per set of weights (shape ``(sets,)``); NaN where the weights sum to 0.
+    """
+    t = np.asarray(y_true, dtype=np.float64).ravel()
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    w = _weights_2d(weights, p.size)
+    gaps = np.zeros((p.size, n_bins))  # per bin: sum of (label - probability) of its rows
+    gaps[np.arange(p.size), calibration_bin_ids(p, n_bins)] = t - p
+    return _safe_div(np.abs(w @ gaps).sum(axis=1), w.sum(axis=1))

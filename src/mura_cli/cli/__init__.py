@@ -18,6 +18,7 @@ from rich.markup import escape
 from mura_cli import __version__
 from mura_cli.cli._console import err_console
 from mura_cli.cli.archs import archs
+from mura_cli.cli.benchmark import benchmark_cmd
 from mura_cli.cli.localize import localize_cmd
 from mura_cli.cli.predict import predict_cmd
 from mura_cli.cli.prepare import prepare
@@ -76,6 +77,7 @@ app.command("prepare")(prepare)
 app.command("archs")(archs)
 app.command("train")(train)
 app.command("push")(push)
+app.command("benchmark")(benchmark_cmd)
 
 
 def _usage_error_line(err: Exception) -> str:

@@ -26,6 +26,7 @@ class LoadedModel:
     name: str
     backend: Backend
     config: ModelConfig
+    folder: Path | None = None
 
     @property
     def transform(self) -> TransformConfig:
@@ -98,7 +99,8 @@ def load_models(specs: Sequence[str], device: str = "cpu") -> list[LoadedModel]:
 
     Several specs form an ensemble (mean of probabilities); a folder of per-part runs routes by part.
     """
-    from mura_cli.models.hub import load_model
+    from mura_cli.models.checkpoint import load_run_model
+    from mura_cli.models.hub import resolve_model_folder
 
     if not specs:
         raise UsageError("no model given; pass --model RUN_FOLDER or --model org/name (train one with `mura train`)")
@@ -110,14 +112,31 @@ def load_models(specs: Sequence[str], device: str = "cpu") -> list[LoadedModel]:
             if not runs:
                 raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
             for d in runs:
-                out.append(_loaded(str(d), *load_model(d, device), device))
+                out.append(_loaded(str(d), d, *load_run_model(d, device), device))
         else:
-            out.append(_loaded(spec, *load_model(spec, device), device))
+            folder = resolve_model_folder(spec)
+            out.append(_loaded(spec, folder, *load_run_model(folder, device), device))
     return out
 
 
-def _loaded(name: str, model: Any, cfg: ModelConfig, device: str) -> LoadedModel:
-    return LoadedModel(name=name, backend=TorchBackend(model, device, name=name), config=cfg)
+def _loaded(name: str, folder: Path, model: Any, cfg: ModelConfig, device: str) -> LoadedModel:
+    return LoadedModel(name=name, backend=TorchBackend(model, device, name=name), config=cfg, folder=folder)
+
+
+def weights_sha256(models: Sequence[LoadedModel]) -> str | None:
+    """One SHA-256 over the weights files of ``models`` (in order): which model a report speaks of."""
+    import hashlib
+
+    from mura_cli.models.checkpoint import WEIGHTS_NAME
+
+    digest = hashlib.sha256()
+    for m in models:
+        if m.folder is None or not (m.folder / WEIGHTS_NAME).is_file():
+            return None
+        with open(m.folder / WEIGHTS_NAME, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def models_for_part(models: list[LoadedModel], part: str | None) -> list[LoadedModel]:

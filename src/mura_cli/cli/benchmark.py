@@ -1,0 +1,165 @@
+"""``mura benchmark``: accuracy per body part beside the published numbers, CAM boxes, speed; bare: the demo."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from mura_cli.cli._console import config_from, console, inference_hooks
+from mura_cli.cli.predict import DeviceOpt, ModelOpt, OverwriteOpt, WorkersOpt
+from mura_cli.config import BenchmarkConfig
+
+_B = BenchmarkConfig()
+
+
+def benchmark_cmd(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Option("--data", "-d", help="Dataset root or `mura prepare` folder to score.")] = "",
+    *,
+    model: ModelOpt = None,
+    split: Annotated[
+        str | None, typer.Option(help="train, tune, valid or all (default: valid when present, else tune).")
+    ] = None,
+    part: Annotated[str | None, typer.Option(help="Score one body part only.")] = None,
+    out: Annotated[str, typer.Option("--out", "-o", help="Report folder.")] = _B.out,
+    boxes: Annotated[bool, typer.Option("--boxes", help="Score CAM boxes against ground-truth boxes.")] = False,
+    threshold_frac: Annotated[float, typer.Option(help="CAM box threshold, fraction of max.")] = _B.threshold_frac,
+    threshold: Annotated[float | None, typer.Option(help="Abnormal threshold (default: the model's).")] = None,
+    speed: Annotated[bool, typer.Option("--speed", help="Also time each stage (img/s, ms per image).")] = False,
+    arch: Annotated[
+        str | None, typer.Option(help="With --speed: time these archs (comma-separated) with random weights.")
+    ] = None,
+    size: Annotated[int | None, typer.Option(help="With --speed: input size (default: the model's).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _B.batch_size,
+    device: DeviceOpt = _B.device,
+    workers: WorkersOpt = _B.workers,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples (by study) for 95% CIs.")] = _B.resamples,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = _B.seed,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Precision, recall, F1, accuracy, kappa and AUROC per body part beside the published numbers; CAM boxes
+    against ground truth (--boxes); speed (--speed). With no options: speed and a check on the built-in demo set."""
+    from mura_cli.engine.benchmark import run_benchmark
+
+    command = "mura " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    params = {**ctx.params, "archs": tuple(a.strip() for a in (arch or "").split(",") if a.strip())}
+    if not (data or model or speed or params["archs"]):
+        from mura_cli.engine.demo import run_bare_benchmark
+
+        with inference_hooks() as hooks:
+            reports = run_bare_benchmark(config_from(BenchmarkConfig, params), hooks, command=command)
+        for r in reports:
+            render_benchmark(r.report)
+        console.print(f"report: [bold]{reports[-1].out / 'index.html'}[/] (and report.md, report.json)")
+        return
+    cfg = config_from(BenchmarkConfig, params)
+    with inference_hooks() as hooks:
+        result = run_benchmark(cfg, hooks, command=command)
+    render_benchmark(result.report)
+    console.print(f"report: [bold]{result.out / 'index.html'}[/] (and report.md, report.json, plots)")
+
+
+def _est(e: dict[str, Any] | None) -> str:
+    if not e or e.get("value") is None:
+        return "n/a"
+    if e.get("low") is None or e.get("high") is None:
+        return f"{e['value']:.3f}"
+    return f"{e['value']:.3f} [{e['low']:.2f}, {e['high']:.2f}]"
+
+
+_LEVEL_COLUMNS = {
+    "study": (("kappa", "kappa"), ("AUROC", "auroc"), ("sensitivity", "sensitivity"), ("specificity", "specificity")),
+    "image": (("kappa", "kappa"), ("AUROC", "auroc"), ("w. precision", "weighted_precision"), ("w. F1", "weighted_f1")),
+}
+_LEVEL_REFERENCE = {  # column title, metric, source prefix
+    "study": ("paper kappa*", "kappa", "Rajpurkar"),
+    "image": ("report w. F1*", "weighted_f1", "Student report"),
+}
+
+
+def _reference(report: dict[str, Any], part: str, level: str) -> str:
+    _, metric, source = _LEVEL_REFERENCE[level]
+    values = [
+        r["value"]
+        for r in report.get("references", [])
+        if r["part"] == part and r["metric"] == metric and r["source"].startswith(source)
+    ]
+    if not values:
+        return "-"
+    return f"{values[0]:.3f}" if len(values) == 1 else f"{min(values):.2f}-{max(values):.2f}"
+
+
+def render_benchmark(report: dict[str, Any]) -> None:
+    """The terminal summary of a benchmark report: accuracy per part beside references, boxes, speed."""
+    data = report.get("data")
+    if data:
+        console.print(
+            f"{data['kind']} {data['split']} split: {data['images']:,} images, {data['studies']:,} studies"
+            + (f", {data['failed']} failed" if data.get("failed") else ""),
+            soft_wrap=True,
+        )
+    for level, columns in _LEVEL_COLUMNS.items():
+        parts = report.get("levels", {}).get(level, {}).get("parts", {})
+        if not parts:
+            continue
+        table = Table(title=f"{level} level (95% bootstrap CI, resampled by study)")
+        for col in ("part", "n", *(c for c, _ in columns), _LEVEL_REFERENCE[level][0]):
+            table.add_column(col, justify="left" if col == "part" else "right", no_wrap=True)
+        for name, e in parts.items():
+            cells = [_est(e["metrics"].get(k)) for _, k in columns]
+            table.add_row(name, str(e["n"]), *cells, _reference(report, name, level))
+        console.print(table)
+    if report.get("references"):
+        console.print(
+            "* published figures, NOT measured on this data (paper: hidden MURA test set, DenseNet-169 ensemble; "
+            "report: MURA valid, range over its 5 archs): see report.md for sets and sources",
+            soft_wrap=True,
+        )
+    _render_boxes(report.get("boxes"))
+    _render_speed(report.get("speed"), report.get("machine", {}))
+    for f in report.get("failures", [])[:20]:
+        console.print(f"[yellow]failed:[/] {escape(f['reason'])}", soft_wrap=True)
+
+
+def _render_boxes(boxes: dict[str, Any] | None) -> None:
+    if not boxes:
+        return
+    table = Table(title=f"CAM boxes on abnormal images with ground truth (hit: IoU >= {boxes.get('iou_hit', 0.3)})")
+    for col in ("part", "images", "mean IoU", "hit rate", "pointing", "pointing chance"):
+        table.add_column(col, justify="left" if col == "part" else "right")
+    for name, e in boxes["parts"].items():
+        chance = e.get("pointing_chance")
+        table.add_row(
+            name,
+            str(e["images"]),
+            _est(e.get("mean_iou")),
+            _est(e.get("hit_rate")),
+            _est(e.get("pointing")),
+            "n/a" if chance is None else f"{chance:.3f}",
+        )
+    console.print(table)
+
+
+def _render_speed(speed: dict[str, Any] | None, machine: dict[str, Any]) -> None:
+    if not speed:
+        return
+    gpu = machine.get("gpu") or "no GPU"
+    table = Table(title=f"speed on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {gpu}")
+    for col in ("arch", "size", "batch", "img/s", "decode ms", "preprocess ms", "forward ms", "CAM+box ms", "peak MB"):
+        table.add_column(col, justify="left" if col == "arch" else "right")
+    for r in speed["rows"]:
+        ms = r["ms_per_image"]
+        table.add_row(
+            r["arch"],
+            str(r["size"]),
+            str(r["batch"]),
+            f"{r['images_per_s']:.1f}",
+            *(f"{ms[k]:.1f}" for k in ("decode", "preprocess", "forward", "cam_box")),
+            f"{r['peak_memory_mb']:.0f}",
+        )
+    console.print(table)

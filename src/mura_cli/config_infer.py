@@ -1,0 +1,153 @@
+"""Configs of the inference jobs: ``mura predict``, ``mura localize`` and ``mura benchmark``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mura_cli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """What ``mura predict`` and ``mura localize`` share: inputs, model, device and decoding.
+
+    Attributes:
+        paths: files, folders (recursive) and globs; PNG/JPEG/BMP/TIFF and DICOM.
+        model: run folders, ``org/name`` or ``hf-hub:org/name``; several form an ensemble; empty: ``$MURA_MODEL``,
+            else the newest finished run under ``runs_dir``.
+        runs_dir: where ``mura train`` leaves its runs.
+        part: body part for every input (else the MURA path, DICOM BodyPartExamined, then the model's).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        batch_size: images per forward pass.
+        workers: decoding processes (0 = in the main process).
+        max_pixels: per-frame pixel limit (decompression-bomb guard).
+        overwrite: replace existing output files.
+    """
+
+    paths: tuple[str, ...] = ()
+    model: tuple[str, ...] = ()
+    runs_dir: str = "runs"
+    part: str | None = None
+    device: str = "auto"
+    batch_size: int = 16
+    workers: int = 2
+    max_pixels: int = 100_000_000
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.workers < 0 or self.max_pixels < 1:
+            raise UsageError("--batch-size and --max-pixels must be at least 1, --workers at least 0")
+
+
+@dataclass(frozen=True)
+class PredictConfig(InferConfig):
+    """``mura predict``: screening by study.
+
+    Attributes:
+        out: the study-level CSV.
+        images: also write one row per image here.
+        fmt: ``csv`` or ``mura`` (headerless ``Study,Model`` rows for the official MURA scorer).
+        per_image: every image is its own study.
+        aggregate: study probability from its images: ``mean`` (paper) or ``max``.
+        threshold: abnormal threshold for every study (default: the threshold of the model that scored it).
+    """
+
+    out: str = "results.csv"
+    images: str | None = None
+    fmt: str = "csv"
+    per_image: bool = False
+    aggregate: str = "mean"
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fmt not in ("csv", "mura") or self.aggregate not in ("mean", "max"):
+            raise UsageError("--format takes csv or mura; --aggregate takes mean or max")
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise UsageError(f"--threshold {self.threshold}: must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class LocalizeConfig(InferConfig):
+    """``mura localize``: class activation map boxes per image.
+
+    Attributes:
+        out: boxes as JSON (or CSV by suffix).
+        overlay: write a heatmap-and-box PNG per image.
+        overlay_dir: folder for overlays and heatmaps.
+        heatmap: also write the raw map per image: ``png`` (16-bit) or ``npy``.
+        threshold_frac: box threshold as a fraction of the map's maximum (20% by default).
+    """
+
+    batch_size: int = 8
+    out: str = "boxes.json"
+    overlay: bool = False
+    overlay_dir: str = "overlays"
+    heatmap: str | None = None
+    threshold_frac: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.threshold_frac < 1:
+            raise UsageError(f"--threshold-frac {self.threshold_frac}: must be in (0, 1)")
+        if self.heatmap not in (None, "png", "npy"):
+            raise UsageError("--heatmap takes png or npy")
+
+
+BENCHMARK_SPLITS = ("train", "tune", "valid", "all")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """``mura benchmark``: accuracy beside the published numbers, CAM boxes against ground truth, and speed.
+
+    Attributes:
+        data: a dataset root or ``mura prepare`` folder; empty: no accuracy part (``--speed`` only), or, with no
+            model either, the built-in demo set.
+        model: run folders or Hub repos (as for predict); empty: ``$MURA_MODEL``, else the newest run.
+        runs_dir: where ``mura train`` leaves its runs.
+        split: ``train``, ``tune``, ``valid`` or ``all``; ``None``: valid when the index has it, else tune.
+        part: score one body part only.
+        out: report folder (report.json, report.md, plots, index.html).
+        boxes: score CAM boxes against the index's ground-truth boxes.
+        threshold_frac: CAM box threshold as a fraction of the map's maximum.
+        threshold: abnormal threshold for every image (default: the model's).
+        speed: also measure images per second and milliseconds per stage.
+        archs: with ``speed``, time these architectures with random weights instead of the model.
+        size: input size for ``archs`` (default: the arch's pretrained size).
+        batch_size: images per forward pass.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        workers: decoding processes.
+        resamples: bootstrap resamples (by study) for the 95% confidence intervals.
+        seed: bootstrap seed.
+        overwrite: replace an existing report folder.
+    """
+
+    data: str = ""
+    model: tuple[str, ...] = ()
+    runs_dir: str = "runs"
+    split: str | None = None
+    part: str | None = None
+    out: str = "benchmark"
+    boxes: bool = False
+    threshold_frac: float = 0.2
+    threshold: float | None = None
+    speed: bool = False
+    archs: tuple[str, ...] = ()
+    size: int | None = None
+    batch_size: int = 16
+    device: str = "auto"
+    workers: int = 2
+    resamples: int = 2000
+    seed: int = 0
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.split is not None and self.split not in BENCHMARK_SPLITS:
+            raise UsageError(f"--split {self.split}: expected one of {', '.join(BENCHMARK_SPLITS)}")
+        if self.resamples < 0 or self.batch_size < 1 or self.workers < 0:
+            raise UsageError("--resamples and --workers must be >= 0, --batch-size >= 1")
+        if not 0 < self.threshold_frac < 1:
+            raise UsageError(f"--threshold-frac {self.threshold_frac}: must be in (0, 1)")
+        if self.size is not None and self.size < 16:
+            raise UsageError(f"--size {self.size}: must be at least 16 pixels")

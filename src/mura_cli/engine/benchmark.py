@@ -1,0 +1,254 @@
+"""``mura benchmark``: how good and how fast a model is, beside the published numbers.
+
+:func:`run_benchmark` predicts the chosen split once (through the one inference loop), scores it per body part
+and overall at image and study level with bootstrap confidence intervals resampled by study, optionally scores
+CAM boxes against the index's ground-truth boxes and times the stages, and writes the report folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mura_cli.config import BenchmarkConfig, InferConfig
+from mura_cli.data.index import Index, IndexRow, part_from_name
+from mura_cli.engine.load import LoadedModel, load_models, resolve_model_specs, weights_sha256
+from mura_cli.engine.localize import localize
+from mura_cli.engine.predict import ImagePrediction, part_mismatches, predict
+from mura_cli.engine.results import Failure, Hooks
+from mura_cli.errors import UsageError
+from mura_cli.metrics import aggregate_by_study
+from mura_cli.utils import plural
+
+REPORT_FILE = "report.json"
+
+
+@dataclass(frozen=True)
+class BenchmarkReport:
+    """What ``mura benchmark`` measured (``report``, JSON-ready) and the files it wrote."""
+
+    report: dict[str, Any]
+    out: Path
+    files: tuple[Path, ...]
+    failures: tuple[Failure, ...]
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """Predictions of one split, aligned with its rows (rows whose file failed are left out)."""
+
+    rows: tuple[IndexRow, ...]
+    probabilities: np.ndarray
+    thresholds: np.ndarray
+    boxes: tuple[dict[str, Any], ...]
+    failures: tuple[Failure, ...]
+
+
+def choose_split(index: Index, split: str | None) -> str:
+    """``split`` checked against the index; by default ``valid`` when the index has it, else ``tune``."""
+    have = {r.split for r in index.rows}
+    if split is None:
+        split = "valid" if "valid" in have else "tune"
+    if split != "all" and split not in have:
+        raise UsageError(f"--split {split}: this index has {', '.join(sorted(have))} (or all)")
+    return split
+
+
+def run_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str = "") -> BenchmarkReport:
+    """Score and/or time a model as ``cfg`` says and write the report folder ``cfg.out``."""
+    from mura_cli.engine.speed import machine_info
+    from mura_cli.report.benchmark import write_benchmark_report
+    from mura_cli.utils import resolve_device
+
+    out = Path(cfg.out)
+    if (out / REPORT_FILE).exists() and not cfg.overwrite:
+        raise UsageError(f"{out}: holds a benchmark report; choose another --out or pass --overwrite")
+    if not cfg.data and not cfg.speed:
+        raise UsageError("nothing to measure: pass --data ROOT (accuracy) and/or --speed")
+    device = resolve_device(cfg.device)
+    machine = machine_info(device)
+    report: dict[str, Any] = {
+        "command": command,
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "versions": machine.pop("versions"),
+        "machine": machine,
+        "model": None,
+        "data": None,
+        "bootstrap": {"resamples": cfg.resamples, "seed": cfg.seed, "unit": "study", "alpha": 0.05},
+        "threshold": cfg.threshold,
+        "levels": {},
+        "references": [],
+        "boxes": None,
+        "speed": None,
+        "failures": [],
+    }
+    curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+    models: list[LoadedModel] = []
+    failures: tuple[Failure, ...] = ()
+    scoring = bool(cfg.data) and not cfg.archs  # --arch: a speed run with random weights; --data gives the images
+    if scoring or not cfg.archs:
+        choice = resolve_model_specs(cfg.model, runs_dir=cfg.runs_dir)
+        hooks.on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
+        models = load_models(choice.specs, device)
+        report["model"] = _model_info(choice.specs, models)
+    if scoring:
+        curves, failures = _accuracy(cfg, models, report, hooks)
+    if cfg.speed:
+        report["speed"] = {"rows": [r.to_dict() for r in _speed(cfg, models, device, hooks)]}
+    files = write_benchmark_report(out, report, curves, overwrite=cfg.overwrite)
+    return BenchmarkReport(report, out, tuple(files), failures)
+
+
+def _model_info(specs: tuple[str, ...], models: list[LoadedModel]) -> dict[str, Any]:
+    first = models[0].config
+    return {
+        "specs": list(specs),
+        "sha256": weights_sha256(models),
+        "arch": "+".join(sorted({m.config.arch for m in models})),
+        "part": "+".join(sorted({m.part for m in models})),
+        "input": first.transform.output_size,
+        "threshold": sorted({m.threshold for m in models}),
+    }
+
+
+def _accuracy(
+    cfg: BenchmarkConfig, models: list[LoadedModel], report: dict[str, Any], hooks: Hooks
+) -> tuple[dict[str, dict[str, tuple[list[int], list[float]]]], tuple[Failure, ...]]:
+    from mura_cli.engine.run import resolve_index
+    from mura_cli.report.references import reference_rows
+    from mura_cli.scoring import score_boxes, score_table
+
+    index, _ = resolve_index(cfg.data)
+    split = choose_split(index, cfg.split)
+    part = part_from_name(cfg.part) if cfg.part else None
+    rows = index.select(split=None if split == "all" else split, part=part)
+    if not rows:
+        raise UsageError(f"{cfg.data}: no images in split {split}{f' for part {part}' if part else ''}")
+    with_boxes = cfg.boxes and any(r.boxes for r in rows)
+    if cfg.boxes and not with_boxes:
+        hooks.on_warning(f"--boxes: the {split} split of {cfg.data} has no ground-truth boxes; boxes not scored")
+    scored = _predict_rows(index, rows, models, cfg, with_boxes, hooks)
+    labels = np.array([r.label for r in scored.rows], dtype=int)
+    studies = [r.study for r in scored.rows]
+    parts = [r.part for r in scored.rows]
+    report["data"] = {
+        "root": str(index.root),
+        "kind": index.kind,
+        "split": split,
+        "images": len(scored.rows),
+        "studies": len(set(studies)),
+        "failed": len(scored.failures),
+    }
+    kw = {"n_resamples": cfg.resamples, "seed": cfg.seed}
+    image_table = score_table(labels, scored.probabilities, studies, parts, scored.thresholds, **kw)
+    ids, s_labels, s_probs = aggregate_by_study(studies, labels, scored.probabilities)
+    first_part = dict(zip(studies, parts, strict=True))
+    thr_by_study: dict[str, list[float]] = defaultdict(list)
+    for s, t in zip(studies, scored.thresholds, strict=True):
+        thr_by_study[s].append(float(t))
+    s_parts = [first_part[s] for s in ids]
+    s_thr = np.array([np.mean(thr_by_study[s]) for s in ids])
+    study_table = score_table(np.asarray(s_labels), np.asarray(s_probs), list(ids), s_parts, s_thr, **kw)
+    report["levels"] = {"study": study_table, "image": image_table}
+    if index.kind == "mura":  # the published numbers are MURA's; beside another dataset they would mislead
+        report["references"] = [row for p in [*sorted(set(parts)), "all"] for row in reference_rows(p)]
+    report["failures"] = [{"path": f.path, "reason": f.reason} for f in scored.failures]
+    if with_boxes:
+        b = scored.boxes
+        report["boxes"] = score_boxes(
+            [x["box"] for x in b],
+            [x["peak"] for x in b],
+            [x["truth"] for x in b],
+            [x["size"] for x in b],
+            [x["part"] for x in b],
+            [x["study"] for x in b],
+            iou_hit=0.3,
+            **kw,
+        )
+    curves = {
+        "study": _curves(s_parts, s_labels, s_probs),
+        "image": _curves(parts, labels, scored.probabilities),
+    }
+    return curves, scored.failures
+
+
+def _curves(parts: list[str], labels: Any, probs: Any) -> dict[str, tuple[list[int], list[float]]]:
+    out: dict[str, tuple[list[int], list[float]]] = {"all": ([int(v) for v in labels], [float(v) for v in probs])}
+    for p in sorted(set(parts)):
+        idx = [i for i, q in enumerate(parts) if q == p]
+        out[p] = ([int(labels[i]) for i in idx], [float(probs[i]) for i in idx])
+    return out
+
+
+def _predict_rows(
+    index: Index, rows: list[IndexRow], models: list[LoadedModel], cfg: BenchmarkConfig, with_boxes: bool, hooks: Hooks
+) -> _Scored:
+    """Predict every row once (per part, so per-part runs route correctly); frames of one file are averaged."""
+    by_path: dict[str, list[ImagePrediction]] = defaultdict(list)
+    boxes: dict[str, dict[str, Any]] = {}
+    failures: list[Failure] = []
+    done = 0
+    infer_cfg = InferConfig(batch_size=cfg.batch_size, workers=cfg.workers)
+    for part in sorted({r.part for r in rows}):
+        part_rows = [r for r in rows if r.part == part]
+        files = [index.resolve(r) for r in part_rows]
+        truth = {str(index.resolve(r)): r for r in part_rows}
+        sub = Hooks(
+            on_progress=lambda n, _t, base=done: hooks.on_progress(base + n, len(rows)), on_failure=failures.append
+        )
+        for p in predict(files, models, replace(infer_cfg, part=part), per_image=True, with_cam=with_boxes, hooks=sub):
+            row = truth[p.path]
+            if with_boxes and row.label == 1 and row.boxes and p.path not in boxes:
+                loc = localize(p, cfg.threshold_frac)
+                box = loc.box
+                boxes[p.path] = {
+                    "box": None if box is None else (box.x0, box.y0, box.x1, box.y1),
+                    "peak": loc.peak,
+                    "truth": [tuple(b) for b in row.boxes],
+                    "size": (p.width, p.height),
+                    "part": row.part,
+                    "study": row.study,
+                }
+            by_path[p.path].append(replace(p, cam=None, meta={}))
+        done += len(part_rows)
+    for f in failures:
+        hooks.on_failure(f)
+    preds = [p for ps in by_path.values() for p in ps]
+    for (part, name), n in sorted(part_mismatches(preds, models).items()):
+        hooks.on_warning(f"{plural(n, 'image')} of {part} scored by {name}, which never saw {part} in training")
+    kept = [r for r in rows if str(index.resolve(r)) in by_path]
+    probs = np.array([np.mean([p.probability for p in by_path[str(index.resolve(r))]]) for r in kept])
+    thr = np.array(
+        [cfg.threshold if cfg.threshold is not None else by_path[str(index.resolve(r))][0].threshold for r in kept]
+    )
+    box_list = tuple(boxes[str(index.resolve(r))] for r in kept if str(index.resolve(r)) in boxes)
+    return _Scored(tuple(kept), probs, thr, box_list, tuple(failures))
+
+
+def _speed(cfg: BenchmarkConfig, models: list[LoadedModel], device: str, hooks: Hooks) -> list[Any]:
+    from mura_cli.engine.speed import measure_archs, measure_speed
+
+    files = speed_sample_files(cfg)
+    hooks.on_info(f"speed: {plural(len(files), 'file')}, batch {cfg.batch_size}, device {device}")
+    if cfg.archs:
+        return measure_archs(cfg.archs, files, size=cfg.size, device=device, batch_size=cfg.batch_size)
+    m = models[0]
+    tcfg = m.transform if cfg.size is None else replace(m.transform, size=cfg.size, center_crop=None)
+    return [measure_speed(m.backend, tcfg, files, arch=m.config.arch, device=device, batch_size=cfg.batch_size)]
+
+
+def speed_sample_files(cfg: BenchmarkConfig, limit: int = 32) -> list[Path]:
+    """Images to time: the first ``limit`` of ``--data`` when given, else the built-in samples."""
+    if cfg.data:
+        from mura_cli.engine.run import resolve_index
+
+        index, _ = resolve_index(cfg.data)
+        return [index.resolve(r) for r in index.rows[:limit]]
+    from mura_cli.data.demo import speed_samples
+
+    return speed_samples(limit)

@@ -1,0 +1,166 @@
+"""How fast a model screens radiographs: milliseconds per image for each stage, images per second, peak memory.
+
+Stages, as Ultralytics' predictor times them: ``decode`` (file -> pixels), ``preprocess`` (pixels -> tensor),
+``forward`` (the backend, after warm-up; the GPU is synchronised before the clock is read) and ``cam_box``
+(the extra cost of the class activation map and its box on the original pixels).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mura_cli.cam import cam_box, cam_to_original
+from mura_cli.config import TransformConfig
+from mura_cli.data.readers import read_images
+from mura_cli.data.transforms import build_transforms, eval_geometry
+from mura_cli.engine.backends import Backend, TorchBackend
+
+
+@dataclass(frozen=True)
+class SpeedRow:
+    """One model at one input size and batch size."""
+
+    arch: str
+    size: int
+    batch: int
+    device: str
+    images: int
+    images_per_s: float
+    ms_per_image: dict[str, float]
+    peak_memory_mb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """CPU model, cores, GPU name and library versions, for the header of a speed table."""
+    import timm
+
+    from mura_cli import __version__
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "versions": {
+            "mura-cli": __version__,
+            "torch": torch.__version__,
+            "timm": timm.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def _clock(device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def measure_speed(
+    backend: Backend,
+    transform: TransformConfig,
+    files: Sequence[Path],
+    *,
+    arch: str,
+    device: str,
+    batch_size: int = 16,
+    warmup: int = 1,
+    repeats: int = 2,
+) -> SpeedRow:
+    """Time each stage on ``files`` (decoded once for the later stages), after ``warmup`` batches."""
+    t0 = _clock("cpu")
+    frames = [img for f in files for img in read_images(f)]
+    decode = (_clock("cpu") - t0) / max(len(frames), 1)
+    tf = build_transforms(transform, train=False)
+    t0 = _clock("cpu")
+    tensors = [tf(img.pixels) for img in frames]
+    preprocess = (_clock("cpu") - t0) / max(len(tensors), 1)
+    batches = [torch.stack(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)]
+    for x in batches[:warmup]:
+        backend(x, False)
+
+    def timed(with_cam: bool) -> tuple[float, list[np.ndarray]]:
+        maps: list[np.ndarray] = []
+        start = _clock(device)
+        for _ in range(repeats):
+            for x in batches:
+                _, cams = backend(x, with_cam)
+                if cams is not None:
+                    maps.extend(cams)
+        return (_clock(device) - start) / (repeats * len(tensors)), maps
+
+    forward, _ = timed(False)
+    with_cam, maps = timed(True)
+    t0 = _clock("cpu")
+    for img, cam in zip(frames, maps[: len(frames)], strict=False):
+        h, w = img.shape
+        cam_box(cam_to_original(cam, eval_geometry(h, w, transform), h, w), 0.2)
+    post = (_clock("cpu") - t0) / max(len(frames), 1)
+    ms = {
+        "decode": decode * 1e3,
+        "preprocess": preprocess * 1e3,
+        "forward": forward * 1e3,
+        "cam_box": (max(with_cam - forward, 0.0) + post) * 1e3,
+    }
+    return SpeedRow(
+        arch=arch,
+        size=transform.output_size,
+        batch=batch_size,
+        device=device,
+        images=len(frames),
+        images_per_s=1e3 / max(sum(ms.values()), 1e-9),
+        ms_per_image={k: round(v, 3) for k, v in ms.items()},
+        peak_memory_mb=round(_peak_memory_mb(device), 1),
+    )
+
+
+def measure_archs(
+    archs: Sequence[str],
+    files: Sequence[Path],
+    *,
+    size: int | None,
+    device: str,
+    batch_size: int,
+    on_row: Callable[[SpeedRow], None] | None = None,
+) -> list[SpeedRow]:
+    """:func:`measure_speed` for architectures with random weights at ``size`` (default: their pretrained size)."""
+    from mura_cli.models.registry import MuraNet, pretrained_cfg
+
+    rows = []
+    for arch in archs:
+        pcfg = pretrained_cfg(arch)
+        side = size or int(pcfg["input_size"][-1])
+        tcfg = TransformConfig(size=side, mean=tuple(pcfg["mean"]), std=tuple(pcfg["std"]))
+        backend = TorchBackend(MuraNet(arch), device, name=arch)
+        row = measure_speed(backend, tcfg, files, arch=arch, device=device, batch_size=batch_size)
+        rows.append(row)
+        if on_row:
+            on_row(row)
+    return rows
