@@ -4,6 +4,9 @@ MURA-v1.1 tree, FracAtlas, a labelled CSV)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +107,23 @@ def make_fracatlas(root: Path, *, n_fractured: int = 4, n_normal: int = 6, seed:
     (root / "Annotations" / "COCO_fracture_masks.json").write_text(json.dumps(coco))
     assert regions  # documented order of the flags
     return root
+
+
+MURA = shutil.which("mura") or "mura"
+
+
+def mura(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``mura`` as a user would; returns the finished process."""
+    full_env = {k: v for k, v in os.environ.items() if k != "MURA_MODEL"}
+    full_env.update({"COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [MURA, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def one_error_line(res: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith(("model:", "warning:"))]
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,26 +20,7 @@ from mura_cli.errors import ModelError
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
 
-from synth import make_mura_tree
-
-MURA = shutil.which("mura") or "mura"
-
-
-def mura(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``mura`` as a user would; returns the finished process."""
-    full_env = {k: v for k, v in os.environ.items() if k != "MURA_MODEL"}
-    full_env.update({"COLUMNS": "200", **(env or {})})
-    return subprocess.run(
-        [MURA, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300, check=False
-    )
-
-
-def one_error_line(res: subprocess.CompletedProcess[str]) -> str:
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith(("model:", "warning:"))]
-    assert "Traceback" not in res.stderr + res.stdout, res.stderr
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
+from synth import make_mura_tree, mura, one_error_line
 
 
 def make_run(folder: Path, *, part: str = "all", parts: list[str] | None = None, threshold: float = 0.5) -> Path:

@@ -107,3 +107,18 @@ def test_registry_builds_random_weights_without_the_hub():
     """create_model never downloads: ImageNet weights are load_backbone_weights' job (models.hub)."""
     a, b = create_model("test_resnet"), create_model("test_resnet", dropout=0.2)
     assert isinstance(a, MuraNet) and b.dropout.p == 0.2
+
+
+def test_output_stride_gives_a_finer_map_and_survives_save_and_load(tmp_path):
+    from mura_cli.config import TransformConfig
+    from mura_cli.models.checkpoint import ModelConfig, load_run_model, save_run_model
+
+    x = torch.randn(1, 3, 64, 64)
+    assert MuraNet("resnet18").forward_features(x).shape[-1] == 2
+    net = MuraNet("resnet18", output_stride=16).eval()
+    assert net.forward_features(x).shape[-1] == 4
+    save_run_model(net, tmp_path, ModelConfig(arch="resnet18", output_stride=16, transform=TransformConfig(size=64)))
+    back, cfg = load_run_model(tmp_path)
+    assert cfg.output_stride == 16
+    with torch.no_grad():
+        assert torch.allclose(net(x), back(x))

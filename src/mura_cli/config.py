@@ -113,6 +113,7 @@ class TrainConfig:
         lr_patience: epochs without tune-loss improvement before the learning rate drops.
         early_stop: epochs without tune-loss improvement before training stops (0 = never).
         dropout: dropout before the linear head.
+        output_stride: backbone output stride (16 or 8 give a finer CAM on archs that support it; None: 32).
         weighted_loss: weight BCE per body part by its label counts (paper).
         threshold: probability threshold for the abnormal label, stored with the model.
         seed: seed of initialization, sampling and augmentation.
@@ -143,6 +144,7 @@ class TrainConfig:
     lr_patience: int = 1
     early_stop: int = 10
     dropout: float = 0.0
+    output_stride: int | None = None
     weighted_loss: bool = True
     threshold: float = 0.5
     seed: int = 0
@@ -163,6 +165,8 @@ class TrainConfig:
             raise UsageError("--epochs and --batch-size must be at least 1")
         if self.lr <= 0 or not 0 < self.lr_factor < 1:
             raise UsageError("--lr must be > 0 and --lr-factor in (0, 1)")
+        if self.output_stride not in (None, 8, 16, 32):
+            raise UsageError(f"--output-stride {self.output_stride}: expected 8, 16 or 32")
         if not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout {self.dropout}: must be in [0, 1)")
         if not 0 < self.threshold < 1:
@@ -242,6 +246,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 from mura_cli.config_infer import (  # noqa: E402  (the inference configs, re-exported here)
     BENCHMARK_SPLITS,
     BenchmarkConfig,
+    DemoConfig,
     InferConfig,
     LocalizeConfig,
     PredictConfig,
@@ -253,6 +258,7 @@ __all__ = [
     "IMAGENET_STD",
     "RESUME_SETTINGS",
     "BenchmarkConfig",
+    "DemoConfig",
     "InferConfig",
     "LocalizeConfig",
     "PredictConfig",

@@ -151,3 +151,39 @@ class BenchmarkConfig:
             raise UsageError(f"--threshold-frac {self.threshold_frac}: must be in (0, 1)")
         if self.size is not None and self.size < 16:
             raise UsageError(f"--size {self.size}: must be at least 16 pixels")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """``mura demo``: the whole job on a built-in synthetic set (generate, prepare, train, predict, localize,
+    benchmark). The defaults were chosen to finish in a few minutes on 2 CPU cores and still learn.
+
+    Attributes:
+        out: folder for everything the demo writes (data, index, run, results, overlays, report).
+        arch: backbone to train.
+        output_stride: its output stride (16: an 8x8 class activation map at 128 px instead of 4x4).
+        size: input size in pixels.
+        epochs: training epochs.
+        batch_size: images per step.
+        lr: learning rate (Adam).
+        studies_per_part: synthetic studies per body part (train and valid together).
+        seed: seed of the data and the training.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        overwrite: replace results of an earlier demo in ``out`` (the data and index are reused).
+    """
+
+    out: str = "mura-demo"
+    arch: str = "resnet18"
+    output_stride: int | None = 16
+    size: int = 128
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 1e-3
+    studies_per_part: int = 100
+    seed: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.size < 32 or self.studies_per_part < 10:
+            raise UsageError("--epochs and --batch-size >= 1, --size >= 32, --studies-per-part >= 10")

@@ -19,6 +19,7 @@ from mura_cli import __version__
 from mura_cli.cli._console import err_console
 from mura_cli.cli.archs import archs
 from mura_cli.cli.benchmark import benchmark_cmd
+from mura_cli.cli.demo import demo
 from mura_cli.cli.localize import localize_cmd
 from mura_cli.cli.predict import predict_cmd
 from mura_cli.cli.prepare import prepare
@@ -78,6 +79,7 @@ app.command("archs")(archs)
 app.command("train")(train)
 app.command("push")(push)
 app.command("benchmark")(benchmark_cmd)
+app.command("demo")(demo)
 
 
 def _usage_error_line(err: Exception) -> str:
@@ -85,8 +87,9 @@ def _usage_error_line(err: Exception) -> str:
     ctx = getattr(err, "ctx", None)
     where = getattr(ctx, "command_path", "") or "mura"
     msg = " ".join(str(err.format_message()).split())  # type: ignore[attr-defined]
+    msg = re.sub(r"( Did you mean '[^']+'\?)\1+", r"\1", msg)  # some typer/click pairs suggest twice
     match = re.match(r"No such command '(.+)'", msg)
-    if match and ctx is not None and hasattr(ctx.command, "list_commands"):
+    if match and "Did you mean" not in msg and ctx is not None and hasattr(ctx.command, "list_commands"):
         close = difflib.get_close_matches(match.group(1), ctx.command.list_commands(ctx), n=1)
         if close:
             msg += f" Did you mean '{close[0]}'?"

@@ -82,17 +82,25 @@ def typed_params(ctx: typer.Context) -> set[str]:
 def inference_hooks(what: str = "images") -> Iterator[Hooks]:
     """Hooks that draw a progress bar over the inputs and print notices, warnings and failures as lines."""
     with progress() as bar:
-        task = bar.add_task(what, total=None)
+        yield hooks_on(bar, what)
 
-        def say(text: str) -> None:
-            bar.console.print(text, soft_wrap=True, highlight=False)
 
-        yield Hooks(
-            on_info=lambda msg: say(escape(msg)),
-            on_warning=lambda msg: say(f"[yellow]warning:[/] {escape(msg)}"),
-            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
-            on_failure=lambda f: say(f"[yellow]failed:[/] {escape(_reason(f))}"),
-        )
+def hooks_on(bar: Progress, what: str = "images") -> Hooks:
+    """:class:`Hooks` drawing on an existing progress display (one live display at a time)."""
+    task = bar.add_task(what, total=None, visible=False)
+
+    def say(text: str) -> None:
+        bar.console.print(text, soft_wrap=True, highlight=False)
+
+    def advance(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total, visible=done < total)
+
+    return Hooks(
+        on_info=lambda msg: say(escape(msg)),
+        on_warning=lambda msg: say(f"[yellow]warning:[/] {escape(msg)}"),
+        on_progress=advance,
+        on_failure=lambda f: say(f"[yellow]failed:[/] {escape(_reason(f))}"),
+    )
 
 
 def _reason(f: Failure) -> str:

@@ -150,7 +150,17 @@ def _render_speed(speed: dict[str, Any] | None, machine: dict[str, Any]) -> None
         return
     gpu = machine.get("gpu") or "no GPU"
     table = Table(title=f"speed on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {gpu}")
-    for col in ("arch", "size", "batch", "img/s", "decode ms", "preprocess ms", "forward ms", "CAM+box ms", "peak MB"):
+    for col in (
+        "arch",
+        "size",
+        "batch",
+        "img/s",
+        "decode ms",
+        "preprocess ms",
+        "forward ms",
+        "CAM+box ms",
+        "process peak MB",
+    ):
         table.add_column(col, justify="left" if col == "arch" else "right")
     for r in speed["rows"]:
         ms = r["ms_per_image"]

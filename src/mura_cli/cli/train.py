@@ -69,6 +69,9 @@ _WeightDecay = Annotated[float, typer.Option(help="Adam weight decay.")]
 _LrFactor = Annotated[float, typer.Option(help="LR factor on a tune-loss plateau.")]
 _LrPatience = Annotated[int, typer.Option(help="Plateau epochs before the LR drops.")]
 _EarlyStop = Annotated[int, typer.Option(help="Plateau epochs before stopping (0 = never).")]
+_OutputStride = Annotated[
+    int | None, typer.Option(help="Backbone output stride: 16 or 8 for a finer CAM (dilated last stages).")
+]
 _Dropout = Annotated[float, typer.Option(help="Dropout before the linear head.")]
 _WeightedLoss = Annotated[
     bool, typer.Option("--weighted-loss/--no-weighted-loss", help="Weight BCE per body part by label counts.")
@@ -121,6 +124,7 @@ def train(
     lr_patience: _LrPatience = _T.lr_patience,
     early_stop: _EarlyStop = _T.early_stop,
     dropout: _Dropout = _T.dropout,
+    output_stride: _OutputStride = _T.output_stride,
     weighted_loss: _WeightedLoss = _T.weighted_loss,
     threshold: _Threshold = _T.threshold,
     seed: _Seed = _T.seed,
@@ -163,8 +167,8 @@ def train(
             "lower accuracy than from ImageNet weights"
         )
 
-    bar, tasks, table = progress(), {}, _epoch_table()
-    on_start, on_batch, on_epoch = _train_view(bar, tasks, table)
+    bar, tasks, table = progress(), {}, epoch_table()
+    on_start, on_batch, on_epoch = train_view(bar, tasks, table)
     try:
         result = fit(cfg, resume=resume, changes=changes, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
     finally:
@@ -203,14 +207,14 @@ def _resolve(ctx: typer.Context, resume: Path | None, config: Path | None) -> tu
     return resolve_config(TrainConfig, load_config_file(config) if config else {}, flags), {}
 
 
-def _epoch_table() -> Table:
+def epoch_table() -> Table:
     table = Table(title="training (tune metrics at study level)")
     for col in ("epoch", "train loss", "tune loss", "kappa", "AUROC", "img AUROC", "lr", "s"):
         table.add_column(col, justify="right")
     return table
 
 
-def _train_view(bar: Any, tasks: dict[str, Any], table: Table) -> tuple[Any, Any, Any]:
+def train_view(bar: Any, tasks: dict[str, Any], table: Table) -> tuple[Any, Any, Any]:
     """The callbacks that draw a training run: its header, batch progress bars and one line per epoch."""
 
     def on_start(info: dict[str, Any]) -> None:

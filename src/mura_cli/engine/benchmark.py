@@ -90,7 +90,8 @@ def run_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str 
     curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
     models: list[LoadedModel] = []
     failures: tuple[Failure, ...] = ()
-    scoring = bool(cfg.data) and not cfg.archs  # --arch: a speed run with random weights; --data gives the images
+    # --arch without --model: a speed run with random weights, --data only gives the images to time
+    scoring = bool(cfg.data) and (bool(cfg.model) or not cfg.archs)
     if scoring or not cfg.archs:
         choice = resolve_model_specs(cfg.model, runs_dir=cfg.runs_dir)
         hooks.on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
@@ -155,7 +156,10 @@ def _accuracy(
     s_thr = np.array([np.mean(thr_by_study[s]) for s in ids])
     study_table = score_table(np.asarray(s_labels), np.asarray(s_probs), list(ids), s_parts, s_thr, **kw)
     report["levels"] = {"study": study_table, "image": image_table}
-    if index.kind == "mura":  # the published numbers are MURA's; beside another dataset they would mislead
+    from mura_cli.data.demo import DEMO_MANIFEST
+
+    synthetic = (Path(index.root) / DEMO_MANIFEST).is_file()
+    if index.kind == "mura" and not synthetic:  # published numbers are MURA's; beside other data they mislead
         report["references"] = [row for p in [*sorted(set(parts)), "all"] for row in reference_rows(p)]
     report["failures"] = [{"path": f.path, "reason": f.reason} for f in scored.failures]
     if with_boxes:
@@ -235,11 +239,14 @@ def _speed(cfg: BenchmarkConfig, models: list[LoadedModel], device: str, hooks: 
 
     files = speed_sample_files(cfg)
     hooks.on_info(f"speed: {plural(len(files), 'file')}, batch {cfg.batch_size}, device {device}")
+    rows = []
     if cfg.archs:
-        return measure_archs(cfg.archs, files, size=cfg.size, device=device, batch_size=cfg.batch_size)
-    m = models[0]
-    tcfg = m.transform if cfg.size is None else replace(m.transform, size=cfg.size, center_crop=None)
-    return [measure_speed(m.backend, tcfg, files, arch=m.config.arch, device=device, batch_size=cfg.batch_size)]
+        rows += measure_archs(cfg.archs, files, size=cfg.size, device=device, batch_size=cfg.batch_size)
+    for m in models[:1]:
+        tcfg = m.transform if cfg.size is None else replace(m.transform, size=cfg.size, center_crop=None)
+        name = f"{m.config.arch} ({m.short_name})"
+        rows.append(measure_speed(m.backend, tcfg, files, arch=name, device=device, batch_size=cfg.batch_size))
+    return rows
 
 
 def speed_sample_files(cfg: BenchmarkConfig, limit: int = 32) -> list[Path]:

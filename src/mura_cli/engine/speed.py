@@ -150,13 +150,13 @@ def measure_archs(
     batch_size: int,
     on_row: Callable[[SpeedRow], None] | None = None,
 ) -> list[SpeedRow]:
-    """:func:`measure_speed` for architectures with random weights at ``size`` (default: their pretrained size)."""
+    """:func:`measure_speed` for architectures with random weights at ``size`` (default: the training recipe's)."""
     from mura_cli.models.registry import MuraNet, pretrained_cfg
 
     rows = []
     for arch in archs:
         pcfg = pretrained_cfg(arch)
-        side = size or int(pcfg["input_size"][-1])
+        side = size or TransformConfig().size
         tcfg = TransformConfig(size=side, mean=tuple(pcfg["mean"]), std=tuple(pcfg["std"]))
         backend = TorchBackend(MuraNet(arch), device, name=arch)
         row = measure_speed(backend, tcfg, files, arch=arch, device=device, batch_size=batch_size)

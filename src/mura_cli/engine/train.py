@@ -82,6 +82,7 @@ def model_config(cfg: TrainConfig, part: str, parts: list[str], metrics: dict[st
         std=t.std,
         transform=t,
         dropout=cfg.dropout,
+        output_stride=cfg.output_stride,
         part=part,
         parts=tuple(parts),
         threshold=cfg.threshold,
@@ -137,7 +138,7 @@ def build_model(cfg: TrainConfig, d: Dist, *, pretrained: bool) -> tuple[MuraNet
 
     Returns ``(model, the module to train, what loading the weights did)``.
     """
-    model = MuraNet(cfg.arch, dropout=cfg.dropout)
+    model = MuraNet(cfg.arch, dropout=cfg.dropout, output_stride=cfg.output_stride)
     report = None
     if pretrained and cfg.weights.lower() != "none":
         if d.main:  # rank 0 downloads; the others then find the file in the cache

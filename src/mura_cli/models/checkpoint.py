@@ -45,6 +45,7 @@ class ModelConfig:
         std: per-channel normalization std.
         transform: the preprocessing (eval transform built from it).
         dropout: dropout before the linear head (part of the network's structure).
+        output_stride: the backbone's output stride when not its own (``None``: 32).
         part: the body part trained on, or ``all``.
         parts: the body parts seen in training.
         threshold: probability at or above which a study is labelled abnormal.
@@ -64,6 +65,7 @@ class ModelConfig:
     std: tuple[float, ...] = IMAGENET_STD
     transform: TransformConfig = field(default_factory=TransformConfig)
     dropout: float = 0.0
+    output_stride: int | None = None
     part: str = "all"
     parts: tuple[str, ...] = ("all",)
     threshold: float = 0.5
@@ -94,8 +96,12 @@ class ModelConfig:
         return cls(**_normalized(data, where))
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready dict written as ``config.json`` (tuples become lists)."""
-        return to_dict(self)
+        """The JSON-ready dict written as ``config.json`` (tuples become lists; an unset ``output_stride``, the
+        arch's own, is left out so configs of ordinary models keep their keys)."""
+        out = to_dict(self)
+        if out.get("output_stride") is None:
+            out.pop("output_stride", None)
+        return out
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -129,6 +135,7 @@ def _normalized(data: dict[str, Any], where: str) -> dict[str, Any]:
         "parts": tuple(str(p) for p in data.get("parts") or [part]),
         "threshold": float(data.get("threshold", 0.5)),
         "dropout": float(data.get("dropout", 0.0)),
+        "output_stride": None if data.get("output_stride") is None else int(data["output_stride"]),
         "num_classes": int(data.get("num_classes", 1)),
         "label_names": tuple(str(n) for n in data.get("label_names", ModelConfig.label_names)),
         "input_size": tuple(int(n) for n in data.get("input_size", (3, size, size))),
@@ -226,7 +233,7 @@ def load_run_model(folder: str | Path, map_location: str = "cpu") -> tuple[MuraN
     config = ModelConfig.from_json(folder / CONFIG_NAME)
     if not weights.is_file():
         raise ModelError(f"{weights}: missing; the run has not saved a best model yet")
-    model = MuraNet(config.arch, dropout=config.dropout)
+    model = MuraNet(config.arch, dropout=config.dropout, output_stride=config.output_stride)
     state = read_weights(weights)
     try:
         model.load_state_dict(state, strict=True)

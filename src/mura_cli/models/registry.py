@@ -127,20 +127,24 @@ class MuraNet(nn.Module):
     Args:
         arch: plain or timm architecture name.
         dropout: dropout before the linear head.
+        output_stride: input pixels per feature-map cell (timm's ``output_stride``: 8 or 16 dilate the last
+            stages of archs that support it, for a finer class activation map; ``None``: the arch's own, 32).
     """
 
-    def __init__(self, arch: str, dropout: float = 0.0) -> None:
+    def __init__(self, arch: str, dropout: float = 0.0, output_stride: int | None = None) -> None:
         import timm
 
         super().__init__()
         self.arch = arch
         self.timm_name = resolve_arch(arch)
+        kwargs = {} if output_stride is None else {"output_stride": output_stride}
         try:
             self.backbone = timm.create_model(
-                self.timm_name.split(".", 1)[0], pretrained=False, num_classes=0, global_pool=""
+                self.timm_name.split(".", 1)[0], pretrained=False, num_classes=0, global_pool="", **kwargs
             )
-        except (RuntimeError, TypeError, ValueError) as exc:
-            raise ModelError(f"cannot build {arch!r} with timm: {exc}") from None
+        except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
+            extra = f" with output stride {output_stride}" if output_stride else ""
+            raise ModelError(f"cannot build {arch!r}{extra} with timm: {exc}") from None
         if type(getattr(self.backbone, "pre_logits", None)).__name__ == "ConvMlp":  # VGG fc6/fc7: unused by our head
             self.backbone.pre_logits = nn.Identity()
         self.num_features = int(self.backbone.num_features)

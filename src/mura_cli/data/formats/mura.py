@@ -3,16 +3,32 @@
 The official CSVs are headerless: ``train_image_paths.csv`` lists images (``MURA-v1.1/train/XR_.../image1.png``)
 and ``train_labeled_studies.csv`` labels studies (``MURA-v1.1/train/XR_.../study1_positive/,1``); ``valid_`` the
 same. When they are present they are cross-checked with the files on disk; without them the folders are read.
+Images may be PNG/JPEG or DICOM (``imageN.dcm``) in the same layout.
+
+Optional ground-truth boxes: a ``boxes.csv`` next to the official CSVs, with a header row
+``path,x0,y0,x1,y1`` and one row per box (several rows for an image with several lesions)::
+
+    path,x0,y0,x1,y1
+    MURA-v1.1/train/XR_HAND/patient00001/study1_positive/image1.png,40,112,96,170
+
+``path`` is written exactly as in the image-path CSVs (the ``MURA-v1.1/`` prefix may be left out); the
+coordinates are pixels of the stored image (DICOM: rows and columns), ``x1``/``y1`` exclusive. The boxes land in
+each :class:`~mura_cli.data.records.IndexRow`'s ``boxes`` as ``(x0, y0, x1, y1)``, as FracAtlas's do, for
+scoring CAM boxes. Rows that name no indexed image, or are malformed, are reported as problems; boxes on images
+of normal studies are kept and reported. The demo set (:mod:`mura_cli.data.demo`) writes this file; a user with
+annotations of their own can write the same one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mura_cli.data.checks import check_image_files
 from mura_cli.data.formats._files import read_csv_rows, scan_files
-from mura_cli.data.readers import RASTER_SUFFIXES
+from mura_cli.data.readers import DICOM_SUFFIXES, RASTER_SUFFIXES
 from mura_cli.data.records import MURA_PARTS, Index, IndexRow, MuraPath, Problems, parse_mura_path
 
 MURA_DIR = "MURA-v1.1"
@@ -22,7 +38,10 @@ MURA_CSVS = (
     "valid_image_paths.csv",
     "valid_labeled_studies.csv",
 )
+BOXES_CSV = "boxes.csv"
 _MURA_SPLITS = ("train", "valid")
+_SUFFIXES = RASTER_SUFFIXES | DICOM_SUFFIXES
+Box = tuple[float, float, float, float]
 
 
 @dataclass
@@ -54,16 +73,18 @@ class MuraReader:
     def read(self, root: Path, *, check_files: bool = True) -> Index:
         """Index MURA-v1.1: the official CSVs when present, cross-checked with the files; else the folders."""
         mura_dir = self.locate(root) or root
-        files = [f for f in scan_files(mura_dir, RASTER_SUFFIXES) if f.split("/", 1)[0] in _MURA_SPLITS]
+        files = [f for f in scan_files(mura_dir, _SUFFIXES) if f.split("/", 1)[0] in _MURA_SPLITS]
         problems = Problems()
         listing = _read_listing(mura_dir, problems)
         paths = _crosscheck(files, listing, problems) if listing.images else files
         rows = _rows(paths, listing.study_labels, problems)
+        meta: dict = {"csvs": listing.csvs}
+        if (mura_dir / BOXES_CSV).is_file():
+            rows = _attach_boxes(rows, _read_boxes(mura_dir / BOXES_CSV, mura_dir.name + "/", problems), problems)
+            meta["boxes"] = sum(len(r.boxes) for r in rows)
         if check_files:
             problems.extend(check_image_files(mura_dir, (r.path for r in rows)))
-        return Index(
-            root=mura_dir, kind=self.name, rows=tuple(rows), problems=problems.to_tuple(), meta={"csvs": listing.csvs}
-        )
+        return Index(root=mura_dir, kind=self.name, rows=tuple(rows), problems=problems.to_tuple(), meta=meta)
 
 
 def _read_listing(mura_dir: Path, problems: Problems) -> _Listing:
@@ -162,3 +183,40 @@ def _rows(paths: list[str], study_labels: dict[str, int], problems: Problems) ->
     odd = sorted({r.part for r in rows} - set(MURA_PARTS))
     problems.add("unknown_part", "body-part folders other than the seven MURA parts (kept)", odd)
     return rows
+
+
+def _read_boxes(path: Path, prefix: str, problems: Problems) -> dict[str, list[Box]]:
+    """Image path (without the ``MURA-v1.1/`` prefix) -> its boxes, from ``boxes.csv``; bad rows are reported."""
+    found: dict[str, list[Box]] = defaultdict(list)
+    bad = []
+    for n, row in enumerate(read_csv_rows(path)):
+        if n == 0 and row[0].strip().lower() == "path":
+            continue
+        try:
+            box = tuple(float(v) for v in row[1:5])
+        except ValueError:
+            box = ()
+        if len(box) != 4 or not (0 <= box[0] < box[2] < math.inf and 0 <= box[1] < box[3] < math.inf):
+            bad.append(",".join(row))
+            continue
+        found[_strip_prefix(row[0].strip(), prefix)].append(box)  # type: ignore[arg-type]
+    problems.add(
+        "bad_csv_row", f"{path.name}: rows that are not path,x0,y0,x1,y1 with 0 <= x0 < x1 and 0 <= y0 < y1", bad
+    )
+    return found
+
+
+def _attach_boxes(rows: list[IndexRow], boxes: dict[str, list[Box]], problems: Problems) -> list[IndexRow]:
+    """Rows with their ``boxes``; boxes naming no indexed image and boxes on normal images are reported."""
+    indexed = {r.path for r in rows}
+    problems.add(
+        "box_without_image",
+        f"{BOXES_CSV}: boxes whose image is not indexed (left out)",
+        sorted(p for p in boxes if p not in indexed),
+    )
+    problems.add(
+        "box_on_normal_image",
+        f"{BOXES_CSV}: boxes on images of normal studies (kept)",
+        sorted(r.path for r in rows if r.label == 0 and r.path in boxes),
+    )
+    return [replace(r, boxes=tuple(boxes[r.path])) if r.path in boxes else r for r in rows]
