@@ -96,3 +96,12 @@ def test_demo_runs_end_to_end_small(tmp_path):
     assert report["boxes"] is not None and report["references"] == []  # synthetic data: no published numbers
     res = mura("demo", "--out", "d", cwd=tmp_path)
     assert res.returncode == 2 and "--overwrite" in one_error_line(res)
+
+
+@pytest.mark.slow
+def test_speed_of_archs_on_the_built_in_samples(tmp_path):
+    res = mura("benchmark", "--speed", "--arch", "test_resnet", "--size", "32", "--batch-size", "4", "--out", "sp",
+               cwd=tmp_path, env={"MURA_CACHE": str(tmp_path / "cache")})  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = json.loads((tmp_path / "sp" / "report.json").read_text())["speed"]["rows"]
+    assert rows[0]["arch"] == "test_resnet" and rows[0]["images"] >= 2  # demo images and the shipped tibia DICOM

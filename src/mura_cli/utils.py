@@ -122,3 +122,15 @@ def short_error(exc: BaseException, limit: int = 200) -> str:
     msg = " ".join(str(exc).split()) or type(exc).__name__
     msg = re.sub(r"\[Errno -?\d+\]\s*", "", msg)  # "[Errno 111] Connection refused" -> "Connection refused"
     return msg[:limit] + ("..." if len(msg) > limit else "")
+
+
+CACHE_ENV = "MURA_CACHE"
+"""Where mura keeps what it can rebuild (the demo set and model of the bare ``mura benchmark``)."""
+
+
+def cache_dir() -> Path:
+    """``$MURA_CACHE``, else ``$XDG_CACHE_HOME/mura-cli``, else ``~/.cache/mura-cli``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mura-cli"

@@ -108,11 +108,12 @@ def render_benchmark(report: dict[str, Any]) -> None:
         if not parts:
             continue
         table = Table(title=f"{level} level (95% bootstrap CI, resampled by study)")
-        for col in ("part", "n", *(c for c, _ in columns), _LEVEL_REFERENCE[level][0]):
+        refs = bool(report.get("references"))
+        for col in ("part", "n", *(c for c, _ in columns), *([_LEVEL_REFERENCE[level][0]] if refs else [])):
             table.add_column(col, justify="left" if col == "part" else "right", no_wrap=True)
         for name, e in parts.items():
             cells = [_est(e["metrics"].get(k)) for _, k in columns]
-            table.add_row(name, str(e["n"]), *cells, _reference(report, name, level))
+            table.add_row(name, str(e["n"]), *cells, *([_reference(report, name, level)] if refs else []))
         console.print(table)
     if report.get("references"):
         console.print(

@@ -256,6 +256,10 @@ def speed_sample_files(cfg: BenchmarkConfig, limit: int = 32) -> list[Path]:
 
         index, _ = resolve_index(cfg.data)
         return [index.resolve(r) for r in index.rows[:limit]]
-    from mura_cli.data.demo import speed_samples
+    from mura_cli.data.demo import generate_demo_set, sample_dicom
+    from mura_cli.data.inputs import discover_inputs
+    from mura_cli.utils import cache_dir
 
-    return speed_samples(limit)
+    demo = generate_demo_set(cache_dir() / "samples", studies_per_part=10, seed=0)
+    images, _ = discover_inputs([demo / "valid"])
+    return [*images[: limit - 1], sample_dicom()]

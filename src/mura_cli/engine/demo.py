@@ -29,9 +29,7 @@ from mura_cli.engine.predict import PredictReport, run_predict
 from mura_cli.engine.prepare import run_prepare
 from mura_cli.engine.results import Hooks, TrainResult
 from mura_cli.errors import MuraError, UsageError
-
-CACHE_ENV = "MURA_CACHE"
-"""Where the bare ``mura benchmark`` keeps its demo set and model (default ``~/.cache/mura-cli``)."""
+from mura_cli.utils import cache_dir
 
 
 @dataclass(frozen=True)
@@ -140,14 +138,6 @@ def run_demo(cfg: DemoConfig, hooks: DemoHooks = DemoHooks()) -> DemoReport:
         command=f"mura benchmark --data {index} --model {model[0]} --split valid --boxes --out {out / 'benchmark'}",
     )  # fmt: skip
     return DemoReport(out, data, index, weights, train, pred, loc, bench)
-
-
-def cache_dir() -> Path:
-    """``$MURA_CACHE``, else ``$XDG_CACHE_HOME/mura-cli``, else ``~/.cache/mura-cli``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mura-cli"
 
 
 def run_bare_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str = "") -> list[BenchmarkReport]:
