@@ -7,7 +7,6 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from mura_cli.cli._console import config_from, console, inference_hooks
@@ -123,8 +122,6 @@ def render_benchmark(report: dict[str, Any]) -> None:
         )
     _render_boxes(report.get("boxes"))
     _render_speed(report.get("speed"), report.get("machine", {}))
-    for f in report.get("failures", [])[:20]:
-        console.print(f"[yellow]failed:[/] {escape(f['reason'])}", soft_wrap=True)
 
 
 def _render_boxes(boxes: dict[str, Any] | None) -> None:
