@@ -7,7 +7,9 @@ import json
 import os
 import random
 import re
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +79,44 @@ def ensure_new(path: str | Path | None, overwrite: bool) -> None:
         raise UsageError(f"{path}: exists; choose another name or pass --overwrite")
 
 
-def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], header: bool = True) -> Path:
-    """Write dict rows as CSV with ``\n`` line endings (columns from the first row); an empty list, an empty file."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write to; renamed onto ``path`` when the block ends without error.
+
+    An interrupted write never leaves a half-written file under the final name: the temporary one (a hidden
+    ``.NAME.XXXX.tmp.SUFFIX``, so format sniffing by suffix still works) is removed on any exception.
+    """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=f".tmp{out.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.chmod(0o644)  # mkstemp makes it private; outputs are ordinary files
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> Path:
+    """Write ``data`` as JSON (non-JSON values through ``str``) to ``path`` atomically."""
+    return write_text(path, json.dumps(data, indent=indent, default=str) + "\n")
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], header: bool = True) -> Path:
+    """Write dict rows as CSV with ``\\n`` line endings (columns from the first row), atomically; an empty list
+    gives an empty file."""
+    out = Path(path)
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         if rows:
             w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
             if header:

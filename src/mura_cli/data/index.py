@@ -31,6 +31,7 @@ from mura_cli.data.records import IndexRow as IndexRow
 from mura_cli.data.records import Problem as Problem
 from mura_cli.data.records import part_from_name as part_from_name
 from mura_cli.errors import DataError
+from mura_cli.utils import atomic_path, write_json
 
 # ============================================================================================ building
 
@@ -155,13 +156,11 @@ def write_index(index: Index, out_dir: str | Path) -> tuple[Path, Path]:
     try:
         out.mkdir(parents=True, exist_ok=True)
         index_path = out / INDEX_FILE
-        tmp = index_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_path(index_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=INDEX_COLUMNS, lineterminator="\n")
             w.writeheader()
             for r in index.rows:
                 w.writerow(r.to_row())
-        tmp.replace(index_path)
         summary = {
             "root": str(index.root.resolve()),
             "kind": index.kind,
@@ -173,7 +172,7 @@ def write_index(index: Index, out_dir: str | Path) -> tuple[Path, Path]:
             "meta": index.meta,
         }
         summary_path = out / SUMMARY_FILE
-        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(summary_path, summary)
     except OSError as exc:
         raise DataError(
             f"{out}: cannot write the index there ({exc.strerror}); choose another folder with --out"

@@ -22,7 +22,7 @@ from mura_cli.data.index import Index, IndexRow, build_index, find_prepared, loa
 from mura_cli.engine.results import EpochResult
 from mura_cli.errors import DataError, UsageError
 from mura_cli.models.checkpoint import ModelConfig, read_weights, save_run_model, save_weights
-from mura_cli.utils import plural, write_csv
+from mura_cli.utils import atomic_path, plural, write_csv, write_json
 
 TRAIN_CONFIG = "train_config.json"
 LAST_WEIGHTS, LAST_OPTIM, LAST_STATE = "last.safetensors", "last_optimizer.safetensors", "last_state.json"
@@ -117,7 +117,7 @@ def new_run_dir(cfg: TrainConfig, part: str) -> Path:
 def save_train_config(run: Path, cfg: TrainConfig) -> None:
     """Create ``run`` and write the resolved config as ``train_config.json``."""
     run.mkdir(parents=True, exist_ok=True)
-    (run / TRAIN_CONFIG).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    write_json(run / TRAIN_CONFIG, to_dict(cfg))
 
 
 def resume_config(run: Path, changes: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
@@ -175,7 +175,8 @@ def _save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> dict[str, A
                 tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{k}"] = v
-    save_file(tensors, str(path))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
     return {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
@@ -204,7 +205,7 @@ def save_last_state(
         "optimizer": _save_optimizer(optimizer, run / LAST_OPTIM),
         "history": [e.to_row() for e in progress.history],
     }
-    (run / LAST_STATE).write_text(json.dumps(last, indent=1, default=float) + "\n")
+    write_json(run / LAST_STATE, last, indent=1)
 
 
 def load_last_state(
@@ -303,7 +304,7 @@ def finish_run(
         "best": next((e.to_row() for e in progress.history if e.epoch == progress.best_epoch), None),
         "version": __version__,
     }
-    (run / SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(run / SUMMARY, summary)
     counts = {"images": (info.train_images, info.tune_images), "studies": (info.train_studies, info.tune_studies)}
     write_model_card(run, cfg, model, progress.history, progress.best_epoch, weights=info.weights, **counts)
 

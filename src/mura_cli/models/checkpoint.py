@@ -8,7 +8,6 @@ from the Hub is :mod:`mura_cli.models.hub`'s job; this module never touches the 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -20,7 +19,7 @@ import torch
 from mura_cli.config import IMAGENET_MEAN, IMAGENET_STD, TransformConfig, from_dict, to_dict
 from mura_cli.errors import ModelError
 from mura_cli.models.registry import MuraNet
-from mura_cli.utils import read_json, short_error
+from mura_cli.utils import atomic_path, read_json, short_error, write_json
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -156,9 +155,8 @@ def save_weights(model: torch.nn.Module, path: str | Path, *, arch: str) -> Path
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "arch": arch})
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "arch": arch})
     return out
 
 
@@ -218,7 +216,7 @@ def save_run_model(model: torch.nn.Module, folder: str | Path, config: ModelConf
     """Write ``model.safetensors`` and ``config.json`` (the Hub layout) into ``folder``; returns the weights path."""
     out = Path(folder)
     weights = save_weights(model, out / WEIGHTS_NAME, arch=config.arch)
-    (out / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    write_json(out / CONFIG_NAME, config.to_dict())
     return weights
 
 

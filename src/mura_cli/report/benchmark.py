@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from mura_cli.errors import UsageError
 from mura_cli.report.document import Block, Code, Interval, Table, render_html, render_markdown
 from mura_cli.report.document import fmt_num as _num
 from mura_cli.report.plots import draw_confusions, draw_reliability, draw_roc, png_bytes
+from mura_cli.utils import atomic_path
 
 Curves = Mapping[str, Mapping[str, tuple[Sequence[int], Sequence[float]]]]
 
@@ -272,15 +271,8 @@ def render_plots(report: Mapping[str, Any], curves: Curves) -> dict[str, bytes]:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_benchmark_report(

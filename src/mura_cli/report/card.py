@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mura_cli.metrics import format_metric
+from mura_cli.utils import write_text
 
 if TYPE_CHECKING:
     from mura_cli.config import TrainConfig
@@ -104,6 +105,4 @@ Not a medical device; for research use.
 ```
 </details>
 """
-    out = run / "README.md"
-    out.write_text(text)
-    return out
+    return write_text(run / "README.md", text)

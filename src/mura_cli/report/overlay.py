@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from mura_cli.utils import atomic_path
+
 # A perceptually ordered blue-to-red ramp (jet-like), 5 anchors interpolated.
 _ANCHORS = np.array([[0, 0, 128], [0, 128, 255], [0, 220, 120], [255, 220, 0], [220, 0, 0]], dtype=np.float32)
 
@@ -100,19 +102,20 @@ def _mask(text: str, font: Any) -> Image.Image:
 
 def save_overlay(path: str | Path, pixels: np.ndarray, cam: np.ndarray, box: Any | None, probability: float) -> Path:
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    render_overlay(pixels, cam, box, probability).save(out)
+    with atomic_path(out) as tmp:
+        render_overlay(pixels, cam, box, probability).save(tmp, format="PNG")
     return out
 
 
 def save_heatmap(path: str | Path, cam: np.ndarray) -> Path:
     """The raw map: ``.npy`` (float32, as computed) or 16-bit PNG (min..max scaled to 0..65535)."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npy":
-        np.save(out, cam.astype(np.float32))
-    else:
-        lo, hi = float(cam.min()), float(cam.max())
-        scaled = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
-        Image.fromarray((scaled * 65535).astype(np.uint16)).save(out)
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, cam.astype(np.float32))
+        else:
+            lo, hi = float(cam.min()), float(cam.max())
+            scaled = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
+            Image.fromarray((scaled * 65535).astype(np.uint16)).save(tmp, format="PNG")
     return out

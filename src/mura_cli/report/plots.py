@@ -19,6 +19,7 @@ from mura_cli.metrics import (
     roc_auc,
     roc_curve,
 )
+from mura_cli.utils import atomic_path
 
 _COLORS = {
     "train_loss": (31, 119, 180),
@@ -81,7 +82,8 @@ def save_training_curves(history: Sequence[Any], path: str | Path) -> Path:
         _panel(draw, box, series, epochs, title, **({"y_range": y_range} if y_range else {}))
     draw.text((440, 342), "epoch", fill=(0, 0, 0))
     out = Path(path)
-    img.save(out)
+    with atomic_path(out) as tmp:
+        img.save(tmp, format="PNG")
     return out
 
 
