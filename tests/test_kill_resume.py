@@ -1,0 +1,55 @@
+"""Runs get killed: ``mura train`` SIGKILLed mid-run and resumed ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from synth import MURA, make_mura_tree, mura
+
+TRAIN = ("--arch", "test_resnet", "--weights", "none", "--size", "32", "--batch-size", "4", "--workers", "0",
+         "--deterministic", "--early-stop", "0", "--epochs", "4")  # fmt: skip
+
+
+def _epochs_done(run: Path) -> int:
+    metrics = run / "metrics.csv"
+    return max(0, len(metrics.read_text().splitlines()) - 1) if metrics.is_file() else 0
+
+
+def _kill_after(args: list[str], cwd: Path, run: Path, epochs: int) -> None:
+    """Start ``mura train``, SIGKILL it as soon as ``epochs`` epochs are saved (the next one is under way)."""
+    env = {k: v for k, v in os.environ.items() if k != "MURA_MODEL"}
+    proc = subprocess.Popen([MURA, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while _epochs_done(run) < epochs:
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline, "training too slow"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed_after", [1, 2])
+def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path, killed_after):
+    data = make_mura_tree(tmp_path / "data", patients_per_part=10, valid_patients=0)
+    full = mura("train", "--data", data, *TRAIN, "--name", "full", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+    run = tmp_path / "runs" / "cut"
+    _kill_after(["train", "--data", str(data), *TRAIN, "--name", "cut"], tmp_path, run, killed_after)
+    assert _epochs_done(run) in (killed_after, killed_after + 1)  # the kill may land just after a save
+    res = mura("train", "--resume", run, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert _epochs_done(run) == 4
+    a = load_file(str(tmp_path / "runs" / "full" / "last.safetensors"))
+    b = load_file(str(run / "last.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
