@@ -18,6 +18,7 @@ class InferConfig:
         runs_dir: where ``mura train`` leaves its runs.
         part: body part for every input (else the MURA path, DICOM BodyPartExamined, then the model's).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        engine: ``torch``, ``onnx`` (ONNX Runtime, CPU) or ``auto`` (ONNX Runtime on CPU when installed).
         batch_size: images per forward pass.
         workers: decoding processes (0 = in the main process).
         max_pixels: per-frame pixel limit (decompression-bomb guard).
@@ -29,6 +30,7 @@ class InferConfig:
     runs_dir: str = "runs"
     part: str | None = None
     device: str = "auto"
+    engine: str = "torch"
     batch_size: int = 16
     workers: int = 2
     max_pixels: int = 100_000_000
@@ -117,6 +119,7 @@ class BenchmarkConfig:
         size: input size for ``archs`` (default: the arch's pretrained size).
         batch_size: images per forward pass.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        engine: ``torch``, ``onnx`` or ``auto`` (as for predict).
         workers: decoding processes.
         resamples: bootstrap resamples (by study) for the 95% confidence intervals.
         seed: bootstrap seed.
@@ -137,6 +140,7 @@ class BenchmarkConfig:
     size: int | None = None
     batch_size: int = 16
     device: str = "auto"
+    engine: str = "torch"
     workers: int = 2
     resamples: int = 2000
     seed: int = 0

@@ -94,11 +94,15 @@ def resolve_model_specs(
     )
 
 
-def load_models(specs: Sequence[str], device: str = "cpu") -> list[LoadedModel]:
+def load_models(specs: Sequence[str], device: str = "cpu", engine: str = "torch") -> list[LoadedModel]:
     """Load ``--model`` specs: run folders, Hub repos, or a folder holding one run per body part.
 
     Several specs form an ensemble (mean of probabilities); a folder of per-part runs routes by part.
+    ``engine`` is ``torch``, ``onnx`` (ONNX Runtime on an export cached beside the run) or ``auto``.
     """
+    from mura_cli.engine.onnx import resolve_engine
+
+    engine = resolve_engine(engine, device)
     from mura_cli.models.checkpoint import load_run_model
     from mura_cli.models.hub import resolve_model_folder
 
@@ -112,15 +116,22 @@ def load_models(specs: Sequence[str], device: str = "cpu") -> list[LoadedModel]:
             if not runs:
                 raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
             for d in runs:
-                out.append(_loaded(str(d), d, *load_run_model(d, device), device))
+                out.append(_loaded(str(d), d, *load_run_model(d, device), device, engine))
         else:
             folder = resolve_model_folder(spec)
-            out.append(_loaded(spec, folder, *load_run_model(folder, device), device))
+            out.append(_loaded(spec, folder, *load_run_model(folder, device), device, engine))
     return out
 
 
-def _loaded(name: str, folder: Path, model: Any, cfg: ModelConfig, device: str) -> LoadedModel:
-    return LoadedModel(name=name, backend=TorchBackend(model, device, name=name), config=cfg, folder=folder)
+def _loaded(name: str, folder: Path, model: Any, cfg: ModelConfig, device: str, engine: str) -> LoadedModel:
+    if engine == "onnx":
+        from mura_cli.engine.onnx import onnx_backend
+
+        size = cfg.transform.output_size
+        backend: Backend = onnx_backend(model, folder, folder / WEIGHTS_NAME, size, name)
+    else:
+        backend = TorchBackend(model, device, name=name)
+    return LoadedModel(name=name, backend=backend, config=cfg, folder=folder)
 
 
 def weights_sha256(models: Sequence[LoadedModel]) -> str | None:

@@ -1,0 +1,132 @@
+"""ONNX Runtime backend: the same logits and class activation maps as the torch model, without torch at run time.
+
+The model is exported once (outputs: the logit and the CAM on the feature grid; dynamic batch) and cached beside
+its run folder, keyed by the weights' hash, the input size and the opset, so a changed model is never served
+from a stale file. ONNX Runtime is an optional extra: ``pip install "mura-cli[onnx]"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mura_cli.errors import ModelError, UsageError
+from mura_cli.utils import atomic_path, cache_dir, is_writable_dir
+
+OPSET = 17
+ENGINES = ("torch", "onnx", "auto")
+_INSTALL = 'ONNX Runtime is not installed; pip install "mura-cli[onnx]" (or use --engine torch)'
+
+
+def onnx_available() -> bool:
+    """True when ``onnxruntime`` can be imported."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_engine(engine: str, device: str) -> str:
+    """``torch`` or ``onnx``: ``auto`` picks ONNX Runtime on CPU when it is installed, torch elsewhere."""
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "onnx" if device == "cpu" and onnx_available() else "torch"
+    if engine == "onnx":
+        if device != "cpu":
+            raise UsageError(f"--engine onnx runs on the CPU; use --device cpu or --engine torch (device {device})")
+        if not onnx_available():
+            raise UsageError(_INSTALL)
+    return engine
+
+
+def weights_digest(weights: Path) -> str:
+    """SHA-256 of a weights file (the cache key of its export)."""
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def onnx_path(folder: Path, weights: Path, size: int, opset: int = OPSET) -> Path:
+    """Where the export of ``weights`` at ``size`` lives: ``<run>/onnx/`` or, for a read-only run, the cache."""
+    name = f"model-{weights_digest(weights)[:16]}-{size}px-opset{opset}.onnx"
+    base = folder / "onnx" if is_writable_dir(folder) else cache_dir() / "onnx"
+    return base / name
+
+
+def export_onnx(model: Any, size: int, path: Path, opset: int = OPSET) -> Path:
+    """Export ``model`` (a MuraNet) with outputs ``logits`` (B) and ``cams`` (Bxhxw), dynamic batch, atomically."""
+    import torch
+
+    class _WithCam(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.net.forward_with_cam(x)
+
+    wrapper = _WithCam(model.cpu()).eval()
+    dummy = torch.zeros(1, 3, size, size)
+    dynamic = {"images": {0: "batch"}, "logits": {0: "batch"}, "cams": {0: "batch"}}
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; the graph is checked below
+        try:
+            torch.onnx.export(
+                wrapper,
+                (dummy,),
+                str(tmp),
+                input_names=["images"],
+                output_names=["logits", "cams"],
+                dynamic_axes=dynamic,
+                opset_version=opset,
+                dynamo=False,
+            )
+        except Exception as exc:  # any exporter failure: one line naming the arch
+            raise ModelError(f"cannot export {getattr(model, 'arch', 'the model')} to ONNX ({exc}); "
+                             "use --engine torch") from None  # fmt: skip
+    return path
+
+
+class OnnxBackend:
+    """An exported model in an ONNX Runtime CPU session (all graph optimisations; no thread spinning, since
+    torch and NumPy work runs between calls in the same process)."""
+
+    def __init__(self, path: Path, name: str = "", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # a damaged cache file: say which and how to rebuild
+            raise ModelError(f"{path}: ONNX Runtime cannot load it ({exc}); delete it to re-export") from None
+        self.name = name or Path(path).stem
+        self.path = Path(path)
+
+    def __call__(self, images: Any, with_cam: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        x = np.ascontiguousarray(np.asarray(images), dtype=np.float32)
+        if with_cam:
+            logits, cams = self.session.run(["logits", "cams"], {"images": x})
+            return np.asarray(logits).reshape(-1), np.asarray(cams)
+        (logits,) = self.session.run(["logits"], {"images": x})
+        return np.asarray(logits).reshape(-1), None
+
+
+def onnx_backend(model: Any, folder: Path, weights: Path, size: int, name: str) -> OnnxBackend:
+    """The cached export of ``weights`` (made now when missing) in an :class:`OnnxBackend`."""
+    path = onnx_path(folder, weights, size)
+    if not path.is_file():
+        export_onnx(model, size, path)
+    return OnnxBackend(path, name=name)

@@ -1,0 +1,76 @@
+"""The ONNX Runtime engine gives the torch engine's probabilities and CAMs (within 1e-4) on real radiographs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mura_cli.config import InferConfig, TransformConfig
+from mura_cli.engine.backends import TorchBackend
+from mura_cli.engine.load import LoadedModel, load_models
+from mura_cli.engine.onnx import onnx_backend, onnx_path, resolve_engine
+from mura_cli.engine.predict import predict
+from mura_cli.errors import UsageError
+from mura_cli.models.checkpoint import WEIGHTS_NAME, ModelConfig, save_run_model
+from mura_cli.models.registry import MuraNet
+
+from synth import SHARED_DATA, make_mura_tree
+
+pytest.importorskip("onnxruntime")
+
+
+def _inputs(tmp_path):
+    """Real radiographs when ../shared is here (PNG and DICOM), else a synthetic MURA tree."""
+    if SHARED_DATA.is_dir():
+        pngs = sorted((SHARED_DATA / "mura-sample").rglob("*.png"))[:4]
+        dicoms = [SHARED_DATA / "dicom" / n for n in ("CR_cspine_16x16_tiny_pydicom_bundled.dcm",
+                                                      "CR_hip_RG2_jpeg_extended_lossy.dcm")]  # fmt: skip
+        return pngs + dicoms
+    return sorted(make_mura_tree(tmp_path / "d", patients_per_part=2, valid_patients=0).rglob("*.png"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenetv3_large_100", "efficientnet_b0"])
+def test_onnx_engine_matches_torch(tmp_path, arch):
+    torch.manual_seed(0)
+    net = MuraNet(arch).eval()
+    with torch.no_grad():  # a head with some signal, so the maps are not flat
+        net.fc.weight.normal_(0, 0.05)
+    run = tmp_path / "run"
+    cfg = ModelConfig(arch=arch, transform=TransformConfig(size=96))
+    save_run_model(net, run, cfg)
+    files = _inputs(tmp_path)
+    torch_model = LoadedModel(name="m", backend=TorchBackend(net), config=cfg, folder=run)
+    onnx_model = LoadedModel(name="m", backend=onnx_backend(net, run, run / WEIGHTS_NAME, 96, "m"), config=cfg)
+    a = list(predict(files, [torch_model], InferConfig(batch_size=3, workers=0), per_image=True, with_cam=True))
+    b = list(predict(files, [onnx_model], InferConfig(batch_size=3, workers=0), per_image=True, with_cam=True))
+    assert len(a) == len(b) == len(files)
+    for p, q in zip(a, b, strict=True):
+        assert abs(p.probability - q.probability) < 1e-4
+        assert p.cam.shape == q.cam.shape and np.abs(p.cam - q.cam).max() < 1e-4
+
+
+def test_export_is_cached_by_weights_size_and_opset(tmp_path):
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    save_run_model(MuraNet("test_resnet"), run, ModelConfig(arch="test_resnet", transform=TransformConfig(size=32)))
+    first = load_models([str(run)], "cpu", "onnx")[0]
+    path = onnx_path(run, run / WEIGHTS_NAME, 32)
+    assert path.is_file() and path.parent == run / "onnx"
+    stamp = path.stat().st_mtime_ns
+    load_models([str(run)], "cpu", "onnx")
+    assert path.stat().st_mtime_ns == stamp  # reused, not exported again
+    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    assert first.backend(x, True)[1].shape[0] == 2
+    save_run_model(MuraNet("test_resnet"), run, ModelConfig(arch="test_resnet", transform=TransformConfig(size=32)))
+    assert onnx_path(run, run / WEIGHTS_NAME, 32) != path  # new weights, new key
+
+
+def test_engine_choice():
+    assert resolve_engine("auto", "cpu") == "onnx" and resolve_engine("auto", "cuda") == "torch"
+    assert resolve_engine("torch", "cpu") == "torch"
+    with pytest.raises(UsageError, match="--engine"):
+        resolve_engine("tensorrt", "cpu")
+    with pytest.raises(UsageError, match="CPU"):
+        resolve_engine("onnx", "cuda")
