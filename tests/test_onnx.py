@@ -74,3 +74,22 @@ def test_engine_choice():
         resolve_engine("tensorrt", "cpu")
     with pytest.raises(UsageError, match="CPU"):
         resolve_engine("onnx", "cuda")
+
+
+@pytest.mark.slow
+def test_predict_with_the_onnx_engine_writes_the_same_csv(tmp_path):
+    from synth import mura
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    save_run_model(MuraNet("resnet18"), run, ModelConfig(arch="resnet18", transform=TransformConfig(size=64)))
+    data = make_mura_tree(tmp_path / "d", patients_per_part=2, valid_patients=0)
+    for engine in ("torch", "onnx"):
+        res = mura("predict", data, "--model", run, "--engine", engine, "--out", f"{engine}.csv", "--workers", "0",
+                   cwd=tmp_path)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+    rows = [(tmp_path / f"{e}.csv").read_text().splitlines() for e in ("torch", "onnx")]
+    assert len(rows[0]) == len(rows[1]) > 1
+    for a, b in zip(rows[0][1:], rows[1][1:], strict=True):
+        pa, pb = float(a.split(",")[3]), float(b.split(",")[3])
+        assert a.split(",")[0] == b.split(",")[0] and abs(pa - pb) < 1e-4

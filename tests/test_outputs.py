@@ -188,7 +188,9 @@ def test_no_box_means_no_peak():
 def test_localize_csv_peak_empty_without_box(tmp_path):
     from PIL import Image
 
-    Image.fromarray(np.full((40, 30), 90, np.uint8)).save(tmp_path / "flat.png")
+    flat = np.full((40, 30), 90, np.uint8)
+    flat[:, 15:] = 160  # not blank (a constant image is refused at stage sanity, issue 11)
+    Image.fromarray(flat).save(tmp_path / "flat.png")
     run = _run_dir(tmp_path / "run", silent=True)  # its map is 0 everywhere: no box
     res = mura(
         "localize", "flat.png", "--model", run, "--out", "boxes.csv", "--workers", "0", "--device", "cpu",

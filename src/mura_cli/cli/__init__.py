@@ -27,6 +27,8 @@ from mura_cli.cli.push import push
 from mura_cli.cli.train import train
 from mura_cli.errors import MuraError
 
+EXIT_CODES = "Exit codes: 0 done, 2 usage, 3 data, 4 model, 5 hub, 6 done but some inputs failed (see the errors CSV)."
+
 app = typer.Typer(
     name="mura",
     help="Abnormality detection and localization in musculoskeletal radiographs (MURA, DICOM, PNG/JPEG).",
@@ -35,6 +37,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    epilog=EXIT_CODES,
 )
 
 
@@ -72,8 +75,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 # One file per command; each module holds a plain function and never imports this package back.
-app.command("predict")(predict_cmd)
-app.command("localize")(localize_cmd)
+app.command("predict", epilog=EXIT_CODES)(predict_cmd)
+app.command("localize", epilog=EXIT_CODES)(localize_cmd)
 app.command("prepare")(prepare)
 app.command("archs")(archs)
 app.command("train")(train)
@@ -105,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mura`` executable; ``argv`` defaults to ``sys.argv[1:]``.
 
     The one place where errors become exit codes: :class:`MuraError` -> its ``exit_code`` (2 usage, 3 data,
-    4 model, 5 hub), a command-line usage mistake -> 2, Ctrl-C -> 130. Each is one line on stderr.
+    4 model, 5 hub, 6 finished with failed inputs), a command-line usage mistake -> 2, Ctrl-C -> 130. Each is
+    one line on stderr.
     """
     try:
         rc = app(args=argv, prog_name="mura", standalone_mode=False)

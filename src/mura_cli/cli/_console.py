@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -25,6 +25,8 @@ from rich.progress import (
 from rich.table import Table
 
 from mura_cli.engine.results import Failure, Hooks
+from mura_cli.errors import PartialFailure
+from mura_cli.utils import plural
 
 T = TypeVar("T")
 
@@ -115,3 +117,15 @@ def summary_table(title: str, rows: list[tuple[str, str]]) -> None:
     for r in rows:
         table.add_row(*r)
     console.print(table)
+
+
+def finish_inference(failures: Sequence[Failure], skipped: Sequence[Failure], errors: Path | None) -> None:
+    """After the summary: name each skipped path (failures were named as they happened), say where the errors
+    CSV is, and exit 6 (:class:`~mura_cli.errors.PartialFailure`) when any input failed."""
+    for f in skipped:
+        err_console.print(f"[dim]skipped:[/] {escape(_reason(f))}", soft_wrap=True, highlight=False)
+    if errors is not None:
+        err_console.print(f"inputs not scored, with reasons: {escape(str(errors))}", soft_wrap=True, highlight=False)
+    if failures:
+        where = f", listed in {errors}" if errors is not None else ""
+        raise PartialFailure(f"{plural(len(failures), 'input')} failed{where}; the others were scored and written")

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from mura_cli.cli._console import config_from, console, inference_hooks
-from mura_cli.cli.predict import DeviceOpt, ModelOpt, OverwriteOpt, WorkersOpt
+from mura_cli.cli.predict import DeviceOpt, EngineOpt, ModelOpt, OverwriteOpt, WorkersOpt
 from mura_cli.config import BenchmarkConfig
 
 _B = BenchmarkConfig()
@@ -36,9 +36,7 @@ def benchmark_cmd(
     size: Annotated[int | None, typer.Option(help="With --speed: input size (default: the model's).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _B.batch_size,
     device: DeviceOpt = _B.device,
-    engine: Annotated[
-        str, typer.Option(help="torch, onnx (ONNX Runtime, CPU; pip install mura-cli[onnx]) or auto.")
-    ] = _B.engine,
+    engine: EngineOpt = _B.engine,
     workers: WorkersOpt = _B.workers,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples (by study) for 95% CIs.")] = _B.resamples,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = _B.seed,

@@ -7,8 +7,17 @@ from typing import Annotated
 
 import typer
 
-from mura_cli.cli._console import config_from, inference_hooks, summary_table
-from mura_cli.cli.predict import DeviceOpt, MaxPixelsOpt, ModelOpt, OverwriteOpt, PartOpt, PathsArg, WorkersOpt
+from mura_cli.cli._console import config_from, finish_inference, inference_hooks, summary_table
+from mura_cli.cli.predict import (
+    DeviceOpt,
+    EngineOpt,
+    MaxPixelsOpt,
+    ModelOpt,
+    OverwriteOpt,
+    PartOpt,
+    PathsArg,
+    WorkersOpt,
+)
 from mura_cli.config import LocalizeConfig
 from mura_cli.utils import plural
 
@@ -29,6 +38,7 @@ def localize_cmd(
     ] = _L.threshold_frac,
     part: PartOpt = None,
     device: DeviceOpt = _L.device,
+    engine: EngineOpt = _L.engine,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _L.batch_size,
     workers: WorkersOpt = _L.workers,
     max_pixels: MaxPixelsOpt = _L.max_pixels,
@@ -49,3 +59,4 @@ def localize_cmd(
             ("failed", str(len(report.run.failures))),
         ],
     )
+    finish_inference(report.run.failures, report.run.skipped, report.errors)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mura_cli.cli._console import config_from, inference_hooks, summary_table
+from mura_cli.cli._console import config_from, finish_inference, inference_hooks, summary_table
 from mura_cli.config import PredictConfig
 from mura_cli.utils import plural
 
@@ -29,6 +29,9 @@ PartOpt = Annotated[
     typer.Option(help="Body part for every input (else MURA path, DICOM BodyPartExamined, then the model's)."),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+EngineOpt = Annotated[
+    str, typer.Option(help="torch, onnx (ONNX Runtime on CPU; pip install 'mura-cli\\[onnx]') or auto.")
+]
 WorkersOpt = Annotated[int, typer.Option(help="Decoding processes (0 = in the main process).")]
 MaxPixelsOpt = Annotated[int, typer.Option(help="Per-frame pixel limit (decompression-bomb guard).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
@@ -49,6 +52,7 @@ def predict_cmd(
     aggregate: Annotated[str, typer.Option(help="Study probability: mean (paper) or max.")] = _P.aggregate,
     threshold: Annotated[float | None, typer.Option(help="Abnormal threshold (default: the model's).")] = None,
     device: DeviceOpt = _P.device,
+    engine: EngineOpt = _P.engine,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _P.batch_size,
     workers: WorkersOpt = _P.workers,
     max_pixels: MaxPixelsOpt = _P.max_pixels,
@@ -71,3 +75,4 @@ def predict_cmd(
             ("failed", str(len(run.failures))),
         ],
     )
+    finish_inference(run.failures, run.skipped, report.errors)

@@ -2,7 +2,9 @@
 
 Pipeline, in the order the standard gives (PS3.4 Grayscale Transform Pipeline): modality LUT (rescale
 slope/intercept or LUT) -> VOI LUT, or the first window center/width, or a robust 0.5-99.5 percentile range
-when the file has neither -> MONOCHROME1 inversion -> [0, 1]. :func:`dicom_to_unit`, :func:`apply_window` and
+when the file has neither -> MONOCHROME1 inversion -> [0, 1]. A VOI LUT or window that maps the frame to (near)
+constant values while the stored values do vary (a window that misses the data) is replaced by the percentile
+range, with a warning naming the file. :func:`dicom_to_unit`, :func:`apply_window` and
 :func:`robust_range` are pure functions. Patient name and ID never leave the reader.
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mura_cli.data.image import Image, check_pixel_limit, one_line, rgb_to_unit_gray
+from mura_cli.data.image import Image, check_pixel_limit, is_near_constant, one_line, rgb_to_unit_gray, robust_range
 from mura_cli.errors import DataError
 
 log = logging.getLogger("mura_cli.data.readers")  # the readers' one logger, whichever module reads the file
@@ -133,7 +135,8 @@ def _dicom_frames(p: Path, ds: Any, *, frames: list[int] | None, max_pixels: int
     base_meta = _dicom_meta(p, ds, photometric, n_frames)
     out = []
     for f in wanted:
-        pixels = dicom_to_unit(arr[f], ds, array_photometric)
+        where = f"{p} (frame {f})" if n_frames > 1 else str(p)
+        pixels = dicom_to_unit(arr[f], ds, array_photometric, source=where)
         meta = dict(base_meta, frame=f, height=int(pixels.shape[0]), width=int(pixels.shape[1]))
         out.append(Image(pixels=pixels, meta=meta))
     return out
@@ -171,11 +174,13 @@ def _dicom_meta(p: Path, ds: Any, photometric: str, n_frames: int) -> dict[str, 
     return meta
 
 
-def dicom_to_unit(arr: np.ndarray, ds: Any, photometric: str | None = None) -> np.ndarray:
+def dicom_to_unit(arr: np.ndarray, ds: Any, photometric: str | None = None, *, source: str = "") -> np.ndarray:
     """Map stored DICOM pixel values of one frame to display values HxW float32 in [0, 1], bone bright.
 
-    Pure function of the array and the dataset's attributes: modality LUT, then VOI LUT or the first window,
-    or a robust percentile range, then MONOCHROME1 inversion.
+    A function of the array and the dataset's attributes: modality LUT, then VOI LUT or the first window,
+    or a robust percentile range, then MONOCHROME1 inversion. A VOI LUT or window under which the frame is
+    (near) constant while its values vary falls back to the percentile range and logs a warning naming
+    ``source`` (the file).
     """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -197,17 +202,37 @@ def dicom_to_unit(arr: np.ndarray, ds: Any, photometric: str | None = None) -> n
         descriptor = voi_seq[0].get("LUTDescriptor", [0, 0, 16])
         top = float(2 ** int(descriptor[2]) - 1) if len(descriptor) > 2 and descriptor[2] else lut_out.max()
         unit = lut_out / top if top > 0 else lut_out
+        unit = _unless_blank(unit, values, "its VOI LUT", source)
     else:
         window = _first_window(ds)
         if window is not None:
             center, width = window
             unit = apply_window(values, center, width, str(ds.get("VOILUTFunction", "LINEAR")).upper())
+            unit = _unless_blank(unit, values, f"window center {center:g} / width {width:g}", source)
         else:
             unit = robust_range(values)
     unit = np.clip(unit, 0.0, 1.0).astype(np.float32)
     if photometric == "MONOCHROME1":
         unit = 1.0 - unit
     return np.ascontiguousarray(unit, dtype=np.float32)
+
+
+def _unless_blank(unit: np.ndarray, values: np.ndarray, what: str, source: str) -> np.ndarray:
+    """``unit``, or the percentile range of ``values`` when ``unit`` is (near) constant and that range is not."""
+    if not is_near_constant(np.clip(unit, 0.0, 1.0)):
+        return unit
+    fallback = robust_range(values)
+    if is_near_constant(fallback):
+        return unit  # constant stored values too: a blank image, which the caller's sanity check reports
+    lo, hi = float(values.min()), float(values.max())
+    log.warning(
+        "%s: %s leaves almost no contrast over the stored values %g-%g; used their 0.5-99.5 percentile range",
+        source or "DICOM",
+        what,
+        lo,
+        hi,
+    )
+    return fallback
 
 
 def _first_window(ds: Any) -> tuple[float, float] | None:
@@ -238,16 +263,3 @@ def apply_window(values: np.ndarray, center: float, width: float, function: str 
     if width <= 1:
         return (values > center - 0.5).astype(np.float64)
     return np.clip(((values - (center - 0.5)) / (width - 1.0)) + 0.5, 0.0, 1.0)
-
-
-def robust_range(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Scale to [0, 1] between the ``low`` and ``high`` percentiles (of a strided sample for speed)."""
-    values = np.asarray(values, dtype=np.float64)
-    step = max(1, int(np.sqrt(values.size / 250_000)))
-    sample = values[::step, ::step] if values.ndim == 2 else values
-    lo, hi = np.percentile(sample, [low, high])
-    if hi <= lo:
-        lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return np.zeros_like(values)
-    return np.clip((values - lo) / (hi - lo), 0.0, 1.0)

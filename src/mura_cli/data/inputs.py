@@ -1,20 +1,23 @@
 """Inputs to inference: files, folders and globs expanded to images, and where each image sits in a study.
 
-:func:`discover_inputs` finds the images; :func:`mura_study_of` places a file in the MURA layout and
+:func:`scan_inputs` finds the images and says why each other path is not one (:func:`discover_inputs` is
+its short form); :func:`mura_study_of` places a file in the MURA layout and
 :func:`resolve_study_and_part` gives any image its study and body part (MURA path, then DICOM tags, then the
 model's part).
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import stat
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mura_cli.data.readers import RASTER_SUFFIXES, is_dicom
+from mura_cli.data.readers import DICOM_SUFFIXES, IMAGE_SUFFIXES, RASTER_SUFFIXES, sniff_head
 from mura_cli.data.records import parse_mura_path, part_from_name
 from mura_cli.errors import DataError
 
@@ -22,16 +25,69 @@ MURA_FIRST_VALID_PATIENT = 11185
 """MURA-v1.1 train patients are 00001-11184, valid ones 11185 on."""
 
 
-def discover_inputs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
-    """Expand files, folders (recursive) and globs into image files; returns ``(images, skipped non-images)``.
+@dataclass(frozen=True)
+class InputIssue:
+    """A path found among the inputs that is not an image to score.
 
-    Raster files are found by suffix, DICOM by content (with or without ``.dcm``).
+    Attributes:
+        path: the file or folder.
+        reason: why, for a person (does not repeat the path).
+        failed: True for something meant to be an image that cannot be read (an empty ``.dcm``, a link loop,
+            an unreadable file); False for a skipped non-image (a CSV, a folder named like an image).
+    """
+
+    path: Path
+    reason: str
+    failed: bool
+
+
+@dataclass(frozen=True)
+class InputScan:
+    """What :func:`scan_inputs` found: images to read, and the other paths with their reasons."""
+
+    images: list[Path]
+    issues: list[InputIssue]
+
+    @property
+    def skipped(self) -> list[InputIssue]:
+        return [i for i in self.issues if not i.failed]
+
+    @property
+    def failed(self) -> list[InputIssue]:
+        return [i for i in self.issues if i.failed]
+
+    @property
+    def split(self) -> tuple[list[InputIssue], list[InputIssue]]:
+        """``(failed, skipped)``."""
+        return self.failed, self.skipped
+
+
+def discover_inputs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Expand files, folders (recursive) and globs into image files; returns ``(images, other paths)``.
+
+    The short form of :func:`scan_inputs`, without the reasons.
+
+    Raises:
+        DataError: a path does not exist or a pattern matches nothing.
+    """
+    scan = scan_inputs(paths)
+    return scan.images, [i.path for i in scan.issues]
+
+
+def scan_inputs(paths: Sequence[str | Path]) -> InputScan:
+    """Expand files, folders (recursive) and globs into image files, and say why every other path is not one.
+
+    Sniffing rules: a file is an image when its first bytes are a PNG, JPEG, TIFF or BMP signature or DICOM
+    (``DICM`` at byte 128, or a preamble-less dataset), whatever its suffix; a file with a raster or DICOM
+    suffix but no signature is still listed as an image (its reader then says what is wrong). An empty file
+    or a file that cannot be opened with such a suffix, a broken link and a link loop are failures; other
+    files, and folders named like an image (searched like any folder), are skipped non-images.
 
     Raises:
         DataError: a path does not exist or a pattern matches nothing.
     """
     images: list[Path] = []
-    skipped: list[Path] = []
+    issues: list[InputIssue] = []
     seen: set[Path] = set()
     for raw in paths:
         s = str(raw)
@@ -42,21 +98,70 @@ def discover_inputs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]
                 raise DataError(f"{s}: the pattern matches no file")
         else:
             p = Path(s)
-            if not p.exists():
+            if not p.exists() and not p.is_symlink():
                 raise DataError(f"{p}: no such file or folder")
             candidates = [p]
         for c in candidates:
             # hidden files and dot-folders are skipped only below a folder the user passed, never on the path typed
-            files = sorted(f for f in c.rglob("*") if f.is_file() and not _hidden_below(f, c)) if c.is_dir() else [c]
-            for f in files:
+            entries = sorted(f for f in c.rglob("*") if not _hidden_below(f, c)) if _is_dir(c) else [c]
+            for f in entries:
                 if f in seen:
                     continue
                 seen.add(f)
-                if f.suffix.lower() in RASTER_SUFFIXES or is_dicom(f):
+                kind = _classify(f)
+                if isinstance(kind, InputIssue):
+                    issues.append(kind)
+                elif kind:
                     images.append(f)
-                else:
-                    skipped.append(f)
-    return images, skipped
+    return InputScan(images, issues)
+
+
+def _is_dir(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except OSError:  # a link loop on some platforms
+        return False
+
+
+def _classify(f: Path) -> InputIssue | bool:
+    """True for an image, False for a folder to pass over quietly, else the issue."""
+    suffix = f.suffix.lower()
+    meant = suffix in IMAGE_SUFFIXES
+    try:
+        st = f.stat()
+    except OSError as exc:  # broken link, link loop (ELOOP), permission on a parent
+        if f.is_symlink():
+            what = "a symbolic link loop" if _is_loop(f) else "a broken symbolic link (its target is missing)"
+            return InputIssue(f, f"{what}; fix or remove the link", failed=True)
+        return InputIssue(f, f"cannot be read ({exc.strerror or exc}); check its permissions", failed=True)
+    if stat.S_ISDIR(st.st_mode):
+        if meant:
+            return InputIssue(f, "a folder named like an image file; the files inside it were searched", failed=False)
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return InputIssue(f, "not a regular file (a device, pipe or socket)", failed=meant)
+    if st.st_size == 0:
+        if meant:
+            return InputIssue(f, "the file is empty (0 bytes); re-export or copy it again", failed=True)
+        return InputIssue(f, "an empty file", failed=False)
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(132)
+    except OSError as exc:
+        return InputIssue(f, f"cannot be read ({exc.strerror or exc}); check its permissions", failed=True)
+    if sniff_head(head) is not None or suffix in RASTER_SUFFIXES or suffix in DICOM_SUFFIXES:
+        return True
+    return InputIssue(f, "not an image (no PNG/JPEG/TIFF/BMP signature, not DICOM)", failed=False)
+
+
+def _is_loop(f: Path) -> bool:
+    try:
+        f.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        return True
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def _hidden_below(path: Path, folder: Path) -> bool:

@@ -2,7 +2,8 @@
 
 Every reader returns the same thing: an :class:`Image` whose ``pixels`` are float32 HxW in [0, 1], bone
 brighter than background, plus a ``meta`` dict. DICOM is found by content (``DICM`` at byte 128, or a
-dataset without the preamble), never by suffix, and read by :mod:`mura_cli.data.dicom` (its pixel pipeline
+dataset without the preamble), never by suffix, and so are rasters (:func:`raster_format`: PNG, JPEG, TIFF and
+BMP signatures, whatever the suffix); and read by :mod:`mura_cli.data.dicom` (its pixel pipeline
 is documented there); everything else goes to Pillow through :mod:`mura_cli.data.raster`. The pure pixel
 functions of both are re-exported here.
 """
@@ -14,9 +15,9 @@ from pathlib import Path
 from mura_cli.data.dicom import apply_window as apply_window
 from mura_cli.data.dicom import dicom_to_unit as dicom_to_unit
 from mura_cli.data.dicom import read_dicom
-from mura_cli.data.dicom import robust_range as robust_range
 from mura_cli.data.image import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS
 from mura_cli.data.image import Image as Image
+from mura_cli.data.image import robust_range as robust_range
 from mura_cli.data.raster import pil_to_unit as pil_to_unit
 from mura_cli.data.raster import read_raster
 from mura_cli.errors import DataError
@@ -24,6 +25,16 @@ from mura_cli.errors import DataError
 DICOM_MAGIC = b"DICM"
 RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
+IMAGE_SUFFIXES = RASTER_SUFFIXES | DICOM_SUFFIXES
+"""Suffixes that say "this is meant to be an image": such a file that cannot be read is a failure, not a skip."""
+
+_RASTER_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+_BMP_DIB_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 
 # --------------------------------------------------------------------------------------------- sniffing
@@ -56,10 +67,36 @@ def _looks_like_raw_dataset(head: bytes) -> bool:
     return 0 < length < 1024
 
 
+def raster_format(head: bytes) -> str | None:
+    """The raster format a file's first bytes announce (``png``, ``jpeg``, ``tiff``, ``bmp``), else ``None``.
+
+    BMP needs ``BM`` and a known DIB header size at byte 14, so a text file starting with "BM" is not one.
+    """
+    for magic, name in _RASTER_MAGIC:
+        if head.startswith(magic):
+            return name
+    if head.startswith(b"BM") and len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES:
+        return "bmp"
+    return None
+
+
+def sniff_head(head: bytes) -> str | None:
+    """``dicom``, a raster format name, or ``None`` from a file's first 132 bytes."""
+    if len(head) >= 132 and head[128:132] == DICOM_MAGIC:
+        return "dicom"
+    return raster_format(head) or ("dicom" if _looks_like_raw_dataset(head) else None)
+
+
 def is_image_file(path: str | Path) -> bool:
-    """True for a raster file by suffix or a DICOM file by content."""
+    """True for a raster file by suffix or signature, or a DICOM file by content."""
     p = Path(path)
-    return p.suffix.lower() in RASTER_SUFFIXES or is_dicom(p)
+    if p.suffix.lower() in RASTER_SUFFIXES:
+        return True
+    try:
+        with open(p, "rb") as f:
+            return sniff_head(f.read(132)) is not None
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------------------------- front door
@@ -107,3 +144,10 @@ def _check_readable(p: Path) -> None:
         raise DataError(f"{p}: is a folder, not an image; pass the files inside it")
     if p.stat().st_size == 0:
         raise DataError(f"{p}: the file is empty (0 bytes); re-export or skip it")
+    if p.suffix.lower() in DICOM_SUFFIXES and not is_dicom(p):
+        with open(p, "rb") as f:
+            if raster_format(f.read(32)) is None:
+                raise DataError(
+                    f"{p}: named like DICOM but has no DICOM header (no 'DICM' at byte 128, no dataset at the "
+                    "start); the file is damaged or not DICOM"
+                )

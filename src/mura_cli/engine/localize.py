@@ -7,7 +7,6 @@ report); :func:`run_localize` runs the whole job: predict with maps, box every i
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,9 @@ import numpy as np
 from mura_cli.cam import Box, cam_box, cam_peak
 from mura_cli.config import LocalizeConfig
 from mura_cli.engine.predict import ImagePrediction, InferenceRun, run_inference
-from mura_cli.engine.results import Hooks
+from mura_cli.engine.results import Hooks, errors_path, write_errors
 from mura_cli.errors import UsageError
-from mura_cli.utils import ensure_new, write_csv
+from mura_cli.utils import ensure_new, write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -73,12 +72,14 @@ def localize(pred: ImagePrediction, threshold_frac: float = 0.2) -> Localization
 
 @dataclass(frozen=True)
 class LocalizeReport:
-    """The ``mura localize`` job: one box row per image written to ``out``, and what else was written."""
+    """The ``mura localize`` job: one box row per image written to ``out``, and what else was written
+    (``errors``: the failed and skipped inputs, beside ``out``)."""
 
     run: InferenceRun
     rows: tuple[dict[str, Any], ...]
     out: Path
     overlays: int
+    errors: Path | None = None
 
     @property
     def boxes(self) -> int:
@@ -97,6 +98,7 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
     from mura_cli.report.overlay import save_heatmap, save_overlay
 
     ensure_new(cfg.out, cfg.overwrite)
+    ensure_new(errors_path(cfg.out), cfg.overwrite)
     run = run_inference(cfg, per_image=True, with_cam=True, keep_pixels=cfg.overlay, hooks=hooks)
     rows, written, overlay_dir = [], 0, Path(cfg.overlay_dir)
     for p in run.predictions:
@@ -120,5 +122,5 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
         write_csv(out, rows)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"threshold_frac": cfg.threshold_frac, "boxes": rows}, indent=2) + "\n")
-    return LocalizeReport(run, tuple(rows), out, written)
+        write_json(out, {"threshold_frac": cfg.threshold_frac, "boxes": rows})
+    return LocalizeReport(run, tuple(rows), out, written, write_errors(out, (*run.failures, *run.skipped)))

@@ -21,13 +21,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from mura_cli.cam import cam_to_original
 from mura_cli.config import InferConfig, PredictConfig, TransformConfig
-from mura_cli.data.inputs import discover_inputs, mura_study_of, resolve_study_and_part
+from mura_cli.data.image import BlankImageError, check_not_blank
+from mura_cli.data.inputs import mura_study_of, resolve_study_and_part, scan_inputs
 from mura_cli.data.readers import read_images
 from mura_cli.data.transforms import build_transforms, eval_geometry
 from mura_cli.engine.evaluate import infer
 from mura_cli.engine.load import LoadedModel, ModelChoice, load_models, models_for_part, resolve_model_specs
-from mura_cli.engine.results import Failure, Hooks
-from mura_cli.errors import MuraError, UsageError
+from mura_cli.engine.results import Failure, Hooks, errors_path, write_errors
+from mura_cli.errors import DataError, MuraError, UsageError
 from mura_cli.metrics import aggregate_by_study
 from mura_cli.utils import ensure_new, plural, write_csv
 
@@ -65,7 +66,8 @@ class ImagePrediction:
 
 
 class _FileDataset(Dataset):
-    """One item per file: every frame through each distinct eval transform, or the failure."""
+    """One item per file: every frame through each distinct eval transform, or the failure; a blank frame is
+    a ``sanity`` failure (:func:`~mura_cli.data.image.check_not_blank`), never scored."""
 
     def __init__(
         self, files: Sequence[Path], transforms: Sequence[TransformConfig], max_pixels: int, keep_pixels: bool
@@ -84,9 +86,14 @@ class _FileDataset(Dataset):
         try:
             frames = read_images(path, max_pixels=self.max_pixels)
         except MuraError as exc:
-            return {"path": str(path), "error": str(exc)}
-        out = []
-        for img in frames:
+            return {"path": str(path), "error": str(exc), "stage": "decode"}
+        out, blank = [], []
+        for raw in frames:
+            try:
+                img = check_not_blank(raw)
+            except BlankImageError as exc:
+                blank.append(str(exc))
+                continue
             h, w = img.shape
             meta = {
                 k: v
@@ -103,7 +110,7 @@ class _FileDataset(Dataset):
                     "pixels": img.pixels if self.keep_pixels else None,
                 }
             )
-        return {"path": str(path), "frames": out}
+        return {"path": str(path), "frames": out, "blank": blank}
 
 
 def predict(
@@ -127,7 +134,8 @@ def predict(
         per_image: every image is its own study.
         with_cam: also compute each image's class activation map on the original pixel grid (mean over models).
         keep_pixels: keep the decoded image in ``meta["pixels"]`` (for overlays).
-        hooks: ``on_failure`` for each file that cannot be read (the batch goes on), ``on_progress`` per file.
+        hooks: ``on_failure`` for each file that cannot be read (stage ``decode``) and each blank frame
+            (stage ``sanity``), the batch going on; ``on_progress`` per file.
     """
     tcfgs: list[TransformConfig] = []
     for m in models:
@@ -141,7 +149,9 @@ def predict(
     pending: list[dict[str, Any]] = []
     for done, item in enumerate(loader, 1):
         if "error" in item:
-            hooks.on_failure(Failure(item["path"], item["error"]))
+            hooks.on_failure(Failure(item["path"], item["error"], item["stage"]))
+        for message in item.get("blank", ()):
+            hooks.on_failure(Failure(item["path"], message, "sanity"))
         for fr in item.get("frames", ()):
             p_part, study = resolve_study_and_part(item["path"], fr["meta"], cfg.part, per_image, model_parts)
             pending.append({**fr, "path": item["path"], "part": p_part, "study": study})
@@ -283,11 +293,12 @@ def part_mismatches(preds: Sequence[ImagePrediction], models: Sequence[LoadedMod
 
 @dataclass(frozen=True)
 class InferenceRun:
-    """What a pass over the inputs produced: predictions, failures, skipped non-images and the model(s)."""
+    """What a pass over the inputs produced: predictions, failures (stages ``discover``, ``decode``, ``sanity``),
+    skipped non-images (stage ``discover``, never a failure) and the model(s)."""
 
     predictions: tuple[ImagePrediction, ...]
     failures: tuple[Failure, ...]
-    skipped: tuple[str, ...]
+    skipped: tuple[Failure, ...]
     models: tuple[LoadedModel, ...]
     choice: ModelChoice
 
@@ -299,13 +310,19 @@ def run_inference(
     from mura_cli.utils import resolve_device
 
     device = resolve_device(cfg.device)
-    files, skipped = discover_inputs(cfg.paths)
+    scan = scan_inputs(cfg.paths)
+    files = scan.images
+    failures, skipped = ([Failure(str(i.path), f"{i.path}: {i.reason}", "discover") for i in v] for v in scan.split)
+    for f in failures:
+        hooks.on_failure(f)
     if not files:
-        raise UsageError(f"no image files among {', '.join(cfg.paths)} ({plural(len(skipped), 'other file')} skipped)")
+        counts = f"{plural(len(failures), 'failed input')}, {plural(len(skipped), 'other path')} skipped"
+        if failures:
+            raise DataError(f"no readable image files among {', '.join(cfg.paths)} ({counts})")
+        raise UsageError(f"no image files among {', '.join(cfg.paths)} ({counts})")
     choice = resolve_model_specs(cfg.model, runs_dir=cfg.runs_dir)
     hooks.on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
-    models = load_models(choice.specs, device)
-    failures: list[Failure] = []
+    models = load_models(choice.specs, device, cfg.engine)
 
     def failed(f: Failure) -> None:
         failures.append(f)
@@ -313,7 +330,7 @@ def run_inference(
 
     hooks_in = Hooks(on_progress=hooks.on_progress, on_failure=failed)
     preds = predict(files, models, cfg, per_image=per_image, with_cam=with_cam, keep_pixels=keep_pixels, hooks=hooks_in)
-    run = InferenceRun(tuple(preds), tuple(failures), tuple(map(str, skipped)), tuple(models), choice)
+    run = InferenceRun(tuple(preds), tuple(failures), tuple(skipped), tuple(models), choice)
     for (part, name), n in sorted(part_mismatches(run.predictions, models).items()):
         trained = ", ".join(next(m.parts for m in models if m.short_name == name))
         hooks.on_warning(
@@ -325,12 +342,13 @@ def run_inference(
 
 @dataclass(frozen=True)
 class PredictReport:
-    """The ``mura predict`` job: studies written to ``out`` (and images to ``images``)."""
+    """The ``mura predict`` job: studies written to ``out`` (and images to ``images``, failures to ``errors``)."""
 
     run: InferenceRun
     studies: tuple[StudyPrediction, ...]
     out: Path
     images: Path | None
+    errors: Path | None = None
 
     @property
     def threshold_label(self) -> str:
@@ -345,6 +363,7 @@ def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks()) -> PredictReport:
     """Screen ``cfg.paths``: predict every image, group studies, write the study CSV (and the image CSV)."""
     ensure_new(cfg.out, cfg.overwrite)
     ensure_new(cfg.images, cfg.overwrite)
+    ensure_new(errors_path(cfg.out), cfg.overwrite)
     run = run_inference(cfg, per_image=cfg.per_image, hooks=hooks)
     studies = group_studies(run.predictions, cfg.threshold, cfg.aggregate)
     if cfg.fmt == "mura":
@@ -355,7 +374,8 @@ def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks()) -> PredictReport:
         write_csv(cfg.out, [s.to_row() for s in studies])
     if cfg.images:
         write_csv(cfg.images, [p.to_row() for p in run.predictions])
-    return PredictReport(run, tuple(studies), Path(cfg.out), Path(cfg.images) if cfg.images else None)
+    errors = write_errors(cfg.out, (*run.failures, *run.skipped))
+    return PredictReport(run, tuple(studies), Path(cfg.out), Path(cfg.images) if cfg.images else None, errors)
 
 
 def _mura_path_warnings(preds: Sequence[ImagePrediction], per_image: bool) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,39 @@ class TrainResult:
         return next(e for e in self.epochs if e.epoch == self.best_epoch)
 
 
+STAGES = ("discover", "decode", "sanity")
+"""Where an input was turned away: ``discover`` (skipped non-images, empty or unreadable entries, link loops),
+``decode`` (the file could not be read), ``sanity`` (it decoded to a blank image)."""
+
+
 @dataclass(frozen=True)
 class Failure:
-    """An input that could not be used, and why (the message names the file)."""
+    """An input that could not be used, and why (the message names the file).
+
+    Attributes:
+        path: the file.
+        reason: a one-line message (names the file).
+        stage: one of :data:`STAGES`.
+    """
 
     path: str
     reason: str
+    stage: str = "decode"
+
+    @property
+    def short_reason(self) -> str:
+        """The reason without the leading ``<path>: `` it usually starts with."""
+        prefix = f"{self.path}: "
+        return self.reason[len(prefix) :] if self.reason.startswith(prefix) else self.reason
+
+    def to_row(self) -> dict[str, Any]:
+        return {"path": self.path, "stage": self.stage, "reason": self.short_reason}
+
+
+def errors_path(out: str | Path) -> Path:
+    """Where the errors CSV of an output goes: ``results.csv`` -> ``results.errors.csv`` beside it."""
+    p = Path(out)
+    return p.with_name(f"{p.stem}.errors.csv")
 
 
 def _ignore(*_: Any) -> None:
@@ -75,3 +102,21 @@ class Hooks:
     on_warning: Callable[[str], None] = _ignore
     on_progress: Callable[[int, int], None] = _ignore
     on_failure: Callable[[Failure], None] = _ignore
+
+
+def write_errors(out: str | Path, failures: Sequence[Failure]) -> Path | None:
+    """Write ``failures`` beside ``out`` (``results.csv`` -> ``results.errors.csv``) as ``path,stage,reason``.
+
+    Nothing is written when there is nothing to list, and a stale file from an earlier run is removed (the
+    caller refused an existing one without ``--overwrite`` before the run).
+
+    Returns:
+        The CSV written, or ``None``.
+    """
+    from mura_cli.utils import write_csv
+
+    target = errors_path(out)
+    if not failures:
+        target.unlink(missing_ok=True)
+        return None
+    return write_csv(target, [f.to_row() for f in failures])

@@ -1,0 +1,207 @@
+"""Bad and odd inputs (issue 11): every one is named with its stage, the good ones are scored, and the run
+exits 6 ("finished, some inputs failed") with an errors CSV beside the output; a clean folder exits 0."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mura_cli.data.image import BlankImageError, check_not_blank
+from mura_cli.data.image import Image as MuraImage
+from mura_cli.data.inputs import scan_inputs
+from mura_cli.data.readers import raster_format, read_image
+from mura_cli.engine.results import errors_path
+from test_cli_usage import make_run
+
+from synth import SHARED_DATA, _radiograph, mura
+
+DICOM_BASE = SHARED_DATA / "dicom" / "CR_cspine_16x16_tiny_pydicom_bundled.dcm"
+needs_dicom = pytest.mark.skipif(not DICOM_BASE.exists(), reason="../shared/data/dicom is absent")
+
+
+def _png(path: Path, arr: np.ndarray | None = None, fmt: str = "PNG") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(path.name))
+    Image.fromarray(_radiograph(rng) if arr is None else arr).save(path, format=fmt)
+    return path
+
+
+def _dicom(path: Path, *, window: tuple[int, int] | None = None, constant: bool = False) -> Path:
+    import pydicom
+
+    ds = pydicom.dcmread(DICOM_BASE)
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if constant:
+        arr = np.full_like(ds.pixel_array, 2000)
+        ds.PixelData = arr.tobytes()
+    ds.save_as(path)
+    return path
+
+
+def _corpus(root: Path) -> tuple[list[Path], dict[Path, str], list[Path]]:
+    """Write the corpus; returns ``(good files, {bad file: stage}, skipped paths)``."""
+    root.mkdir(parents=True)
+    good = [
+        _png(root / "good.png"),
+        _png(root / "spaces and ünïcode" / "rádiograph 1.png"),
+        _png(root / "suffixless_png"),
+        _png(root / "png_named.txt"),
+        _png(root / "suffixless_jpeg", fmt="JPEG"),
+        _png(root / "jpeg_named.dat", fmt="JPEG"),
+        _png(root / "jpeg_named.png", fmt="JPEG"),
+        _png(root / "image.tif", fmt="TIFF"),
+        _png(root / "image_bmp", fmt="BMP"),
+    ]
+    bad: dict[Path, str] = {}
+    for name in ("empty.png", "empty.jpg", "empty.dcm"):
+        (root / name).write_bytes(b"")
+        bad[root / name] = "discover"
+    for name in ("garbage.png", "garbage.jpg", "garbage.dcm"):
+        (root / name).write_bytes(b"this is not an image at all " * 10)
+        bad[root / name] = "decode"
+    head = (root / "good.png").read_bytes()
+    (root / "truncated_header.png").write_bytes(head[:20])
+    bad[root / "truncated_header.png"] = "decode"
+    jpeg = (root / "suffixless_jpeg").read_bytes()
+    (root / "truncated_header.jpg").write_bytes(jpeg[:10])
+    bad[root / "truncated_header.jpg"] = "decode"
+    bad[_png(root / "constant.png", np.full((40, 40), 128, np.uint8))] = "sanity"
+    os.symlink("loop.png", root / "loop.png")
+    bad[root / "loop.png"] = "discover"
+    (root / "folder.png").mkdir()
+    (root / "empty folder").mkdir()
+    (root / "notes.txt").write_text("not an image\n")
+    skipped = [root / "folder.png", root / "notes.txt"]
+    if DICOM_BASE.exists():
+        good.append(shutil.copy(DICOM_BASE, root / "good.dcm"))
+        good.append(_dicom(root / "window_misses.dcm", window=(60000, 10)))
+        bad[_dicom(root / "constant.dcm", constant=True)] = "sanity"
+        data = DICOM_BASE.read_bytes()
+        (root / "truncated.dcm").write_bytes(data[: len(data) // 2])
+        bad[root / "truncated.dcm"] = "decode"
+    return [Path(g) for g in good], bad, skipped
+
+
+def _errors(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and list(rows[0]) == ["path", "stage", "reason"]
+    return {r["path"]: r for r in rows}
+
+
+# ------------------------------------------------------------------------------------------ library, fast
+
+
+def test_scan_sniffs_rasters_by_signature_and_names_every_other_path(tmp_path):
+    good, bad, skipped = _corpus(tmp_path / "c")
+    scan = scan_inputs([tmp_path / "c"])
+    assert set(good) <= set(scan.images)
+    discover_bad = {p for p, stage in bad.items() if stage == "discover"}
+    assert {i.path for i in scan.failed} == discover_bad
+    assert {i.path for i in scan.skipped} == set(skipped)
+    assert all(i.reason for i in scan.issues)
+    loop = next(i for i in scan.failed if i.path.name == "loop.png")
+    assert "loop" in loop.reason
+    assert raster_format(b"BM not a bitmap, just text") is None
+
+
+def test_blank_image_is_refused_and_a_faint_one_stretched(caplog):
+    with pytest.raises(BlankImageError, match="blank image"):
+        check_not_blank(MuraImage(np.full((32, 32), 0.5, np.float32), {"path": "c.png"}))
+    faint = np.full((32, 32), 0.5, np.float32)
+    faint[:, :16] += 0.004
+    with caplog.at_level("WARNING", logger="mura_cli"):
+        out = check_not_blank(MuraImage(faint, {"path": "faint.png"}))
+    assert out.pixels.max() - out.pixels.min() > 0.9 and out.meta["stretched"]
+    assert "faint.png" in caplog.text
+
+
+@needs_dicom
+def test_dicom_window_that_misses_the_data_falls_back_with_a_warning(tmp_path, caplog):
+    path = _dicom(tmp_path / "w.dcm", window=(60000, 10))
+    with caplog.at_level("WARNING", logger="mura_cli"):
+        pixels = read_image(path).pixels
+    assert pixels.max() - pixels.min() > 0.5, "the window was kept: all pixels at one value"
+    assert "w.dcm" in caplog.text and "percentile" in caplog.text
+
+
+def test_dicom_suffix_without_a_header_says_so(tmp_path):
+    path = tmp_path / "x.dcm"
+    path.write_bytes(b"garbage" * 40)
+    from mura_cli.errors import DataError
+
+    with pytest.raises(DataError, match="no DICOM header"):
+        read_image(path)
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    run_dir = make_run(root / "run")
+    good, bad, skipped = _corpus(root / "corpus")
+    return root, run_dir, good, bad, skipped
+
+
+def _check_named(res, errors_csv: Path, bad: dict[Path, str], skipped: list[Path]) -> None:
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr
+    assert res.returncode == 6, res.stderr
+    rows = _errors(errors_csv)
+    for path, stage in bad.items():
+        assert str(path) in res.stderr, f"{path.name} not named"
+        assert rows[str(path)]["stage"] == stage, (path.name, rows[str(path)])
+        assert rows[str(path)]["reason"]
+    for path in skipped:
+        assert str(path) in res.stderr and rows[str(path)]["stage"] == "discover"
+    assert str(errors_csv) in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.slow
+def test_predict_over_bad_inputs_exits_6_and_lists_them(corpus_run):
+    root, run_dir, good, bad, skipped = corpus_run
+    out = root / "results.csv"
+    res = mura("predict", root / "corpus", "--model", run_dir, "--out", out, "--images", root / "images.csv", cwd=root)
+    _check_named(res, errors_path(out), bad, skipped)
+    scored = {r["path"] for r in csv.DictReader((root / "images.csv").read_text(encoding="utf-8").splitlines())}
+    assert scored == {str(g) for g in good}
+    if DICOM_BASE.exists():
+        assert "window_misses.dcm" in res.stderr and "percentile" in res.stderr
+    # the errors CSV is an output too: not replaced without --overwrite
+    out.unlink()
+    again = mura("predict", root / "corpus", "--model", run_dir, "--out", out, cwd=root)
+    assert again.returncode == 2 and "errors.csv" in again.stderr and "--overwrite" in again.stderr
+
+
+@pytest.mark.slow
+def test_localize_over_bad_inputs_exits_6_and_lists_them(corpus_run):
+    root, run_dir, good, bad, skipped = corpus_run
+    out = root / "boxes.json"
+    res = mura("localize", root / "corpus", "--model", run_dir, "--out", out, cwd=root)
+    _check_named(res, root / "boxes.errors.csv", bad, skipped)
+    boxes = json.loads(out.read_text())["boxes"]
+    assert {b["image"] for b in boxes} == {str(g) for g in good}
+
+
+@pytest.mark.slow
+def test_clean_folder_exits_0_without_errors_csv(tmp_path):
+    run_dir = make_run(tmp_path / "run")
+    _png(tmp_path / "clean" / "a.png")
+    _png(tmp_path / "clean" / "b b.png")
+    res = mura("predict", tmp_path / "clean", "--model", run_dir, "--out", tmp_path / "r.csv", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "r.errors.csv").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = mura("predict", empty, "--model", run_dir, "--out", tmp_path / "e.csv", cwd=tmp_path)
+    assert res.returncode == 2 and "no image files" in res.stderr and "Traceback" not in res.stderr
