@@ -79,7 +79,7 @@ def run_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
     path = tmp_path / "xr.png"
-    Image.new("L", (64, 64), 128).save(path)
+    Image.linear_gradient("L").resize((64, 64)).save(path)  # not blank: a blank image is refused, never scored
     return path
 
 
