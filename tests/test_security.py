@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,45 @@ def test_a_pickle_posing_as_run_weights_is_refused_untouched(tmp_path):
                cwd=tmp_path)  # fmt: skip
     assert res.returncode == 4 and "pickled weights are never loaded" in one_error_line(res)
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_hash_ids_replaces_dicom_study_uids_with_a_salted_hash(tmp_path):
+    import csv
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from mura_cli.utils import hash_id
+
+    src = get_testdata_file("CT_small.dcm", download=False)
+    uid = str(pydicom.dcmread(src).StudyInstanceUID)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "scan.dcm").write_bytes(Path(src).read_bytes())
+    run = tmp_path / "run"
+    run.mkdir()
+    import torch
+
+    from mura_cli.config import TransformConfig
+    from mura_cli.models.checkpoint import ModelConfig, save_run_model
+    from mura_cli.models.registry import MuraNet
+
+    torch.manual_seed(0)
+    save_run_model(MuraNet("test_resnet"), run, ModelConfig(arch="test_resnet", transform=TransformConfig(size=32)))
+    res = mura("predict", "in", "--model", run, "--hash-ids", "--out", "r.csv", "--workers", "0", cwd=tmp_path)
+    assert res.returncode == 2 and "MURA_SALT" in one_error_line(res)
+    res = mura("predict", "in", "--model", run, "--hash-ids", "--out", "r.csv", "--workers", "0", cwd=tmp_path,
+               env={"MURA_SALT": "s3cret"})  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "r.csv").read_text()
+    assert uid not in text
+    assert next(csv.DictReader(text.splitlines()))["study"] == hash_id(uid, "s3cret")
+
+
+@pytest.mark.parametrize("path", ["../../etc/passwd.png", "/abs/../../x.dcm", "a/../../..", "..", "./.hidden/.png"])
+def test_overlay_names_never_leave_the_overlay_folder(tmp_path, path):
+    from mura_cli.engine.localize import overlay_name
+
+    name = overlay_name(path, 0)
+    assert "/" not in name and "\\" not in name and not name.startswith(".") and name.endswith("_cam.png")
+    assert (tmp_path / name).resolve().parent == tmp_path.resolve()

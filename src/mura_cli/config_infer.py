@@ -23,6 +23,9 @@ class InferConfig:
         workers: decoding processes (0 = in the main process).
         max_pixels: per-frame pixel limit (decompression-bomb guard).
         overwrite: replace existing output files.
+        hash_ids: replace study ids taken from DICOM (StudyInstanceUID) by a salted hash, so results can leave
+            the hospital; needs ``salt``.
+        salt: the secret mixed into those hashes (``--salt`` or ``$MURA_SALT``); keep it to link results later.
     """
 
     paths: tuple[str, ...] = ()
@@ -35,10 +38,14 @@ class InferConfig:
     workers: int = 2
     max_pixels: int = 100_000_000
     overwrite: bool = False
+    hash_ids: bool = False
+    salt: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.workers < 0 or self.max_pixels < 1:
             raise UsageError("--batch-size and --max-pixels must be at least 1, --workers at least 0")
+        if self.hash_ids and not self.salt:
+            raise UsageError("--hash-ids needs a secret salt: pass --salt TEXT or set MURA_SALT")
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,13 @@ def is_writable_dir(path: Path) -> bool:
     return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
 
 
+def hash_id(value: str, salt: str) -> str:
+    """A salted SHA-256 of an identifier (``sha256:`` + 24 hex digits): stable for one salt, not reversible."""
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(f"{salt}\x00{value}".encode()).hexdigest()[:24]
+
+
 def plural(n: int, noun: str, plural_form: str | None = None) -> str:
     """``"1 image"``, ``"2 images"``, ``"1,234 studies"`` (pass ``plural_form`` when it is not noun + s)."""
     return f"{n:,} {noun if n == 1 else plural_form or noun + 's'}"

@@ -11,11 +11,13 @@ from mura_cli.cli._console import config_from, finish_inference, inference_hooks
 from mura_cli.cli.predict import (
     DeviceOpt,
     EngineOpt,
+    HashIdsOpt,
     MaxPixelsOpt,
     ModelOpt,
     OverwriteOpt,
     PartOpt,
     PathsArg,
+    SaltOpt,
     WorkersOpt,
 )
 from mura_cli.config import LocalizeConfig
@@ -39,6 +41,8 @@ def localize_cmd(
     part: PartOpt = None,
     device: DeviceOpt = _L.device,
     engine: EngineOpt = _L.engine,
+    hash_ids: HashIdsOpt = False,
+    salt: SaltOpt = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _L.batch_size,
     workers: WorkersOpt = _L.workers,
     max_pixels: MaxPixelsOpt = _L.max_pixels,

@@ -34,6 +34,10 @@ EngineOpt = Annotated[
 ]
 WorkersOpt = Annotated[int, typer.Option(help="Decoding processes (0 = in the main process).")]
 MaxPixelsOpt = Annotated[int, typer.Option(help="Per-frame pixel limit (decompression-bomb guard).")]
+HashIdsOpt = Annotated[
+    bool, typer.Option("--hash-ids", help="Replace DICOM study ids (StudyInstanceUID) by a salted hash.")
+]
+SaltOpt = Annotated[str | None, typer.Option(envvar="MURA_SALT", help="Secret salt for --hash-ids ($MURA_SALT).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
 
 
@@ -53,6 +57,8 @@ def predict_cmd(
     threshold: Annotated[float | None, typer.Option(help="Abnormal threshold (default: the model's).")] = None,
     device: DeviceOpt = _P.device,
     engine: EngineOpt = _P.engine,
+    hash_ids: HashIdsOpt = False,
+    salt: SaltOpt = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _P.batch_size,
     workers: WorkersOpt = _P.workers,
     max_pixels: MaxPixelsOpt = _P.max_pixels,

@@ -30,7 +30,7 @@ from mura_cli.engine.load import LoadedModel, ModelChoice, load_models, models_f
 from mura_cli.engine.results import Failure, Hooks, errors_path, write_errors
 from mura_cli.errors import DataError, MuraError, UsageError
 from mura_cli.metrics import aggregate_by_study
-from mura_cli.utils import ensure_new, plural, write_csv
+from mura_cli.utils import ensure_new, hash_id, plural, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,8 @@ def predict(
             hooks.on_failure(Failure(item["path"], message, "sanity"))
         for fr in item.get("frames", ()):
             p_part, study = resolve_study_and_part(item["path"], fr["meta"], cfg.part, per_image, model_parts)
+            if cfg.hash_ids and cfg.salt and study == str(fr["meta"].get("StudyInstanceUID")):
+                study = hash_id(study, cfg.salt)
             pending.append({**fr, "path": item["path"], "part": p_part, "study": study})
             if len(pending) >= cfg.batch_size:
                 yield from _run_batch(pending, models, tcfgs, with_cam)
