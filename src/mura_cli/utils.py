@@ -68,6 +68,18 @@ def is_writable_dir(path: Path) -> bool:
     return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
 
 
+def sha256_files(paths: Sequence[str | Path]) -> str:
+    """One SHA-256 over the bytes of ``paths`` in order, read in 1 MiB chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def hash_id(value: str, salt: str) -> str:
     """A salted SHA-256 of an identifier (``sha256:`` + 24 hex digits): stable for one salt, not reversible."""
     import hashlib

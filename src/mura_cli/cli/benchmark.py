@@ -45,21 +45,15 @@ def benchmark_cmd(
     """Precision, recall, F1, accuracy, kappa and AUROC per body part beside the published numbers; CAM boxes
     against ground truth (--boxes); speed (--speed). With no options: speed and a check on the built-in demo set."""
     from mura_cli.engine.benchmark import run_benchmark
+    from mura_cli.engine.demo import run_bare_benchmark
 
     command = "mura " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    params = {**ctx.params, "archs": tuple(a.strip() for a in (arch or "").split(",") if a.strip())}
-    if not (data or model or speed or params["archs"]):
-        from mura_cli.engine.demo import run_bare_benchmark
-
-        with inference_hooks() as hooks:
-            reports = run_bare_benchmark(config_from(BenchmarkConfig, params), hooks, command=command)
-        for r in reports:
-            render_benchmark(r.report)
-        console.print(f"report: [bold]{reports[-1].out / 'index.html'}[/] (and report.md, report.json)")
-        return
-    cfg = config_from(BenchmarkConfig, params)
+    cfg = config_from(
+        BenchmarkConfig, {**ctx.params, "archs": tuple(a.strip() for a in (arch or "").split(",") if a.strip())}
+    )
+    run = run_benchmark if (data or model or speed or cfg.archs) else run_bare_benchmark
     with inference_hooks() as hooks:
-        result = run_benchmark(cfg, hooks, command=command)
+        result = run(cfg, hooks, command=command)
     render_benchmark(result.report)
     console.print(f"report: [bold]{result.out / 'index.html'}[/] (and report.md, report.json, plots)")
 

@@ -20,6 +20,7 @@ from typing import Any
 from mura_cli.data.readers import DICOM_SUFFIXES, IMAGE_SUFFIXES, RASTER_SUFFIXES, sniff_head
 from mura_cli.data.records import parse_mura_path, part_from_name
 from mura_cli.errors import DataError
+from mura_cli.utils import plural
 
 MURA_FIRST_VALID_PATIENT = 11185
 """MURA-v1.1 train patients are 00001-11184, valid ones 11185 on."""
@@ -261,3 +262,22 @@ def resolve_study_and_part(
         parts = set(model_parts)
         p = parts.pop() if len(parts) == 1 else "unknown"
     return p, study
+
+
+def mura_path_warnings(paths: Sequence[str | Path], per_image: bool) -> list[str]:
+    """What ``--format mura`` should warn about: study prefixes assumed, and images outside the MURA layout."""
+    found = [mura_study_of(p) for p in paths]
+    out = []
+    assumed = sorted({m.split for m in found if m is not None and m.assumed})
+    if assumed:
+        out.append(
+            f"study paths assumed under {' and '.join(f'MURA-v1.1/{s}/' for s in assumed)} (the folders above "
+            "XR_<PART> are not MURA-v1.1/<split>/); check them against the CSV you score with"
+        )
+    outside = sum(m is None for m in found)
+    if outside and not per_image:
+        out.append(
+            f"{plural(outside, 'image')} not in the MURA layout (<split>/XR_<PART>/patient*/study*/): their rows "
+            "will not match the official CSVs"
+        )
+    return out

@@ -40,16 +40,19 @@ _BMP_DIB_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 # --------------------------------------------------------------------------------------------- sniffing
 
 
-def is_dicom(path: str | Path) -> bool:
-    """True if the file is DICOM by content: ``DICM`` at byte 128, or a preamble-less dataset."""
+def _head(path: str | Path) -> bytes | None:
+    """A file's first 132 bytes (enough for every signature sniffed here), or ``None`` when it cannot be read."""
     try:
         with open(path, "rb") as f:
-            head = f.read(132)
+            return f.read(132)
     except OSError:
-        return False
-    if len(head) >= 132 and head[128:132] == DICOM_MAGIC:
-        return True
-    return _looks_like_raw_dataset(head)
+        return None
+
+
+def is_dicom(path: str | Path) -> bool:
+    """True if the file is DICOM by content: ``DICM`` at byte 128, or a preamble-less dataset."""
+    head = _head(path)
+    return head is not None and sniff_head(head) == "dicom"
 
 
 def _looks_like_raw_dataset(head: bytes) -> bool:
@@ -89,14 +92,10 @@ def sniff_head(head: bytes) -> str | None:
 
 def is_image_file(path: str | Path) -> bool:
     """True for a raster file by suffix or signature, or a DICOM file by content."""
-    p = Path(path)
-    if p.suffix.lower() in RASTER_SUFFIXES:
+    if Path(path).suffix.lower() in RASTER_SUFFIXES:
         return True
-    try:
-        with open(p, "rb") as f:
-            return sniff_head(f.read(132)) is not None
-    except OSError:
-        return False
+    head = _head(path)
+    return head is not None and sniff_head(head) is not None
 
 
 # --------------------------------------------------------------------------------------------- front door
@@ -144,10 +143,8 @@ def _check_readable(p: Path) -> None:
         raise DataError(f"{p}: is a folder, not an image; pass the files inside it")
     if p.stat().st_size == 0:
         raise DataError(f"{p}: the file is empty (0 bytes); re-export or skip it")
-    if p.suffix.lower() in DICOM_SUFFIXES and not is_dicom(p):
-        with open(p, "rb") as f:
-            if raster_format(f.read(32)) is None:
-                raise DataError(
-                    f"{p}: named like DICOM but has no DICOM header (no 'DICM' at byte 128, no dataset at the "
-                    "start); the file is damaged or not DICOM"
-                )
+    if p.suffix.lower() in DICOM_SUFFIXES and sniff_head(_head(p) or b"") is None:
+        raise DataError(
+            f"{p}: named like DICOM but has no DICOM header (no 'DICM' at byte 128, no dataset at the "
+            "start); the file is damaged or not DICOM"
+        )

@@ -19,7 +19,7 @@ from mura_cli.config import BenchmarkConfig, InferConfig
 from mura_cli.data.index import Index, IndexRow, part_from_name
 from mura_cli.engine.load import LoadedModel, load_models, resolve_model_specs, weights_sha256
 from mura_cli.engine.localize import localize
-from mura_cli.engine.predict import ImagePrediction, part_mismatches, predict
+from mura_cli.engine.predict import ImagePrediction, part_mismatch_warnings, predict
 from mura_cli.engine.results import Failure, Hooks
 from mura_cli.errors import UsageError
 from mura_cli.metrics import aggregate_by_study
@@ -97,10 +97,16 @@ def run_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str 
         hooks.on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
         models = load_models(choice.specs, device, cfg.engine)
         report["model"] = _model_info(choice.specs, models)
+    index = None
+    if cfg.data:
+        from mura_cli.engine.run import resolve_index
+
+        index, _ = resolve_index(cfg.data)
     if scoring:
-        curves, failures = _accuracy(cfg, models, report, hooks)
+        assert index is not None
+        curves, failures = _accuracy(cfg, index, models, report, hooks)
     if cfg.speed:
-        report["speed"] = {"rows": [r.to_dict() for r in _speed(cfg, models, device, hooks)]}
+        report["speed"] = {"rows": [r.to_dict() for r in _speed(cfg, index, models, device, hooks)]}
     files = write_benchmark_report(out, report, curves, overwrite=cfg.overwrite)
     return BenchmarkReport(report, out, tuple(files), failures)
 
@@ -118,13 +124,11 @@ def _model_info(specs: tuple[str, ...], models: list[LoadedModel]) -> dict[str, 
 
 
 def _accuracy(
-    cfg: BenchmarkConfig, models: list[LoadedModel], report: dict[str, Any], hooks: Hooks
+    cfg: BenchmarkConfig, index: Index, models: list[LoadedModel], report: dict[str, Any], hooks: Hooks
 ) -> tuple[dict[str, dict[str, tuple[list[int], list[float]]]], tuple[Failure, ...]]:
-    from mura_cli.engine.run import resolve_index
     from mura_cli.report.references import reference_rows
     from mura_cli.scoring import score_boxes, score_table
 
-    index, _ = resolve_index(cfg.data)
     split = choose_split(index, cfg.split)
     part = part_from_name(cfg.part) if cfg.part else None
     rows = index.select(split=None if split == "all" else split, part=part)
@@ -198,10 +202,11 @@ def _predict_rows(
     failures: list[Failure] = []
     done = 0
     infer_cfg = InferConfig(batch_size=cfg.batch_size, workers=cfg.workers)
+    path_of = {id(r): str(index.resolve(r)) for r in rows}
     for part in sorted({r.part for r in rows}):
         part_rows = [r for r in rows if r.part == part]
-        files = [index.resolve(r) for r in part_rows]
-        truth = {str(index.resolve(r)): r for r in part_rows}
+        truth = {path_of[id(r)]: r for r in part_rows}
+        files = list(truth)
         sub = Hooks(
             on_progress=lambda n, _t, base=done: hooks.on_progress(base + n, len(rows)), on_failure=failures.append
         )
@@ -222,22 +227,22 @@ def _predict_rows(
         done += len(part_rows)
     for f in failures:
         hooks.on_failure(f)
-    preds = [p for ps in by_path.values() for p in ps]
-    for (part, name), n in sorted(part_mismatches(preds, models).items()):
-        hooks.on_warning(f"{plural(n, 'image')} of {part} scored by {name}, which never saw {part} in training")
-    kept = [r for r in rows if str(index.resolve(r)) in by_path]
-    probs = np.array([np.mean([p.probability for p in by_path[str(index.resolve(r))]]) for r in kept])
-    thr = np.array(
-        [cfg.threshold if cfg.threshold is not None else by_path[str(index.resolve(r))][0].threshold for r in kept]
-    )
-    box_list = tuple(boxes[str(index.resolve(r))] for r in kept if str(index.resolve(r)) in boxes)
+    for message in part_mismatch_warnings([p for ps in by_path.values() for p in ps], models):
+        hooks.on_warning(message)
+    kept = [r for r in rows if path_of[id(r)] in by_path]
+    preds_of = [by_path[path_of[id(r)]] for r in kept]
+    probs = np.array([np.mean([p.probability for p in ps]) for ps in preds_of])
+    thr = np.array([cfg.threshold if cfg.threshold is not None else ps[0].threshold for ps in preds_of])
+    box_list = tuple(boxes[path_of[id(r)]] for r in kept if path_of[id(r)] in boxes)
     return _Scored(tuple(kept), probs, thr, box_list, tuple(failures))
 
 
-def _speed(cfg: BenchmarkConfig, models: list[LoadedModel], device: str, hooks: Hooks) -> list[Any]:
+def _speed(
+    cfg: BenchmarkConfig, index: Index | None, models: list[LoadedModel], device: str, hooks: Hooks
+) -> list[Any]:
     from mura_cli.engine.speed import measure_archs, measure_speed
 
-    files = speed_sample_files(cfg)
+    files = speed_sample_files(index)
     hooks.on_info(f"speed: {plural(len(files), 'file')}, batch {cfg.batch_size}, device {device}")
     rows = []
     if cfg.archs:
@@ -249,12 +254,9 @@ def _speed(cfg: BenchmarkConfig, models: list[LoadedModel], device: str, hooks: 
     return rows
 
 
-def speed_sample_files(cfg: BenchmarkConfig, limit: int = 32) -> list[Path]:
-    """Images to time: the first ``limit`` of ``--data`` when given, else the built-in samples."""
-    if cfg.data:
-        from mura_cli.engine.run import resolve_index
-
-        index, _ = resolve_index(cfg.data)
+def speed_sample_files(index: Index | None, limit: int = 32) -> list[Path]:
+    """Images to time: the first ``limit`` of ``index`` (``--data``) when given, else the built-in samples."""
+    if index is not None:
         return [index.resolve(r) for r in index.rows[:limit]]
     from mura_cli.data.demo import generate_demo_set, sample_dicom
     from mura_cli.data.inputs import discover_inputs

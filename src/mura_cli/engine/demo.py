@@ -140,7 +140,7 @@ def run_demo(cfg: DemoConfig, hooks: DemoHooks = DemoHooks()) -> DemoReport:
     return DemoReport(out, data, index, weights, train, pred, loc, bench)
 
 
-def run_bare_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str = "") -> list[BenchmarkReport]:
+def run_bare_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str = "") -> BenchmarkReport:
     """The bare ``mura benchmark``: the default arch's speed on built-in images, then accuracy and boxes of the
     demo model on the demo set's valid split (trained once into :func:`cache_dir` when not there yet)."""
     from mura_cli import __version__
@@ -161,4 +161,4 @@ def run_bare_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command:
         speed=True,
         archs=cfg.archs or (DEFAULT_ARCH,),
     )
-    return [run_benchmark(bench, hooks, command=command or "mura benchmark")]
+    return run_benchmark(bench, hooks, command=command or "mura benchmark")

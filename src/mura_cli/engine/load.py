@@ -17,6 +17,7 @@ from mura_cli.config import TransformConfig
 from mura_cli.engine.backends import Backend, TorchBackend
 from mura_cli.errors import ModelError, UsageError
 from mura_cli.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
+from mura_cli.utils import sha256_files
 
 
 @dataclass(frozen=True)
@@ -136,18 +137,10 @@ def _loaded(name: str, folder: Path, model: Any, cfg: ModelConfig, device: str, 
 
 def weights_sha256(models: Sequence[LoadedModel]) -> str | None:
     """One SHA-256 over the weights files of ``models`` (in order): which model a report speaks of."""
-    import hashlib
-
-    from mura_cli.models.checkpoint import WEIGHTS_NAME
-
-    digest = hashlib.sha256()
-    for m in models:
-        if m.folder is None or not (m.folder / WEIGHTS_NAME).is_file():
-            return None
-        with open(m.folder / WEIGHTS_NAME, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    files = [None if m.folder is None else m.folder / WEIGHTS_NAME for m in models]
+    if any(f is None or not f.is_file() for f in files):
+        return None
+    return sha256_files(files)  # type: ignore[arg-type]
 
 
 def models_for_part(models: list[LoadedModel], part: str | None) -> list[LoadedModel]:

@@ -7,8 +7,6 @@ from a stale file. ONNX Runtime is an optional extra: ``pip install "mura-cli[on
 
 from __future__ import annotations
 
-import hashlib
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mura_cli.errors import ModelError, UsageError
-from mura_cli.utils import atomic_path, cache_dir, is_writable_dir
+from mura_cli.utils import atomic_path, cache_dir, default_workers, is_writable_dir, sha256_files
 
 OPSET = 17
 ENGINES = ("torch", "onnx", "auto")
@@ -46,18 +44,9 @@ def resolve_engine(engine: str, device: str) -> str:
     return engine
 
 
-def weights_digest(weights: Path) -> str:
-    """SHA-256 of a weights file (the cache key of its export)."""
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def onnx_path(folder: Path, weights: Path, size: int, opset: int = OPSET) -> Path:
     """Where the export of ``weights`` at ``size`` lives: ``<run>/onnx/`` or, for a read-only run, the cache."""
-    name = f"model-{weights_digest(weights)[:16]}-{size}px-opset{opset}.onnx"
+    name = f"model-{sha256_files([weights])[:16]}-{size}px-opset{opset}.onnx"
     base = folder / "onnx" if is_writable_dir(folder) else cache_dir() / "onnx"
     return base / name
 
@@ -105,7 +94,7 @@ class OnnxBackend:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+        opts.intra_op_num_threads = threads or default_workers()
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:

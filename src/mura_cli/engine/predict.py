@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from mura_cli.cam import cam_to_original
 from mura_cli.config import InferConfig, PredictConfig, TransformConfig
 from mura_cli.data.image import BlankImageError, check_not_blank
-from mura_cli.data.inputs import mura_study_of, resolve_study_and_part, scan_inputs
+from mura_cli.data.inputs import mura_path_warnings, resolve_study_and_part, scan_inputs
 from mura_cli.data.readers import read_images
 from mura_cli.data.transforms import build_transforms, eval_geometry
 from mura_cli.engine.evaluate import infer
@@ -274,6 +274,18 @@ def group_studies(
     return out
 
 
+def part_mismatch_warnings(preds: Sequence[ImagePrediction], models: Sequence[LoadedModel]) -> list[str]:
+    """One warning per (body part, model) pair of :func:`part_mismatches`, counting the images."""
+    out = []
+    for (part, name), n in sorted(part_mismatches(preds, models).items()):
+        trained = ", ".join(next(m.parts for m in models if m.short_name == name))
+        out.append(
+            f"{plural(n, 'image')} of {part} scored by {name}, trained on {trained} only: its output there is not "
+            "validated"
+        )
+    return out
+
+
 def part_mismatches(preds: Sequence[ImagePrediction], models: Sequence[LoadedModel]) -> dict[tuple[str, str], int]:
     """``{(body part, model): images}`` for images scored by a model that never saw their body part.
 
@@ -333,12 +345,8 @@ def run_inference(
     hooks_in = Hooks(on_progress=hooks.on_progress, on_failure=failed)
     preds = predict(files, models, cfg, per_image=per_image, with_cam=with_cam, keep_pixels=keep_pixels, hooks=hooks_in)
     run = InferenceRun(tuple(preds), tuple(failures), tuple(skipped), tuple(models), choice)
-    for (part, name), n in sorted(part_mismatches(run.predictions, models).items()):
-        trained = ", ".join(next(m.parts for m in models if m.short_name == name))
-        hooks.on_warning(
-            f"{plural(n, 'image')} of {part} scored by {name}, trained on {trained} only: its output there is not "
-            "validated"
-        )
+    for message in part_mismatch_warnings(run.predictions, models):
+        hooks.on_warning(message)
     return run
 
 
@@ -369,7 +377,7 @@ def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks()) -> PredictReport:
     run = run_inference(cfg, per_image=cfg.per_image, hooks=hooks)
     studies = group_studies(run.predictions, cfg.threshold, cfg.aggregate)
     if cfg.fmt == "mura":
-        for message in _mura_path_warnings(run.predictions, cfg.per_image):
+        for message in mura_path_warnings([p.path for p in run.predictions], cfg.per_image):
             hooks.on_warning(message)
         write_csv(cfg.out, [{"Study": s.study, "Model": s.prediction} for s in studies], header=False)
     else:
@@ -378,21 +386,3 @@ def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks()) -> PredictReport:
         write_csv(cfg.images, [p.to_row() for p in run.predictions])
     errors = write_errors(cfg.out, (*run.failures, *run.skipped))
     return PredictReport(run, tuple(studies), Path(cfg.out), Path(cfg.images) if cfg.images else None, errors)
-
-
-def _mura_path_warnings(preds: Sequence[ImagePrediction], per_image: bool) -> list[str]:
-    found = [mura_study_of(p.path) for p in preds]
-    out = []
-    assumed = sorted({m.split for m in found if m is not None and m.assumed})
-    if assumed:
-        out.append(
-            f"study paths assumed under {' and '.join(f'MURA-v1.1/{s}/' for s in assumed)} (the folders above "
-            "XR_<PART> are not MURA-v1.1/<split>/); check them against the CSV you score with"
-        )
-    outside = sum(m is None for m in found)
-    if outside and not per_image:
-        out.append(
-            f"{plural(outside, 'image')} not in the MURA layout (<split>/XR_<PART>/patient*/study*/): their rows "
-            "will not match the official CSVs"
-        )
-    return out

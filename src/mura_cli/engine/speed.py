@@ -7,7 +7,6 @@ Stages, as Ultralytics' predictor times them: ``decode`` (file -> pixels), ``pre
 
 from __future__ import annotations
 
-import os
 import platform
 import resource
 import time
@@ -24,6 +23,7 @@ from mura_cli.config import TransformConfig
 from mura_cli.data.readers import read_images
 from mura_cli.data.transforms import build_transforms, eval_geometry
 from mura_cli.engine.backends import Backend, TorchBackend
+from mura_cli.utils import default_workers
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def machine_info(device: str) -> dict[str, Any]:
     gpu = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
     return {
         "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": default_workers(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,
         "versions": {
