@@ -19,6 +19,7 @@ class InferConfig:
         part: body part for every input (else the MURA path, DICOM BodyPartExamined, then the model's).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         engine: ``torch``, ``onnx`` (ONNX Runtime, CPU) or ``auto`` (ONNX Runtime on CPU when installed).
+        tta: average each image with its horizontal flip (``None``: as each model's config says).
         batch_size: images per forward pass.
         workers: decoding processes (0 = in the main process).
         max_pixels: per-frame pixel limit (decompression-bomb guard).
@@ -34,6 +35,7 @@ class InferConfig:
     part: str | None = None
     device: str = "auto"
     engine: str = "torch"
+    tta: bool | None = None
     batch_size: int = 16
     workers: int = 2
     max_pixels: int = 100_000_000
@@ -127,6 +129,7 @@ class BenchmarkConfig:
         batch_size: images per forward pass.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         engine: ``torch``, ``onnx`` or ``auto`` (as for predict).
+        tta: average each image with its horizontal flip (``None``: as each model's config says).
         workers: decoding processes.
         resamples: bootstrap resamples (by study) for the 95% confidence intervals.
         seed: bootstrap seed.
@@ -148,6 +151,7 @@ class BenchmarkConfig:
     batch_size: int = 16
     device: str = "auto"
     engine: str = "torch"
+    tta: bool | None = None
     workers: int = 2
     resamples: int = 2000
     seed: int = 0

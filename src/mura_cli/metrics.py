@@ -165,6 +165,31 @@ def cohen_kappa_from_counts(
     return 1.0 - _safe_div(n * (fp + fn), expected)
 
 
+def kappa_threshold(y_true: Sequence[int], scores: Sequence[float]) -> float:
+    """The threshold that maximises Cohen's kappa of ``scores >= threshold`` against ``y_true``.
+
+    Candidates are midpoints between consecutive distinct scores (so the choice does not sit on one case);
+    ties go to the candidate nearest 0.5. Returns 0.5 when there are not both labels.
+    """
+    y = np.asarray(y_true, dtype=int)
+    s = np.asarray(scores, dtype=np.float64)
+    u = np.unique(s)
+    if len(u) < 2 or len(np.unique(y)) < 2:
+        return 0.5
+    cands = (u[:-1] + u[1:]) / 2
+    # positives at threshold c are the scores above it: counts by cumulative sums over the sorted unique scores
+    pos_at = np.bincount(np.searchsorted(u, s), weights=y, minlength=len(u))
+    all_at = np.bincount(np.searchsorted(u, s), minlength=len(u)).astype(np.float64)
+    tp = np.cumsum(pos_at[::-1])[::-1][1:]
+    pp = np.cumsum(all_at[::-1])[::-1][1:]
+    fp = pp - tp
+    fn = y.sum() - tp
+    tn = len(y) - tp - fp - fn
+    kappa = cohen_kappa_from_counts(tn, fp, fn, tp)
+    best = np.flatnonzero(kappa >= np.nanmax(kappa) - 1e-12)
+    return float(cands[best[np.argmin(np.abs(cands[best] - 0.5))]])
+
+
 def count_metrics(
     tn: np.ndarray | float, fp: np.ndarray | float, fn: np.ndarray | float, tp: np.ndarray | float
 ) -> dict[str, np.ndarray]:

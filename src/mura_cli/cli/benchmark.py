@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from mura_cli.cli._console import config_from, console, inference_hooks
-from mura_cli.cli.predict import DeviceOpt, EngineOpt, ModelOpt, OverwriteOpt, WorkersOpt
+from mura_cli.cli.predict import DeviceOpt, EngineOpt, ModelOpt, OverwriteOpt, TtaOpt, WorkersOpt
 from mura_cli.config import BenchmarkConfig
 
 _B = BenchmarkConfig()
@@ -37,6 +37,7 @@ def benchmark_cmd(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _B.batch_size,
     device: DeviceOpt = _B.device,
     engine: EngineOpt = _B.engine,
+    tta: TtaOpt = None,
     workers: WorkersOpt = _B.workers,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples (by study) for 95% CIs.")] = _B.resamples,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = _B.seed,

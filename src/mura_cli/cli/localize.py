@@ -11,6 +11,7 @@ from mura_cli.cli._console import config_from, finish_inference, inference_hooks
 from mura_cli.cli.predict import (
     DeviceOpt,
     EngineOpt,
+    TtaOpt,
     HashIdsOpt,
     MaxPixelsOpt,
     ModelOpt,
@@ -41,6 +42,7 @@ def localize_cmd(
     part: PartOpt = None,
     device: DeviceOpt = _L.device,
     engine: EngineOpt = _L.engine,
+    tta: TtaOpt = None,
     hash_ids: HashIdsOpt = False,
     salt: SaltOpt = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _L.batch_size,

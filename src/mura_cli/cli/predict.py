@@ -33,6 +33,10 @@ EngineOpt = Annotated[
     str, typer.Option(help="torch, onnx (ONNX Runtime on CPU; pip install 'mura-cli\\[onnx]') or auto.")
 ]
 WorkersOpt = Annotated[int, typer.Option(help="Decoding processes (0 = in the main process).")]
+TtaOpt = Annotated[
+    bool | None,
+    typer.Option("--tta/--no-tta", show_default="the model's", help="Average each image with its horizontal flip."),
+]
 MaxPixelsOpt = Annotated[int, typer.Option(help="Per-frame pixel limit (decompression-bomb guard).")]
 HashIdsOpt = Annotated[
     bool, typer.Option("--hash-ids", help="Replace DICOM study ids (StudyInstanceUID) by a salted hash.")
@@ -57,6 +61,7 @@ def predict_cmd(
     threshold: Annotated[float | None, typer.Option(help="Abnormal threshold (default: the model's).")] = None,
     device: DeviceOpt = _P.device,
     engine: EngineOpt = _P.engine,
+    tta: TtaOpt = None,
     hash_ids: HashIdsOpt = False,
     salt: SaltOpt = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _P.batch_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -11,7 +12,7 @@ import typer
 from rich.table import Table
 
 from mura_cli.cli._console import console, err_console, progress, typed_params
-from mura_cli.config import RESUME_SETTINGS, TrainConfig, TransformConfig, load_config_file, resolve_config
+from mura_cli.config import RESUME_SETTINGS, TrainConfig, TransformConfig, load_config_file, train_config
 from mura_cli.errors import UsageError
 from mura_cli.metrics import format_metric
 from mura_cli.utils import plural
@@ -69,6 +70,16 @@ _WeightDecay = Annotated[float, typer.Option(help="Adam weight decay.")]
 _LrFactor = Annotated[float, typer.Option(help="LR factor on a tune-loss plateau.")]
 _LrPatience = Annotated[int, typer.Option(help="Plateau epochs before the LR drops.")]
 _EarlyStop = Annotated[int, typer.Option(help="Plateau epochs before stopping (0 = never).")]
+_Schedule = Annotated[
+    str, typer.Option(help="plateau (paper: LR / 10 when the tune loss stalls) or cosine (+ warm-up).")
+]
+_Warmup = Annotated[int, typer.Option(help="Epochs of linear LR warm-up (cosine).")]
+_LrMin = Annotated[float, typer.Option(help="LR floor (plateau) or end (cosine).")]
+_Ema = Annotated[float, typer.Option(help="EMA decay of the weights per step; the average is saved (0 = off).")]
+_Keep = Annotated[str, typer.Option(help="Which epoch is the model: best (tune loss) or last.")]
+_Folds = Annotated[
+    int, typer.Option(help="K models by patient-level K-fold CV: an ensemble with out-of-fold scores (0 = one model).")
+]
 _OutputStride = Annotated[
     int | None, typer.Option(help="Backbone output stride: 16 or 8 for a finer CAM (dilated last stages).")
 ]
@@ -76,7 +87,10 @@ _Dropout = Annotated[float, typer.Option(help="Dropout before the linear head.")
 _WeightedLoss = Annotated[
     bool, typer.Option("--weighted-loss/--no-weighted-loss", help="Weight BCE per body part by label counts.")
 ]
-_Threshold = Annotated[float, typer.Option(help="Abnormal threshold stored with the model.")]
+_Threshold = Annotated[
+    float | None,
+    typer.Option(show_default="max kappa on tune / out-of-fold", help="Abnormal threshold stored with the model."),
+]
 _Seed = Annotated[int, typer.Option(help="Seed of init, sampling and augmentation.")]
 _Deterministic = Annotated[
     bool, typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms (identical CPU runs).")
@@ -123,6 +137,12 @@ def train(
     lr_factor: _LrFactor = _T.lr_factor,
     lr_patience: _LrPatience = _T.lr_patience,
     early_stop: _EarlyStop = _T.early_stop,
+    schedule: _Schedule = _T.schedule,
+    warmup: _Warmup = _T.warmup,
+    lr_min: _LrMin = _T.lr_min,
+    ema: _Ema = _T.ema,
+    keep: _Keep = _T.keep,
+    folds: _Folds = _T.folds,
     dropout: _Dropout = _T.dropout,
     output_stride: _OutputStride = _T.output_stride,
     weighted_loss: _WeightedLoss = _T.weighted_loss,
@@ -151,7 +171,8 @@ def train(
     clahe: _Clahe = _X.clahe,
     list_archs: _ListArchs = False,
 ) -> None:
-    """Fine-tune a backbone on one body part or all (the MURA paper's recipe by default)."""
+    """Fine-tune a backbone on one body part or all (the MURA paper's recipe by default; with --weights none,
+    the random-init recipe: lr 1e-3, cosine, EMA)."""
     if list_archs:
         from mura_cli.cli.archs import archs
 
@@ -169,6 +190,11 @@ def train(
 
     bar, tasks, table = progress(), {}, epoch_table()
     on_start, on_batch, on_epoch = train_view(bar, tasks, table)
+    if cfg.folds or (resume is not None and _is_folds_run(resume)):
+        from mura_cli.cli.train_folds import train_folds
+
+        train_folds(cfg, resume, bar, (on_start, on_batch, on_epoch))
+        return
     try:
         result = fit(cfg, resume=resume, changes=changes, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
     finally:
@@ -204,7 +230,17 @@ def _resolve(ctx: typer.Context, resume: Path | None, config: Path | None) -> tu
         return TrainConfig(), changes
     flags: dict[str, Any] = {k: v for k, v in ctx.params.items() if k in given and k in _TRAIN_FIELDS}
     flags["transform"] = {_TRANSFORM_FLAGS[k]: ctx.params[k] for k in given if k in _TRANSFORM_FLAGS}
-    return resolve_config(TrainConfig, load_config_file(config) if config else {}, flags), {}
+    return train_config(load_config_file(config) if config else {}, flags), {}
+
+
+def _is_folds_run(run: Path) -> bool:
+    """A ``--folds`` ensemble folder: its train config has folds and it has no last state of its own."""
+    from mura_cli.engine.run import LAST_STATE, TRAIN_CONFIG
+
+    try:
+        return bool(json.loads((run / TRAIN_CONFIG).read_text()).get("folds")) and not (run / LAST_STATE).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def epoch_table() -> Table:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from mura_cli.data.records import IndexRow as IndexRow
 from mura_cli.data.records import Problem as Problem
 from mura_cli.data.records import part_from_name as part_from_name
 from mura_cli.errors import DataError
-from mura_cli.utils import atomic_path, write_json
+from mura_cli.utils import atomic_path, plural, write_json
 
 # ============================================================================================ building
 
@@ -107,14 +107,7 @@ def split_by_patient(rows: Sequence[IndexRow], *, tune_fraction: float = 0.1, se
         raise DataError(f"--tune-fraction {tune_fraction}: must be in [0, 1)")
     if any(r.split == "tune" for r in rows) or tune_fraction == 0:
         return list(rows)
-    by_patient: dict[str, list[IndexRow]] = defaultdict(list)
-    for r in rows:
-        if r.split == "train":
-            by_patient[r.patient].append(r)
-    strata: dict[tuple[str, int], list[str]] = defaultdict(list)
-    for patient, prs in sorted(by_patient.items()):
-        part = Counter(r.part for r in prs).most_common(1)[0][0]
-        strata[(part, max(r.label for r in prs))].append(patient)
+    strata = _patient_strata(r for r in rows if r.split == "train")
     rng = np.random.default_rng(seed)
     tune_patients: set[str] = set()
     for key in sorted(strata):
@@ -127,6 +120,41 @@ def split_by_patient(rows: Sequence[IndexRow], *, tune_fraction: float = 0.1, se
         order = rng.permutation(n)
         tune_patients.update(patients[i] for i in order[:k])
     return [replace(r, split="tune") if r.split == "train" and r.patient in tune_patients else r for r in rows]
+
+
+def _patient_strata(rows: Iterable[IndexRow]) -> dict[tuple[str, int], list[str]]:
+    """Patients by stratum: their most frequent part and whether any of their studies is abnormal (sorted)."""
+    by_patient: dict[str, list[IndexRow]] = defaultdict(list)
+    for r in rows:
+        by_patient[r.patient].append(r)
+    strata: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for patient, prs in sorted(by_patient.items()):
+        part = Counter(r.part for r in prs).most_common(1)[0][0]
+        strata[(part, max(r.label for r in prs))].append(patient)
+    return strata
+
+
+def patient_folds(rows: Sequence[IndexRow], k: int, seed: int = 0) -> dict[str, int]:
+    """Assign each patient of ``rows`` to one of ``k`` folds (1..k), stratified by (part, label); seeded.
+
+    Every study and image of a patient lands in the same fold, so a fold's model never saw its held-out
+    patients. Within each stratum patients are shuffled and dealt round-robin, continuing where the previous
+    stratum stopped, so fold sizes differ by at most one patient per stratum.
+    """
+    if k < 2:
+        raise DataError(f"--folds {k}: needs at least 2 folds")
+    strata = _patient_strata(rows)
+    if sum(len(p) for p in strata.values()) < k:
+        raise DataError(f"--folds {k}: only {plural(sum(len(p) for p in strata.values()), 'patient')} to split")
+    rng = np.random.default_rng(seed)
+    out: dict[str, int] = {}
+    dealt = 0
+    for key in sorted(strata):
+        patients = strata[key]
+        for i in rng.permutation(len(patients)):
+            out[patients[i]] = dealt % k + 1
+            dealt += 1
+    return out
 
 
 # ============================================================================================ summary / io

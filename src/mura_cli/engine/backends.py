@@ -69,3 +69,29 @@ class TorchBackend:
                 logits, cam = self.model(x), None
         maps = None if cam is None else cam.float().cpu().numpy()
         return logits.float().cpu().numpy().reshape(-1), maps
+
+
+class FlipBackend:
+    """Test-time augmentation: ``inner`` on each image and its horizontal flip, probabilities averaged.
+
+    The result is the logit of the mean probability; the flipped view's CAM is flipped back before the
+    maps are averaged, so the box still lands where the model looked.
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def __call__(self, images: Any, with_cam: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+        logits_a, cams_a = self.inner(x, with_cam)
+        logits_b, cams_b = self.inner(torch.flip(x, dims=(-1,)), with_cam)
+        p = (_sigmoid(logits_a) + _sigmoid(logits_b)) / 2
+        logits = np.log(np.clip(p, 1e-12, None)) - np.log(np.clip(1 - p, 1e-12, None))
+        if cams_a is None or cams_b is None:
+            return logits.astype(np.float32), None
+        return logits.astype(np.float32), (cams_a + cams_b[..., ::-1]) / 2
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))

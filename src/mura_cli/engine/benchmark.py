@@ -95,7 +95,7 @@ def run_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str 
     if scoring or not cfg.archs:
         choice = resolve_model_specs(cfg.model, runs_dir=cfg.runs_dir)
         hooks.on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
-        models = load_models(choice.specs, device, cfg.engine)
+        models = load_models(choice.specs, device, cfg.engine, cfg.tta)
         report["model"] = _model_info(choice.specs, models)
     index = None
     if cfg.data:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mura_cli.config import TransformConfig
-from mura_cli.engine.backends import Backend, TorchBackend
+from mura_cli.engine.backends import Backend, FlipBackend, TorchBackend
 from mura_cli.errors import ModelError, UsageError
 from mura_cli.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
 from mura_cli.utils import sha256_files
@@ -69,7 +69,8 @@ def resolve_model_specs(
     """Pick the model: ``--model`` specs, else ``$MURA_MODEL``, else the newest complete run under ``runs_dir``.
 
     A complete run is a folder that ``mura train`` finished (``config.json``, ``model.safetensors`` and
-    ``summary.json``), the newest by the time its summary was written.
+    ``summary.json``, or a ``--folds`` ensemble's ``ensemble.json`` and ``summary.json``), the newest by the time
+    its summary was written.
 
     Raises:
         ModelError: none of the three gives a model; the message says how to get one.
@@ -81,11 +82,7 @@ def resolve_model_specs(
     if value:
         return ModelChoice((value,), f"from ${MODEL_ENV}")
     root = Path(runs_dir)
-    done = [
-        d
-        for d in (root.iterdir() if root.is_dir() else [])
-        if all((d / f).is_file() for f in (CONFIG_NAME, WEIGHTS_NAME, "summary.json"))
-    ]
+    done = [d for d in (root.iterdir() if root.is_dir() else []) if _finished(d)]
     if done:
         newest = max(done, key=lambda d: ((d / "summary.json").stat().st_mtime, d.name))
         return ModelChoice((str(newest),), f"newest complete run under {root}/")
@@ -95,11 +92,22 @@ def resolve_model_specs(
     )
 
 
-def load_models(specs: Sequence[str], device: str = "cpu", engine: str = "torch") -> list[LoadedModel]:
-    """Load ``--model`` specs: run folders, Hub repos, or a folder holding one run per body part.
+def _finished(run: Path) -> bool:
+    """A run ``mura train`` finished: one model (config, weights, summary) or a ``--folds`` ensemble."""
+    if (run / "ensemble.json").is_file():
+        return (run / "summary.json").is_file()
+    return all((run / f).is_file() for f in (CONFIG_NAME, WEIGHTS_NAME, "summary.json"))
+
+
+def load_models(
+    specs: Sequence[str], device: str = "cpu", engine: str = "torch", tta: bool | None = None
+) -> list[LoadedModel]:
+    """Load ``--model`` specs: run folders, Hub repos, or a folder holding runs (per part, or the folds of
+    ``mura train --folds``).
 
     Several specs form an ensemble (mean of probabilities); a folder of per-part runs routes by part.
     ``engine`` is ``torch``, ``onnx`` (ONNX Runtime on an export cached beside the run) or ``auto``.
+    ``tta`` averages each image with its flip (:class:`FlipBackend`); ``None`` follows each model's config.
     """
     from mura_cli.engine.onnx import resolve_engine
 
@@ -117,14 +125,16 @@ def load_models(specs: Sequence[str], device: str = "cpu", engine: str = "torch"
             if not runs:
                 raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
             for d in runs:
-                out.append(_loaded(str(d), d, *load_run_model(d, device), device, engine))
+                out.append(_loaded(str(d), d, *load_run_model(d, device), device, engine, tta))
         else:
             folder = resolve_model_folder(spec)
-            out.append(_loaded(spec, folder, *load_run_model(folder, device), device, engine))
+            out.append(_loaded(spec, folder, *load_run_model(folder, device), device, engine, tta))
     return out
 
 
-def _loaded(name: str, folder: Path, model: Any, cfg: ModelConfig, device: str, engine: str) -> LoadedModel:
+def _loaded(
+    name: str, folder: Path, model: Any, cfg: ModelConfig, device: str, engine: str, tta: bool | None
+) -> LoadedModel:
     if engine == "onnx":
         from mura_cli.engine.onnx import onnx_backend
 
@@ -132,6 +142,8 @@ def _loaded(name: str, folder: Path, model: Any, cfg: ModelConfig, device: str, 
         backend: Backend = onnx_backend(model, folder, folder / WEIGHTS_NAME, size, name)
     else:
         backend = TorchBackend(model, device, name=name)
+    if cfg.tta if tta is None else tta:
+        backend = FlipBackend(backend)
     return LoadedModel(name=name, backend=backend, config=cfg, folder=folder)
 
 

@@ -336,7 +336,7 @@ def run_inference(
         raise UsageError(f"no image files among {', '.join(cfg.paths)} ({counts})")
     choice = resolve_model_specs(cfg.model, runs_dir=cfg.runs_dir)
     hooks.on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
-    models = load_models(choice.specs, device, cfg.engine)
+    models = load_models(choice.specs, device, cfg.engine, cfg.tta)
 
     def failed(f: Failure) -> None:
         failures.append(f)

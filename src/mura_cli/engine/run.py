@@ -18,7 +18,16 @@ from typing import Any
 import torch
 
 from mura_cli.config import RESUME_SETTINGS, TrainConfig, from_dict, to_dict
-from mura_cli.data.index import Index, IndexRow, build_index, find_prepared, load_index, part_from_name
+from mura_cli.data.index import (
+    Index,
+    IndexRow,
+    build_index,
+    find_prepared,
+    load_index,
+    part_from_name,
+    patient_folds,
+    split_by_patient,
+)
 from mura_cli.engine.results import EpochResult
 from mura_cli.errors import DataError, UsageError
 from mura_cli.models.checkpoint import ModelConfig, read_weights, save_run_model, save_weights
@@ -26,6 +35,7 @@ from mura_cli.utils import atomic_path, plural, write_csv, write_json
 
 TRAIN_CONFIG = "train_config.json"
 LAST_WEIGHTS, LAST_OPTIM, LAST_STATE = "last.safetensors", "last_optimizer.safetensors", "last_state.json"
+LAST_AVERAGE = "last_average.safetensors"
 METRICS = "metrics.csv"
 CURVES = "curves.png"
 SUMMARY = "summary.json"
@@ -60,7 +70,10 @@ def select_rows(index: Index, cfg: TrainConfig) -> tuple[str, list[IndexRow], li
         DataError: a split is empty, or the train split has only one label.
     """
     part = select_part(index, cfg.part)
-    train_rows, tune_rows = index.select(split="train", part=part), index.select(split="tune", part=part)
+    if cfg.fold:
+        train_rows, tune_rows, _ = fold_rows(index, part, cfg)
+    else:
+        train_rows, tune_rows = index.select(split="train", part=part), index.select(split="tune", part=part)
     if not train_rows or not tune_rows:
         raise DataError(
             f"{cfg.data}: part {part} has {plural(len(train_rows), 'train image')} and "
@@ -70,6 +83,23 @@ def select_rows(index: Index, cfg: TrainConfig) -> tuple[str, list[IndexRow], li
     if len({r.label for r in train_rows}) < 2:
         raise DataError(f"{cfg.data}: part {part} has only one label in its train split; cannot learn")
     return part, train_rows, tune_rows
+
+
+def fold_rows(index: Index, part: str, cfg: TrainConfig) -> tuple[list[IndexRow], list[IndexRow], list[IndexRow]]:
+    """Fold ``cfg.fold`` of ``cfg.folds`` over the train and tune rows of ``part``: ``(train, tune, held out)``.
+
+    Patients are dealt to folds by :func:`~mura_cli.data.index.patient_folds`. The held-out fold is never
+    trained on. When the recipe decides something on a tune split (:attr:`TrainConfig.needs_tune`), the tune
+    split is 10% of the training folds' patients; otherwise the held-out fold is the tune split, watched only.
+    """
+    rows = [replace(r, split="train") for r in index.rows if r.split in ("train", "tune") and part in ("all", r.part)]
+    folds = patient_folds(rows, cfg.folds, cfg.seed)
+    held = [r for r in rows if folds[r.patient] == cfg.fold]
+    rest = [r for r in rows if folds[r.patient] != cfg.fold]
+    if not cfg.needs_tune:
+        return rest, held, held
+    split = split_by_patient(rest, tune_fraction=0.1, seed=cfg.seed)
+    return [r for r in split if r.split == "train"], [r for r in split if r.split == "tune"], held
 
 
 def find_cache(index_dir: Path | None, cfg: TrainConfig) -> Path | None:
@@ -192,10 +222,18 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, path: Path, meta: dict[str
 
 
 def save_last_state(
-    run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, progress: Progress, arch: str
+    run: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    progress: Progress,
+    arch: str,
+    average: torch.nn.Module | None = None,
 ) -> None:
-    """Write what ``--resume`` needs: last weights, optimizer tensors, and ``last_state.json``."""
+    """Write what ``--resume`` needs: last weights (and their average), optimizer tensors, ``last_state.json``."""
     save_weights(model, run / LAST_WEIGHTS, arch=arch)
+    if average is not None:
+        save_weights(average, run / LAST_AVERAGE, arch=arch)
     last = {
         "epoch": progress.epoch,
         "best_loss": progress.best_loss,
@@ -209,10 +247,20 @@ def save_last_state(
 
 
 def load_last_state(
-    run: Path, state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    run: Path,
+    state: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    average: torch.nn.Module | None = None,
 ) -> Progress:
-    """Restore ``model``, ``optimizer`` and ``scheduler`` from ``run`` (``state`` is its ``last_state.json``)."""
+    """Restore ``model``, ``optimizer``, ``scheduler`` (and the weight ``average``) from ``run``.
+
+    ``state`` is the run's ``last_state.json``.
+    """
     model.load_state_dict(read_weights(run / LAST_WEIGHTS))
+    if average is not None:
+        average.load_state_dict(read_weights(run / LAST_AVERAGE))
     _load_optimizer(optimizer, run / LAST_OPTIM, state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return Progress(
@@ -241,13 +289,17 @@ def save_epoch(
     *,
     arch: str,
     best: ModelConfig | None,
+    average: torch.nn.Module | None = None,
 ) -> None:
-    """After an epoch: the best model when ``best`` (its config), the last state, ``metrics.csv`` and the curves."""
+    """After an epoch: the model when ``best`` (its config), the last state, ``metrics.csv`` and the curves.
+
+    With a weight ``average`` it is the average that becomes the model.
+    """
     from mura_cli.report.plots import save_training_curves
 
     if best is not None:
-        save_run_model(model, run, best)
-    save_last_state(run, model, optimizer, scheduler, progress, arch)
+        save_run_model(average if average is not None else model, run, best)
+    save_last_state(run, model, optimizer, scheduler, progress, arch, average)
     write_metrics_csv(run, progress.history)
     save_training_curves(progress.history, run / CURVES)
 
@@ -311,6 +363,7 @@ def finish_run(
 
 __all__ = [
     "CURVES",
+    "LAST_AVERAGE",
     "LAST_OPTIM",
     "LAST_STATE",
     "LAST_WEIGHTS",
@@ -321,6 +374,7 @@ __all__ = [
     "RunInfo",
     "find_cache",
     "finish_run",
+    "fold_rows",
     "load_last_state",
     "new_run_dir",
     "resolve_index",

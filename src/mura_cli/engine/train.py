@@ -12,67 +12,59 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from mura_cli import __version__
 from mura_cli.config import TrainConfig
-from mura_cli.data.dataset import MuraDataset
-from mura_cli.data.index import IndexRow
-from mura_cli.data.transforms import build_transforms
 from mura_cli.engine.distributed import (
     Dist,
     all_gather,
     broadcast,
     init_distributed,
     seed_epoch,
-    shard_loaders,
     wrap_model,
 )
 from mura_cli.engine.evaluate import autocast_for, predict_loader
+from mura_cli.engine.recipe import Schedule, WeightAverage
 from mura_cli.engine.results import EpochResult, TrainResult
 from mura_cli.engine.run import (
     Progress,
     RunInfo,
-    find_cache,
     finish_run,
     load_last_state,
     new_run_dir,
-    resolve_index,
     resume_config,
     save_epoch,
     save_train_config,
-    select_rows,
 )
-from mura_cli.metrics import BinaryMetrics, aggregate_by_study, binary_metrics, finite_or_none, roc_auc
-from mura_cli.models.checkpoint import LoadReport, ModelConfig
+from mura_cli.engine.train_data import TrainData, build_data
+from mura_cli.metrics import (
+    BinaryMetrics,
+    aggregate_by_study,
+    binary_metrics,
+    finite_or_none,
+    kappa_threshold,
+    roc_auc,
+)
+from mura_cli.models.checkpoint import CONFIG_NAME, LoadReport, ModelConfig
 from mura_cli.models.hub import load_backbone_weights
-from mura_cli.models.registry import MuraNet, pretrained_cfg, resolve_arch
-from mura_cli.utils import default_workers, resolve_device, seed_everything
+from mura_cli.models.registry import MuraNet, resolve_arch
+from mura_cli.utils import resolve_device, seed_everything
 
 
-def part_weights(rows: list[IndexRow], weighted: bool) -> dict[str, tuple[float, float]]:
-    """The paper's weighted BCE: for each part, ``(w_normal, w_abnormal) = (A/(A+N), N/(A+N))``."""
-    out: dict[str, tuple[float, float]] = {}
-    for part in sorted({r.part for r in rows}):
-        a = sum(1 for r in rows if r.part == part and r.label == 1)
-        n = sum(1 for r in rows if r.part == part and r.label == 0)
-        out[part] = (a / (a + n), n / (a + n)) if weighted and a and n else (0.5, 0.5)
-    return out
+def model_config(
+    cfg: TrainConfig, part: str, parts: list[str], metrics: dict[str, Any] | None, threshold: float | None = None
+) -> ModelConfig:
+    """``config.json`` in the Hub layout: what predict/localize need to rebuild and use the model.
 
-
-def _sample_weights(rows: list[IndexRow], weights: dict[str, tuple[float, float]]) -> torch.Tensor:
-    return torch.tensor([weights.get(r.part, (0.5, 0.5))[r.label] for r in rows], dtype=torch.float32)
-
-
-def model_config(cfg: TrainConfig, part: str, parts: list[str], metrics: dict[str, Any] | None) -> ModelConfig:
-    """``config.json`` in the Hub layout: what predict/localize need to rebuild and use the model."""
+    The threshold is ``cfg.threshold`` when set, else ``threshold`` (chosen on tune predictions), else 0.5.
+    """
     t = cfg.transform
     return ModelConfig(
         arch=cfg.arch,
@@ -85,52 +77,11 @@ def model_config(cfg: TrainConfig, part: str, parts: list[str], metrics: dict[st
         output_stride=cfg.output_stride,
         part=part,
         parts=tuple(parts),
-        threshold=cfg.threshold,
+        threshold=cfg.threshold or threshold or 0.5,
         weights=cfg.weights,
         metrics=metrics or {},
         version=__version__,
     )
-
-
-@dataclass(frozen=True)
-class TrainData:
-    """The rows, this rank's loaders and the loss weights of one training run."""
-
-    part: str
-    train_rows: list[IndexRow]
-    tune_rows: list[IndexRow]
-    train_loader: DataLoader
-    tune_loader: DataLoader
-    loss_weights: dict[str, tuple[float, float]]
-    train_w: torch.Tensor
-    tune_w: torch.Tensor
-    cache: Path | None
-
-    @property
-    def parts(self) -> list[str]:
-        """The body parts in the train split."""
-        return sorted({r.part for r in self.train_rows})
-
-
-def build_data(cfg: TrainConfig, d: Dist, *, resumed: bool) -> tuple[TrainConfig, TrainData]:
-    """Select the rows, take the backbone's mean/std (new runs only), and build this rank's loaders."""
-    index, index_dir = resolve_index(cfg.data)
-    part, train_rows, tune_rows = select_rows(index, cfg)
-    if not resumed:
-        pcfg = pretrained_cfg(cfg.arch)
-        cfg = replace(cfg, transform=replace(cfg.transform, mean=tuple(pcfg["mean"]), std=tuple(pcfg["std"])))
-    cache = find_cache(index_dir, cfg)
-    train_ds = MuraDataset(train_rows, index.root, build_transforms(cfg.transform, train=True), cache)
-    tune_ds = MuraDataset(tune_rows, index.root, build_transforms(cfg.transform, train=False), cache)
-    workers = cfg.workers if cfg.workers >= 0 else min(8, default_workers())
-    if cfg.deterministic and not d.device.startswith("cuda"):
-        workers = 0
-    train_loader, tune_loader = shard_loaders(
-        train_ds, tune_ds, d, batch_size=cfg.batch_size, workers=workers, seed=cfg.seed
-    )
-    w = part_weights(train_rows, cfg.weighted_loss)
-    train_w, tune_w = _sample_weights(train_rows, w), _sample_weights(tune_rows, w)
-    return cfg, TrainData(part, train_rows, tune_rows, train_loader, tune_loader, w, train_w, tune_w, cache)
 
 
 def build_model(cfg: TrainConfig, d: Dist, *, pretrained: bool) -> tuple[MuraNet, nn.Module, LoadReport | None]:
@@ -150,10 +101,16 @@ def build_model(cfg: TrainConfig, d: Dist, *, pretrained: bool) -> tuple[MuraNet
     return model, wrap_model(model, d), report
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
-    """Adam and a reduce-on-plateau schedule on the tune loss (the paper's recipe)."""
+def build_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Schedule]:
+    """Adam and the learning-rate schedule (the paper's: reduce on a tune-loss plateau)."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
-    return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience)
+    return opt, Schedule(opt, cfg, steps_per_epoch)
+
+
+def steps_per_epoch(cfg: TrainConfig, data: TrainData) -> int:
+    """Optimizer steps in one epoch on this rank."""
+    n = len(data.train_loader)
+    return min(n, cfg.limit_batches) if cfg.limit_batches else n
 
 
 def _memory_format(cfg: TrainConfig) -> torch.memory_format:
@@ -179,16 +136,16 @@ def train_one_epoch(
     cfg: TrainConfig,
     device: str,
     on_batch: Callable[[str, int, int], None] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> tuple[float, int, list[int]]:
     """One pass over this rank's train loader (at most ``cfg.limit_batches`` batches).
 
+    ``after_step`` runs after every optimizer step (the schedule, the weight average).
     Returns ``(sum of weighted losses, images, dataset indices seen)`` for this rank.
     """
     net.train()
     memory_format = _memory_format(cfg)
-    total_loss, total_n, n_batches = 0.0, 0, len(data.train_loader)
-    if cfg.limit_batches:
-        n_batches = min(n_batches, cfg.limit_batches)
+    total_loss, total_n, n_batches = 0.0, 0, steps_per_epoch(cfg, data)
     seen: list[int] = []
     for b, batch in enumerate(data.train_loader):
         if b >= n_batches:
@@ -205,6 +162,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if after_step:
+            after_step()
         total_loss += float((loss_each.detach() * w).sum())
         total_n += int(valid.sum())
         if on_batch:
@@ -219,11 +178,13 @@ class TuneEval:
     loss: float
     study: BinaryMetrics
     image_auroc: float
+    threshold: float = 0.5
 
     def metrics(self, epoch: int) -> dict[str, Any]:
         """The ``metrics`` stored in the best model's ``config.json``."""
         return {
             "epoch": epoch,
+            "tune_threshold": self.threshold,
             "tune_loss": self.loss,
             **{f"tune_study_{k}": finite_or_none(v) for k, v in self.study.to_dict().items() if isinstance(v, float)},
             "tune_image_auroc": finite_or_none(self.image_auroc),
@@ -264,8 +225,9 @@ def evaluate_tune(
     _, s_lab, s_prob = aggregate_by_study([data.tune_rows[i].study for i in all_idx], labels, all_p)
     return TuneEval(
         loss=weighted_bce(labels, all_p, data.tune_w.numpy()[all_idx]),
-        study=binary_metrics(s_lab, s_prob, cfg.threshold),
+        study=binary_metrics(s_lab, s_prob, cfg.threshold or 0.5),
         image_auroc=roc_auc(labels, all_p),
+        threshold=kappa_threshold(s_lab, s_prob),
     )
 
 
@@ -319,10 +281,18 @@ def fit(
     d = _setup(cfg)
     cfg, data = build_data(cfg, d, resumed=state is not None)
     model, net, report = build_model(cfg, d, pretrained=state is None)
-    optimizer, scheduler = build_optimizer(cfg, model)
+    optimizer, scheduler = build_optimizer(cfg, model, steps_per_epoch(cfg, data))
+    average = WeightAverage(model, cfg.ema) if cfg.ema else None
+    scored = average.model if average else model  # what is evaluated and saved
+
+    def after_step() -> None:
+        scheduler.step()
+        if average:
+            average.update(model)
+
     if state is not None:
         run = Path(str(resume))
-        progress = load_last_state(run, state, model, optimizer, scheduler)
+        progress = load_last_state(run, state, model, optimizer, scheduler, scored if average else None)
     else:
         run, progress = Path(broadcast(str(new_run_dir(cfg, data.part)) if d.main else None, d)), Progress()
     if d.main:
@@ -338,13 +308,13 @@ def fit(
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         seed_epoch(data.train_loader, epoch, cfg.seed)
-        loss_sum, n, epoch_seen = train_one_epoch(net, data, optimizer, cfg, d.device, hook)
+        lr = optimizer.param_groups[0]["lr"]
+        loss_sum, n, epoch_seen = train_one_epoch(net, data, optimizer, cfg, d.device, hook, after_step)
         if epoch == start:
             seen = all_gather(sorted(epoch_seen), d)
         sums = all_gather((loss_sum, n), d)
-        tune = evaluate_tune(model, data, cfg, d, hook)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step(tune.loss)
+        tune = evaluate_tune(scored, data, cfg, d, hook)
+        scheduler.epoch_end(tune.loss)
         result = EpochResult(
             epoch=epoch,
             train_loss=sum(s for s, _ in sums) / max(1, sum(k for _, k in sums)),
@@ -354,12 +324,14 @@ def fit(
             tune_image_auroc=tune.image_auroc,
             lr=lr,
             seconds=time.perf_counter() - t0,
-            best=progress.improves(tune.loss),
+            best=progress.improves(tune.loss) if cfg.keep == "best" else True,
         )
         progress = progress.record(result)
         if d.main:
-            best = model_config(cfg, data.part, data.parts, tune.metrics(epoch)) if result.best else None
-            save_epoch(run, model, optimizer, scheduler, progress, arch=cfg.arch, best=best)
+            best = (
+                model_config(cfg, data.part, data.parts, tune.metrics(epoch), tune.threshold) if result.best else None
+            )
+            save_epoch(run, model, optimizer, scheduler, progress, arch=cfg.arch, best=best, average=average and scored)
             if on_epoch:
                 on_epoch(result)
         if cfg.early_stop and progress.bad_epochs >= cfg.early_stop:
@@ -368,7 +340,8 @@ def fit(
 
     seconds = time.perf_counter() - t_start
     if d.main:
-        model_cfg = model_config(cfg, data.part, data.parts, None)
+        saved = run / CONFIG_NAME
+        model_cfg = ModelConfig.from_json(saved) if saved.is_file() else model_config(cfg, data.part, data.parts, None)
         finish_run(run, cfg, model_cfg, info, progress, stopped_early=stopped_early, seconds=seconds, seen=seen)
     return TrainResult(
         run_dir=run,

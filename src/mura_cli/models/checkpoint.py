@@ -48,6 +48,7 @@ class ModelConfig:
         part: the body part trained on, or ``all``.
         parts: the body parts seen in training.
         threshold: probability at or above which a study is labelled abnormal.
+        tta: average each image with its horizontal flip at inference (set when it paid out of fold).
         weights: the initial weights training started from (``None`` when not recorded).
         metrics: tune-split metrics of the saved epoch.
         library: the library that wrote the config.
@@ -68,6 +69,7 @@ class ModelConfig:
     part: str = "all"
     parts: tuple[str, ...] = ("all",)
     threshold: float = 0.5
+    tta: bool = False
     weights: str | None = None
     metrics: Mapping[str, Any] = field(default_factory=dict, hash=False)
     library: str = "mura-cli"
@@ -96,10 +98,12 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict written as ``config.json`` (tuples become lists; an unset ``output_stride``, the
-        arch's own, is left out so configs of ordinary models keep their keys)."""
+        arch's own, and ``tta`` when off are left out so configs of ordinary models keep their keys)."""
         out = to_dict(self)
         if out.get("output_stride") is None:
             out.pop("output_stride", None)
+        if not out.get("tta"):
+            out.pop("tta", None)
         return out
 
 
@@ -133,6 +137,7 @@ def _normalized(data: dict[str, Any], where: str) -> dict[str, Any]:
         "part": part,
         "parts": tuple(str(p) for p in data.get("parts") or [part]),
         "threshold": float(data.get("threshold", 0.5)),
+        "tta": bool(data.get("tta", False)),
         "dropout": float(data.get("dropout", 0.0)),
         "output_stride": None if data.get("output_stride") is None else int(data["output_stride"]),
         "num_classes": int(data.get("num_classes", 1)),
