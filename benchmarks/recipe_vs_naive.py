@@ -72,7 +72,8 @@ def run_naive(data: str, part: str, folds: int, size: int, epochs: int) -> list[
         held = [r for r in rows if fold_of[r.patient] == k]
         probs = naive_fold([r for r in rows if fold_of[r.patient] != k], held, Path(index.root), size, epochs, k)
         out += [
-            {"study": r.study, "part": r.part, "label": r.label, "fold": k, "p": float(p)} for r, p in zip(held, probs)
+            {"study": r.study, "part": r.part, "label": r.label, "fold": k, "p": float(p)}
+            for r, p in zip(held, probs, strict=True)
         ]
     return out
 

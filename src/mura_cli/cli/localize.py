@@ -11,7 +11,6 @@ from mura_cli.cli._console import config_from, finish_inference, inference_hooks
 from mura_cli.cli.predict import (
     DeviceOpt,
     EngineOpt,
-    TtaOpt,
     HashIdsOpt,
     MaxPixelsOpt,
     ModelOpt,
@@ -19,6 +18,7 @@ from mura_cli.cli.predict import (
     PartOpt,
     PathsArg,
     SaltOpt,
+    TtaOpt,
     WorkersOpt,
 )
 from mura_cli.config import LocalizeConfig
