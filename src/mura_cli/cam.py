@@ -59,21 +59,32 @@ def cam_to_original(cam: np.ndarray, geometry: Geometry, height: int, width: int
     return full[0, 0].numpy()
 
 
-def cam_box(cam: np.ndarray, threshold_frac: float = 0.2) -> tuple[Box | None, float]:
-    """Box around the largest connected region where ``cam >= threshold_frac * max(cam)``.
+COMPONENTS = ("largest", "peak")
+
+
+def cam_box(cam: np.ndarray, threshold_frac: float = 0.2, component: str = "largest") -> tuple[Box | None, float]:
+    """Box around a connected region where ``cam >= threshold_frac * max(cam)``: the ``largest`` one (the
+    seed's method), or the one holding the map's ``peak``.
 
     Returns ``(box or None, threshold)``; ``None`` when the map has no positive maximum.
     """
+    if component not in COMPONENTS:
+        raise ValueError(f"component must be one of {COMPONENTS}, not {component!r}")
     from skimage.measure import label, regionprops
 
     peak = float(np.max(cam)) if cam.size else 0.0
     if not np.isfinite(peak) or peak <= 0:
         return None, float("nan")
     thr = threshold_frac * peak
-    regions = regionprops(label(cam >= thr, connectivity=2))
+    labels = label(cam >= thr, connectivity=2)
+    regions = regionprops(labels)
     if not regions:
         return None, thr
-    best = max(regions, key=lambda r: r.area)
+    if component == "peak":
+        at = labels[np.unravel_index(int(np.argmax(cam)), cam.shape)]
+        best = next(r for r in regions if r.label == at)
+    else:
+        best = max(regions, key=lambda r: r.area)
     y0, x0, y1, x1 = best.bbox
     return Box(int(x0), int(y0), int(x1), int(y1)), thr
 

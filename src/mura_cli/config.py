@@ -123,6 +123,9 @@ class TrainConfig:
             them as an ensemble with out-of-fold predictions for every training study.
         fold: which fold this run trains (1..folds; set by ``--folds``, 0 = not a fold).
         dropout: dropout before the linear head.
+        box_loss: weight of a term that pulls the class activation map of abnormal training images inside their
+            ground-truth boxes (``-log`` of the softmax-CAM mass on cells a box touches; images without boxes train
+            as before; 0 = off). Tune images never enter it.
         output_stride: backbone output stride (16 or 8 give a finer CAM on archs that support it; None: 32).
         weighted_loss: weight BCE per body part by its label counts (paper).
         threshold: probability threshold for the abnormal label, stored with the model (``None``: the one that
@@ -162,6 +165,7 @@ class TrainConfig:
     folds: int = 0
     fold: int = 0
     dropout: float = 0.0
+    box_loss: float = 0.0
     output_stride: int | None = None
     weighted_loss: bool = True
     threshold: float | None = None
@@ -185,6 +189,8 @@ class TrainConfig:
             raise UsageError("--lr must be > 0 and --lr-factor in (0, 1)")
         if self.output_stride not in (None, 8, 16, 32):
             raise UsageError(f"--output-stride {self.output_stride}: expected 8, 16 or 32")
+        if self.box_loss < 0:
+            raise UsageError(f"--box-loss {self.box_loss}: must be >= 0")
         if not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout {self.dropout}: must be in [0, 1)")
         if self.threshold is not None and not 0 < self.threshold < 1:

@@ -88,6 +88,8 @@ class LocalizeConfig(InferConfig):
         overlay_dir: folder for overlays and heatmaps.
         heatmap: also write the raw map per image: ``png`` (16-bit) or ``npy``.
         threshold_frac: box threshold as a fraction of the map's maximum (20% by default).
+        component: which connected region above it is boxed: ``largest`` (default) or ``peak`` (the one holding
+            the map's maximum).
     """
 
     batch_size: int = 8
@@ -96,11 +98,13 @@ class LocalizeConfig(InferConfig):
     overlay_dir: str = "overlays"
     heatmap: str | None = None
     threshold_frac: float = 0.2
+    component: str = "largest"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 < self.threshold_frac < 1:
             raise UsageError(f"--threshold-frac {self.threshold_frac}: must be in (0, 1)")
+        _check_component(self.component)
         if self.heatmap not in (None, "png", "npy"):
             raise UsageError("--heatmap takes png or npy")
 
@@ -122,6 +126,7 @@ class BenchmarkConfig:
         out: report folder (report.json, report.md, plots, index.html).
         boxes: score CAM boxes against the index's ground-truth boxes.
         threshold_frac: CAM box threshold as a fraction of the map's maximum.
+        component: which region above it is boxed: ``largest`` or ``peak``.
         threshold: abnormal threshold for every image (default: the model's).
         speed: also measure images per second and milliseconds per stage.
         archs: with ``speed``, time these architectures with random weights instead of the model.
@@ -144,6 +149,7 @@ class BenchmarkConfig:
     out: str = "benchmark"
     boxes: bool = False
     threshold_frac: float = 0.2
+    component: str = "largest"
     threshold: float | None = None
     speed: bool = False
     archs: tuple[str, ...] = ()
@@ -166,6 +172,12 @@ class BenchmarkConfig:
             raise UsageError(f"--threshold-frac {self.threshold_frac}: must be in (0, 1)")
         if self.size is not None and self.size < 16:
             raise UsageError(f"--size {self.size}: must be at least 16 pixels")
+        _check_component(self.component)
+
+
+def _check_component(component: str) -> None:
+    if component not in ("largest", "peak"):
+        raise UsageError(f"--component {component}: expected 'largest' or 'peak'")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ def benchmark_cmd(
     out: Annotated[str, typer.Option("--out", "-o", help="Report folder.")] = _B.out,
     boxes: Annotated[bool, typer.Option("--boxes", help="Score CAM boxes against ground-truth boxes.")] = False,
     threshold_frac: Annotated[float, typer.Option(help="CAM box threshold, fraction of max.")] = _B.threshold_frac,
+    component: Annotated[
+        str, typer.Option(help="Which region above it is boxed: largest, or peak (the one holding the CAM maximum).")
+    ] = _B.component,
     threshold: Annotated[float | None, typer.Option(help="Abnormal threshold (default: the model's).")] = None,
     speed: Annotated[bool, typer.Option("--speed", help="Also time each stage (img/s, ms per image).")] = False,
     arch: Annotated[

@@ -39,6 +39,9 @@ def localize_cmd(
     threshold_frac: Annotated[
         float, typer.Option(help="Box threshold as a fraction of the CAM maximum.")
     ] = _L.threshold_frac,
+    component: Annotated[
+        str, typer.Option(help="Which region above it is boxed: largest, or peak (the one holding the CAM maximum).")
+    ] = _L.component,
     part: PartOpt = None,
     device: DeviceOpt = _L.device,
     engine: EngineOpt = _L.engine,

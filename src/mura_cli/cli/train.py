@@ -84,6 +84,10 @@ _OutputStride = Annotated[
     int | None, typer.Option(help="Backbone output stride: 16 or 8 for a finer CAM (dilated last stages).")
 ]
 _Dropout = Annotated[float, typer.Option(help="Dropout before the linear head.")]
+_BoxLoss = Annotated[
+    float,
+    typer.Option(help="Weight of a loss pulling the CAM of abnormal images into their ground-truth boxes (0 = off)."),
+]
 _WeightedLoss = Annotated[
     bool, typer.Option("--weighted-loss/--no-weighted-loss", help="Weight BCE per body part by label counts.")
 ]
@@ -144,6 +148,7 @@ def train(
     keep: _Keep = _T.keep,
     folds: _Folds = _T.folds,
     dropout: _Dropout = _T.dropout,
+    box_loss: _BoxLoss = _T.box_loss,
     output_stride: _OutputStride = _T.output_stride,
     weighted_loss: _WeightedLoss = _T.weighted_loss,
     threshold: _Threshold = _T.threshold,

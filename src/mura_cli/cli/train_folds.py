@@ -19,7 +19,7 @@ def train_folds(cfg: TrainConfig, resume: Path | None, bar: Any, callbacks: tupl
     on_start, on_batch, on_epoch = callbacks
 
     def on_fold(k: int, total: int, state: str) -> None:
-        word = {"train": "training", "resume": "resuming", "done": "already trained:"}[state]
+        word = {"train": "training", "resume": "resuming", "done": "already trained"}[state]
         bar.console.print(f"[bold]fold {k}/{total}[/] {word} (held out: fold {k}'s patients)")
 
     try:

@@ -30,6 +30,9 @@ class MuraDataset(Dataset):
         root: the dataset root.
         transform: HxW float32 [0, 1] -> tensor (see :func:`~mura_cli.data.transforms.build_transforms`).
         cache: a cache folder from ``mura prepare --cache``; cached copies are used when present.
+        masks: ``transform`` is built ``with_mask``: samples also hold ``"mask"`` (1xSxS, the row's ground-truth
+            boxes after the same geometry; zeros without boxes) and ``"has_box"``. Images with boxes are read
+            from the original file, whose pixel frame the boxes are in.
     """
 
     def __init__(
@@ -38,11 +41,13 @@ class MuraDataset(Dataset):
         root: str | Path,
         transform: Callable[[Any], torch.Tensor],
         cache: str | Path | None = None,
+        masks: bool = False,
     ) -> None:
         self.rows = list(rows)
         self.root = Path(root)
         self.transform = transform
         self.cache = Path(cache) if cache else None
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -57,13 +62,21 @@ class MuraDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.rows[i]
+        boxed = self.masks and bool(row.boxes)
         try:
-            pixels = read_image(self.path_of(i)).pixels
+            pixels = read_image(self.root / row.path if boxed else self.path_of(i)).pixels
             valid = True
         except DataError as exc:
             log.warning("%s", exc)
-            pixels, valid = np.zeros((64, 64), np.float32), False
-        return {"image": self.transform(pixels), "label": torch.tensor(float(row.label)), "index": i, "valid": valid}
+            pixels, valid, boxed = np.zeros((64, 64), np.float32), False, False
+        out = {"label": torch.tensor(float(row.label)), "index": i, "valid": valid}
+        if not self.masks:
+            return {"image": self.transform(pixels), **out}
+        mask = np.zeros_like(pixels)
+        for x0, y0, x1, y1 in row.boxes if boxed else ():
+            mask[max(0, int(y0)) : int(np.ceil(y1)), max(0, int(x0)) : int(np.ceil(x1))] = 1.0
+        image, m = self.transform(np.stack([pixels, mask]))
+        return {"image": image, "mask": m, "has_box": boxed and bool(m.any()), **out}
 
     def __repr__(self) -> str:
         return f"MuraDataset({len(self)} images, root={self.root}, cache={self.cache})"

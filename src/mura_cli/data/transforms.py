@@ -63,6 +63,7 @@ class _Contrast:
         self.equalize, self.clahe, self.sharpen, self.blur_sigma = equalize, clahe, sharpen, blur_sigma
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The grey channel 0 is processed; further channels (a box mask) pass through."""
         from skimage import exposure, filters
 
         a = x[0].numpy().astype(np.float64)
@@ -74,7 +75,7 @@ class _Contrast:
             a = filters.unsharp_mask(a, radius=2.0, amount=self.sharpen, preserve_range=True)
         if self.blur_sigma > 0:
             a = filters.gaussian(a, sigma=self.blur_sigma, preserve_range=True)
-        return torch.from_numpy(np.clip(a, 0.0, 1.0).astype(np.float32))[None]
+        return torch.cat([torch.from_numpy(np.clip(a, 0.0, 1.0).astype(np.float32))[None], x[1:]])
 
     def __repr__(self) -> str:
         return (
@@ -121,15 +122,29 @@ class _Resize:
         return f"Resize(size={self.cfg.size}, mode={self.cfg.resize}, crop={self.cfg.center_crop})"
 
 
-def build_transforms(cfg: TransformConfig, train: bool) -> v2.Compose:
+class _WithMask:
+    """A 2xHxW (grey, box mask) array through the same random geometry -> (3xSxS image, 1xSxS mask)."""
+
+    def __init__(self, geometry: v2.Compose, finish: v2.Compose) -> None:
+        self.geometry, self.finish = geometry, finish
+
+    def __call__(self, stacked: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.geometry(stacked)
+        return self.finish(x[:1]), (x[1:] > 0.5).float()
+
+
+def build_transforms(cfg: TransformConfig, train: bool, with_mask: bool = False) -> v2.Compose | _WithMask:
     """The preprocessing pipeline for training (with augmentation) or evaluation.
 
     Args:
         cfg: sizes, augmentations and normalization.
         train: add random flips and rotation.
+        with_mask: the input is a 2xHxW array, the image and a box mask; the mask gets the image's resize, flips
+            and rotation, and comes back beside the image.
 
     Returns:
-        A callable: HxW float32 array in [0, 1] -> 3xSxS float tensor, normalized.
+        A callable: HxW float32 array in [0, 1] -> 3xSxS float tensor, normalized (with ``with_mask``:
+        2xHxW -> ``(image, 1xSxS mask)``).
 
     Example:
         >>> tf = build_transforms(TransformConfig(), train=False)
@@ -146,8 +161,10 @@ def build_transforms(cfg: TransformConfig, train: bool) -> v2.Compose:
             steps.append(v2.RandomVerticalFlip(0.5))
         if cfg.rotation > 0:
             steps.append(v2.RandomRotation(cfg.rotation, interpolation=v2.InterpolationMode.BILINEAR, fill=0.0))
-    steps += [_GreyTo3(), v2.Normalize(mean=list(cfg.mean), std=list(cfg.std))]
-    return v2.Compose(steps)
+    finish = [_GreyTo3(), v2.Normalize(mean=list(cfg.mean), std=list(cfg.std))]
+    if with_mask:
+        return _WithMask(v2.Compose(steps), v2.Compose(finish))
+    return v2.Compose(steps + finish)
 
 
 def denormalize(x: torch.Tensor, cfg: TransformConfig) -> torch.Tensor:

@@ -213,7 +213,7 @@ def _predict_rows(
         for p in predict(files, models, replace(infer_cfg, part=part), per_image=True, with_cam=with_boxes, hooks=sub):
             row = truth[p.path]
             if with_boxes and row.label == 1 and row.boxes and p.path not in boxes:
-                loc = localize(p, cfg.threshold_frac)
+                loc = localize(p, cfg.threshold_frac, cfg.component)
                 box = loc.box
                 boxes[p.path] = {
                     "box": None if box is None else (box.x0, box.y0, box.x1, box.y1),

@@ -53,11 +53,11 @@ class Localization:
         }
 
 
-def localize(pred: ImagePrediction, threshold_frac: float = 0.2) -> Localization:
-    """Box the largest component of ``pred.cam`` above ``threshold_frac`` of its maximum."""
+def localize(pred: ImagePrediction, threshold_frac: float = 0.2, component: str = "largest") -> Localization:
+    """Box the ``largest`` component of ``pred.cam`` above ``threshold_frac`` of its maximum (or the ``peak``'s)."""
     if pred.cam is None:
         raise UsageError("localize needs predictions made with with_cam=True")
-    box, thr = cam_box(pred.cam, threshold_frac)
+    box, thr = cam_box(pred.cam, threshold_frac, component)
     return Localization(
         path=pred.path,
         frame=pred.frame,
@@ -102,7 +102,7 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
     run = run_inference(cfg, per_image=True, with_cam=True, keep_pixels=cfg.overlay, hooks=hooks)
     rows, written, overlay_dir = [], 0, Path(cfg.overlay_dir)
     for p in run.predictions:
-        loc = localize(p, cfg.threshold_frac)
+        loc = localize(p, cfg.threshold_frac, cfg.component)
         row = loc.to_row()
         name = overlay_name(p.path, p.frame)
         if cfg.overlay:
@@ -122,5 +122,5 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
         write_csv(out, rows)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(out, {"threshold_frac": cfg.threshold_frac, "boxes": rows})
+        write_json(out, {"threshold_frac": cfg.threshold_frac, "component": cfg.component, "boxes": rows})
     return LocalizeReport(run, tuple(rows), out, written, write_errors(out, (*run.failures, *run.skipped)))

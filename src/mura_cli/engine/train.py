@@ -44,6 +44,7 @@ from mura_cli.engine.run import (
     save_train_config,
 )
 from mura_cli.engine.train_data import TrainData, build_data
+from mura_cli.errors import UsageError
 from mura_cli.metrics import (
     BinaryMetrics,
     aggregate_by_study,
@@ -120,6 +121,8 @@ def _memory_format(cfg: TrainConfig) -> torch.memory_format:
 def _setup(cfg: TrainConfig) -> Dist:
     """Join the torchrun job (if any), seed everything, and switch on deterministic algorithms when asked."""
     d = init_distributed(resolve_device(cfg.device))
+    if cfg.box_loss and d.world > 1:
+        raise UsageError("--box-loss runs on one process; start it without torchrun")
     seed_everything(cfg.seed)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -156,9 +159,15 @@ def train_one_epoch(
         w = data.train_w[batch["index"]].to(device) * valid
         seen.extend(int(i) for i in batch["index"])
         with autocast_for(device, cfg.amp):
-            logits = net(x)
+            if "mask" in batch:
+                logits, cam = net.forward_with_cam(x)
+            else:
+                logits, cam = net(x), None
         loss_each = nn.functional.binary_cross_entropy_with_logits(logits.float(), y, reduction="none")
         loss = (loss_each * w).sum() / max(int(valid.sum()), 1)
+        if cam is not None:
+            boxed = batch["has_box"].to(device) & (y > 0.5) & valid.bool()
+            loss = loss + cfg.box_loss * box_loss(cam.float(), batch["mask"].to(device), boxed)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -169,6 +178,18 @@ def train_one_epoch(
         if on_batch:
             on_batch("train", b + 1, n_batches)
     return total_loss, total_n, seen
+
+
+def box_loss(cam: torch.Tensor, mask: torch.Tensor, boxed: torch.Tensor) -> torch.Tensor:
+    """Mean ``-log`` of the share of each ``boxed`` image's softmax-CAM on cells its boxes touch (0 when none).
+
+    ``cam`` is Bxhxw, ``mask`` Bx1xSxS (1 inside a box); a cell counts as inside when any of its pixels is.
+    """
+    if not bool(boxed.any()):
+        return cam.sum() * 0.0
+    inside = nn.functional.adaptive_max_pool2d(mask, cam.shape[-2:]).flatten(1)[boxed]
+    p = torch.softmax(cam.flatten(1)[boxed], dim=1)
+    return -torch.log((p * inside).sum(1).clamp_min(1e-6)).mean()
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,9 @@ def build_data(cfg: TrainConfig, d: Dist, *, resumed: bool) -> tuple[TrainConfig
         pcfg = pretrained_cfg(cfg.arch)
         cfg = replace(cfg, transform=replace(cfg.transform, mean=tuple(pcfg["mean"]), std=tuple(pcfg["std"])))
     cache = find_cache(index_dir, cfg)
-    train_ds = MuraDataset(train_rows, index.root, build_transforms(cfg.transform, train=True), cache)
+    masks = cfg.box_loss > 0
+    train_tf = build_transforms(cfg.transform, train=True, with_mask=masks)
+    train_ds = MuraDataset(train_rows, index.root, train_tf, cache, masks=masks)
     tune_ds = MuraDataset(tune_rows, index.root, build_transforms(cfg.transform, train=False), cache)
     workers = cfg.workers if cfg.workers >= 0 else min(8, default_workers())
     if cfg.deterministic and not d.device.startswith("cuda"):
