@@ -87,7 +87,114 @@ def _corpus(root: Path) -> tuple[list[Path], dict[Path, str], list[Path]]:
         data = DICOM_BASE.read_bytes()
         (root / "truncated.dcm").write_bytes(data[: len(data) // 2])
         bad[root / "truncated.dcm"] = "decode"
+        _dicom_variants(root / "dicom", good, bad)
+    _raster_variants(root / "rasters", good, bad)
+    if hasattr(os, "geteuid") and os.geteuid() != 0:  # root reads anything: the case needs a normal user
+        locked = _png(root / "locked.png")
+        locked.chmod(0)
+        bad[locked] = "discover"
     return [Path(g) for g in good], bad, skipped
+
+
+def _dicom_variants(root: Path, good: list, bad: dict) -> None:
+    """DICOM that real archives send: read what can be read right, name the rest (all from a real CR base)."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import RLELossless
+
+    root.mkdir()
+
+    def base() -> pydicom.Dataset:
+        ds = pydicom.dcmread(DICOM_BASE)
+        for k in ("WindowCenter", "WindowWidth"):
+            if k in ds:
+                delattr(ds, k)
+        return ds
+
+    def save(ds: pydicom.Dataset, name: str, outcome: list | dict, **kw: object) -> None:
+        ds.save_as(root / name, **kw)
+        if isinstance(outcome, list):
+            outcome.append(root / name)
+        else:
+            outcome[root / name] = "decode"
+
+    a = base().pixel_array
+    ds = base()
+    ds.preamble = None
+    save(ds, "no_preamble.dcm", good, enforce_file_format=False)
+    ds = base()
+    ds.compress(RLELossless)
+    save(ds, "rle.dcm", good)
+    ds = base()
+    ds.PixelRepresentation, ds.PixelData = 1, (a.astype(np.int16) - 2000).tobytes()
+    save(ds, "signed16.dcm", good)
+    ds = base()
+    ds.FloatPixelData, ds.BitsAllocated, ds.BitsStored, ds.HighBit = a.astype(np.float32).tobytes(), 32, 32, 31
+    del ds.PixelData
+    save(ds, "float32.dcm", good)
+    ds = base()
+    ds.NumberOfFrames, ds.PixelData = 2, np.stack([a, a[::-1]]).tobytes()
+    save(ds, "multiframe.dcm", good)
+    ds, lut = base(), Dataset()
+    lut.LUTDescriptor, lut.LUTData = [4096, 0, 16], [int(v) for v in np.linspace(0, 65535, 4096)]
+    lut["LUTData"].VR = "US"
+    ds.VOILUTSequence = Sequence([lut])
+    save(ds, "voi_lut_sequence.dcm", good)
+    ds = base()
+    del ds.PixelData
+    save(ds, "no_pixel_data.dcm", bad)
+    ds = base()
+    ds.Rows = 1000
+    save(ds, "lying_rows.dcm", bad)
+    ds = base()
+    ds.BitsAllocated = 32
+    save(ds, "lying_bits_allocated.dcm", bad)
+    ds = base()
+    ds.PhotometricInterpretation = "YBR_FULL"
+    save(ds, "ybr_16bit.dcm", bad)
+    ds = base()
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    save(ds, "palette_without_lut.dcm", bad)
+    ds = base()
+    ds.compress(RLELossless)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    save(ds, "rle_broken_stream.dcm", bad)
+
+
+def _raster_variants(root: Path, good: list, bad: dict) -> None:
+    """RGBA, palette, CMYK, 16-bit, EXIF-rotated and TIFF rasters read; broken TIFFs and a bomb named."""
+    import struct
+    import zlib
+
+    grey = _radiograph(np.random.default_rng(7))
+    root.mkdir()
+    for name, im in (
+        ("rgba.png", Image.fromarray(grey).convert("RGBA")),
+        ("palette.png", Image.fromarray(grey).convert("P")),
+        ("cmyk.jpg", Image.fromarray(grey).convert("CMYK")),
+        ("sixteen_bit.png", Image.fromarray(grey.astype(np.uint16) * 200)),
+        ("plain.tif", Image.fromarray(grey)),
+    ):
+        im.save(root / name)
+        good.append(root / name)
+    im = Image.fromarray(grey)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(root / "exif_rotated.jpg", exif=exif.tobytes())
+    good.append(root / "exif_rotated.jpg")
+    (root / "truncated.tif").write_bytes((root / "plain.tif").read_bytes()[:40])
+    (root / "garbage.tif").write_bytes(b"II*\x00" + b"\xff" * 50)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    # a decompression bomb: a 1 kB PNG that declares 60000 x 60000 pixels
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0))
+    bomb = b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
+    (root / "bomb_60000x60000.png").write_bytes(bomb)
+    for name in ("truncated.tif", "garbage.tif", "bomb_60000x60000.png"):
+        bad[root / name] = "decode"
 
 
 def _errors(path: Path) -> dict[str, dict[str, str]]:

@@ -11,6 +11,7 @@ range, with a warning naming the file. :func:`dicom_to_unit`, :func:`apply_windo
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import re
 import struct
@@ -79,7 +80,9 @@ def _read_dicom_quietly(p: Path, *, frames: list[int] | None, max_pixels: int) -
     from pydicom.errors import BytesLengthException
 
     try:
-        ds = pydicom.dcmread(p, force=True)
+        # from memory: a file object's read(n) allocates n bytes up front, so a damaged 32-bit length in a 2 kB
+        # file would cost gigabytes (found by tests/test_fuzz_reader.py); BytesIO returns only what is there
+        ds = pydicom.dcmread(io.BytesIO(p.read_bytes()), force=True)
     except Exception as exc:  # InvalidDicomError, struct.error, BytesLengthException, EOFError...: a damaged file
         raise DataError(
             f"{p}: not a readable DICOM file (pydicom: {one_line(exc)}); the file may be truncated or damaged"

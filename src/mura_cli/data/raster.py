@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ def _pil_limits(max_pixels: int, allow_truncated: bool) -> Iterator[None]:
     old_max, old_trunc = PILImage.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
     PILImage.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, allow_truncated
     try:
-        yield
+        with warnings.catch_warnings():  # Pillow's "Corrupt EXIF data" and bomb warnings: the reader decides
+            warnings.simplefilter("ignore")
+            yield
     finally:
         PILImage.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = old_max, old_trunc
 
@@ -54,8 +57,11 @@ def read_raster(p: Path, *, max_pixels: int) -> Image:
         pixels = pil_to_unit(transposed)
     except UnidentifiedImageError:
         raise DataError(f"{p}: not an image Pillow can identify (PNG/JPEG/BMP/TIFF) nor DICOM; skip it") from None
-    except PILImage.DecompressionBombError as exc:
-        raise DataError(f"{p}: {exc}; raise --max-pixels if the file is trusted") from None
+    except PILImage.DecompressionBombError:
+        raise DataError(
+            f"{p}: declares more than {max_pixels:,} pixels (a decompression bomb?); "
+            "raise --max-pixels if the file is trusted"
+        ) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{p}: Pillow could not decode it ({exc}); the file may be damaged") from None
     meta = {

@@ -200,6 +200,10 @@ def push_to_hub(
     from huggingface_hub import HfApi
 
     src = Path(folder)
+    if (src / "ensemble.json").is_file():
+        raise ModelError(
+            f"{src}: a --folds ensemble; push one member (mura push {src / 'fold-1'} ORG/NAME), or each to its own repo"
+        )
     for name in (WEIGHTS_NAME, CONFIG_NAME):
         if not (src / name).is_file():
             raise ModelError(f"{src}: no {name}; train first (mura train) or pass a run folder")
