@@ -312,3 +312,29 @@ def test_clean_folder_exits_0_without_errors_csv(tmp_path):
     empty.mkdir()
     res = mura("predict", empty, "--model", run_dir, "--out", tmp_path / "e.csv", cwd=tmp_path)
     assert res.returncode == 2 and "no image files" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_prepare_and_benchmark_name_bad_files_in_a_mura_tree_with_missing_csv_rows(tmp_path):
+    from synth import make_mura_tree
+
+    mura_dir = make_mura_tree(tmp_path / "d", patients_per_part=3, valid_patients=2)
+    for name in ("train_image_paths.csv", "valid_labeled_studies.csv"):  # rows missing from the CSVs
+        lines = (mura_dir / name).read_text().splitlines()
+        (mura_dir / name).write_text("\n".join(lines[1:]) + "\n")
+    study = sorted((mura_dir / "valid").rglob("study1_*"))[0]
+    (study / "image8.png").write_bytes(b"garbage" * 20)
+    (study / "image9.png").write_bytes(b"")
+    res = mura("prepare", tmp_path / "d", "--out", tmp_path / "idx", cwd=tmp_path)
+    assert res.returncode == 0 and "Traceback" not in res.stderr + res.stdout
+    for kind in ("unlisted_image", "unlabeled_study", "empty_file"):
+        assert kind in res.stdout + res.stderr
+    run_dir = make_run(tmp_path / "run")
+    rep = tmp_path / "rep"
+    res = mura(
+        "benchmark", "--data", tmp_path / "d", "--model", run_dir, "--split", "valid", "--out", rep, cwd=tmp_path
+    )
+    assert res.returncode == 6 and "Traceback" not in res.stderr, res.stderr
+    rows = _errors(rep / "report.errors.csv")
+    assert {Path(p).name for p in rows} == {"image8.png", "image9.png"}
+    assert (rep / "report.json").is_file() and "2 inputs failed" in res.stderr.splitlines()[-1]

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mura_cli.cli._console import config_from, console, inference_hooks
+from mura_cli.cli._console import config_from, console, finish_inference, inference_hooks
 from mura_cli.cli.predict import DeviceOpt, EngineOpt, ModelOpt, OverwriteOpt, TtaOpt, WorkersOpt
 from mura_cli.config import BenchmarkConfig
 
@@ -60,6 +60,7 @@ def benchmark_cmd(
         result = run(cfg, hooks, command=command)
     render_benchmark(result.report)
     console.print(f"report: [bold]{result.out / 'index.html'}[/] (and report.md, report.json, plots)")
+    finish_inference(result.failures, (), result.errors)
 
 
 def _est(e: dict[str, Any] | None) -> str:

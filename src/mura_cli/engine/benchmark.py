@@ -20,7 +20,7 @@ from mura_cli.data.index import Index, IndexRow, part_from_name
 from mura_cli.engine.load import LoadedModel, load_models, resolve_model_specs, weights_sha256
 from mura_cli.engine.localize import localize
 from mura_cli.engine.predict import ImagePrediction, part_mismatch_warnings, predict
-from mura_cli.engine.results import Failure, Hooks
+from mura_cli.engine.results import Failure, Hooks, write_errors
 from mura_cli.errors import UsageError
 from mura_cli.metrics import aggregate_by_study
 from mura_cli.utils import plural
@@ -30,12 +30,14 @@ REPORT_FILE = "report.json"
 
 @dataclass(frozen=True)
 class BenchmarkReport:
-    """What ``mura benchmark`` measured (``report``, JSON-ready) and the files it wrote."""
+    """What ``mura benchmark`` measured (``report``, JSON-ready), the files it wrote, and the images that could
+    not be scored (listed in ``errors``, ``report.errors.csv`` in the report folder, when there are any)."""
 
     report: dict[str, Any]
     out: Path
     files: tuple[Path, ...]
     failures: tuple[Failure, ...]
+    errors: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def run_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str 
     if cfg.speed:
         report["speed"] = {"rows": [r.to_dict() for r in _speed(cfg, index, models, device, hooks)]}
     files = write_benchmark_report(out, report, curves, overwrite=cfg.overwrite)
-    return BenchmarkReport(report, out, tuple(files), failures)
+    return BenchmarkReport(report, out, tuple(files), failures, write_errors(out / "report.json", failures))
 
 
 def _model_info(specs: tuple[str, ...], models: list[LoadedModel]) -> dict[str, Any]:

@@ -289,9 +289,10 @@ def part_mismatch_warnings(preds: Sequence[ImagePrediction], models: Sequence[Lo
 def part_mismatches(preds: Sequence[ImagePrediction], models: Sequence[LoadedModel]) -> dict[tuple[str, str], int]:
     """``{(body part, model): images}`` for images scored by a model that never saw their body part.
 
-    Images of unknown part are not counted: nothing says they differ.
+    Images of unknown part are not counted: nothing says they differ; nor are models whose parts are only
+    ``all`` (a config that does not say which parts it saw).
     """
-    parts_of = {m.short_name: set(m.parts) for m in models}
+    parts_of = {m.short_name: set(m.parts) for m in models if set(m.parts) != {"all"}}
     out: dict[tuple[str, str], int] = {}
     for p in preds:
         if p.part == "unknown":
