@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 
@@ -53,3 +54,47 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path, kille
     a = load_file(str(tmp_path / "runs" / "full" / "last.safetensors"))
     b = load_file(str(run / "last.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.slow
+def test_predict_killed_midway_resumes_to_the_same_csv(tmp_path):
+    """A real SIGKILL during ``mura predict``; ``--resume`` skips what the journal holds and ends with the CSV
+    of an uninterrupted run (and the same errors CSV)."""
+    from PIL import Image
+
+    from test_cli_usage import make_run
+
+    from synth import _radiograph
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "xrays"
+    for i in range(240):
+        folder = data / f"study{i // 3:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_radiograph(rng)).save(folder / f"image{i % 3}.png")
+    (data / "study000" / "broken.png").write_bytes(b"not a png" * 9)
+    run = make_run(tmp_path / "run")
+    args = ("predict", data, "--model", run, "--batch-size", "1", "--workers", "0")
+    ref = mura(*args, "--out", tmp_path / "ref.csv", cwd=tmp_path)
+    assert ref.returncode == 6, ref.stderr
+    out = tmp_path / "out.csv"
+    journal = tmp_path / "out.csv.partial.jsonl"
+    proc = subprocess.Popen([MURA, *map(str, args), "--out", str(out)], cwd=tmp_path, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.is_file() and journal.read_text().count("\n") > 60:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "predict finished before it could be killed; give it more images"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    scored_before = journal.read_text().count('"kind": "frame"')
+    assert 0 < scored_before < 240 and not out.exists()
+    again = mura(*args, "--out", out, cwd=tmp_path)  # without --resume: one line saying what to do
+    assert again.returncode == 2 and "--resume" in again.stderr.strip().splitlines()[-1]
+    res = mura(*args, "--out", out, "--resume", cwd=tmp_path)
+    assert res.returncode == 6, res.stderr
+    assert "already scored" in res.stderr
+    assert out.read_text() == (tmp_path / "ref.csv").read_text()
+    assert (tmp_path / "out.errors.csv").read_text() == (tmp_path / "ref.errors.csv").read_text()
+    assert not journal.exists()

@@ -61,6 +61,7 @@ class PredictConfig(InferConfig):
         per_image: every image is its own study.
         aggregate: study probability from its images: ``mean`` (paper) or ``max``.
         threshold: abnormal threshold for every study (default: the threshold of the model that scored it).
+        resume: continue a killed run from the journal it left beside ``out`` (``<out>.partial.jsonl``).
     """
 
     out: str = "results.csv"
@@ -69,6 +70,7 @@ class PredictConfig(InferConfig):
     per_image: bool = False
     aggregate: str = "mean"
     threshold: float | None = None
+    resume: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

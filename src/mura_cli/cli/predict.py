@@ -68,9 +68,12 @@ def predict_cmd(
     workers: WorkersOpt = _P.workers,
     max_pixels: MaxPixelsOpt = _P.max_pixels,
     overwrite: OverwriteOpt = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a killed run from its journal (<out>.partial.jsonl).")
+    ] = False,
 ) -> None:
     """Screen files and folders for abnormal studies; write one row per study."""
-    from mura_cli.engine.predict import run_predict
+    from mura_cli.engine.screen import run_predict
 
     cfg = config_from(PredictConfig, ctx.params)
     with inference_hooks() as hooks:

@@ -16,8 +16,9 @@ import numpy as np
 
 from mura_cli.cam import Box, cam_box, cam_peak
 from mura_cli.config import LocalizeConfig
-from mura_cli.engine.predict import ImagePrediction, InferenceRun, run_inference
+from mura_cli.engine.predict import ImagePrediction
 from mura_cli.engine.results import Hooks, errors_path, write_errors
+from mura_cli.engine.screen import InferenceRun, run_inference
 from mura_cli.errors import UsageError
 from mura_cli.utils import ensure_new, write_csv, write_json
 

@@ -20,17 +20,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mura_cli.cam import cam_to_original
-from mura_cli.config import InferConfig, PredictConfig, TransformConfig
+from mura_cli.config import InferConfig, TransformConfig
 from mura_cli.data.image import BlankImageError, check_not_blank
-from mura_cli.data.inputs import mura_path_warnings, resolve_study_and_part, scan_inputs
+from mura_cli.data.inputs import resolve_study_and_part
 from mura_cli.data.readers import read_images
 from mura_cli.data.transforms import build_transforms, eval_geometry
 from mura_cli.engine.evaluate import infer
-from mura_cli.engine.load import LoadedModel, ModelChoice, load_models, models_for_part, resolve_model_specs
-from mura_cli.engine.results import Failure, Hooks, errors_path, write_errors
-from mura_cli.errors import DataError, MuraError, UsageError
+from mura_cli.engine.load import LoadedModel, models_for_part
+from mura_cli.engine.results import Failure, Hooks
+from mura_cli.errors import MuraError
 from mura_cli.metrics import aggregate_by_study
-from mura_cli.utils import ensure_new, hash_id, plural, write_csv
+from mura_cli.utils import hash_id, plural
 
 log = logging.getLogger(__name__)
 
@@ -301,89 +301,3 @@ def part_mismatches(preds: Sequence[ImagePrediction], models: Sequence[LoadedMod
             if name in parts_of and p.part not in parts_of[name]:
                 out[(p.part, name)] = out.get((p.part, name), 0) + 1
     return out
-
-
-# ============================================================================================ jobs
-
-
-@dataclass(frozen=True)
-class InferenceRun:
-    """What a pass over the inputs produced: predictions, failures (stages ``discover``, ``decode``, ``sanity``),
-    skipped non-images (stage ``discover``, never a failure) and the model(s)."""
-
-    predictions: tuple[ImagePrediction, ...]
-    failures: tuple[Failure, ...]
-    skipped: tuple[Failure, ...]
-    models: tuple[LoadedModel, ...]
-    choice: ModelChoice
-
-
-def run_inference(
-    cfg: InferConfig, *, per_image: bool, with_cam: bool = False, keep_pixels: bool = False, hooks: Hooks = Hooks()
-) -> InferenceRun:
-    """Discover the inputs, choose and load the model(s), predict every file; shared by predict and localize."""
-    from mura_cli.utils import resolve_device
-
-    device = resolve_device(cfg.device)
-    scan = scan_inputs(cfg.paths)
-    files = scan.images
-    failures, skipped = ([Failure(str(i.path), f"{i.path}: {i.reason}", "discover") for i in v] for v in scan.split)
-    for f in failures:
-        hooks.on_failure(f)
-    if not files:
-        counts = f"{plural(len(failures), 'failed input')}, {plural(len(skipped), 'other path')} skipped"
-        if failures:
-            raise DataError(f"no readable image files among {', '.join(cfg.paths)} ({counts})")
-        raise UsageError(f"no image files among {', '.join(cfg.paths)} ({counts})")
-    choice = resolve_model_specs(cfg.model, runs_dir=cfg.runs_dir)
-    hooks.on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
-    models = load_models(choice.specs, device, cfg.engine, cfg.tta)
-
-    def failed(f: Failure) -> None:
-        failures.append(f)
-        hooks.on_failure(f)
-
-    hooks_in = Hooks(on_progress=hooks.on_progress, on_failure=failed)
-    preds = predict(files, models, cfg, per_image=per_image, with_cam=with_cam, keep_pixels=keep_pixels, hooks=hooks_in)
-    run = InferenceRun(tuple(preds), tuple(failures), tuple(skipped), tuple(models), choice)
-    for message in part_mismatch_warnings(run.predictions, models):
-        hooks.on_warning(message)
-    return run
-
-
-@dataclass(frozen=True)
-class PredictReport:
-    """The ``mura predict`` job: studies written to ``out`` (and images to ``images``, failures to ``errors``)."""
-
-    run: InferenceRun
-    studies: tuple[StudyPrediction, ...]
-    out: Path
-    images: Path | None
-    errors: Path | None = None
-
-    @property
-    def threshold_label(self) -> str:
-        """The threshold used, or its range when studies were labelled by models with different ones."""
-        used = sorted({round(s.threshold, 4) for s in self.studies})
-        if not used:
-            return "-"
-        return f"{used[0]:.2f}" if len(used) == 1 else f"per model, {used[0]:.2f}-{used[-1]:.2f}"
-
-
-def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks()) -> PredictReport:
-    """Screen ``cfg.paths``: predict every image, group studies, write the study CSV (and the image CSV)."""
-    ensure_new(cfg.out, cfg.overwrite)
-    ensure_new(cfg.images, cfg.overwrite)
-    ensure_new(errors_path(cfg.out), cfg.overwrite)
-    run = run_inference(cfg, per_image=cfg.per_image, hooks=hooks)
-    studies = group_studies(run.predictions, cfg.threshold, cfg.aggregate)
-    if cfg.fmt == "mura":
-        for message in mura_path_warnings([p.path for p in run.predictions], cfg.per_image):
-            hooks.on_warning(message)
-        write_csv(cfg.out, [{"Study": s.study, "Model": s.prediction} for s in studies], header=False)
-    else:
-        write_csv(cfg.out, [s.to_row() for s in studies])
-    if cfg.images:
-        write_csv(cfg.images, [p.to_row() for p in run.predictions])
-    errors = write_errors(cfg.out, (*run.failures, *run.skipped))
-    return PredictReport(run, tuple(studies), Path(cfg.out), Path(cfg.images) if cfg.images else None, errors)

@@ -1,0 +1,168 @@
+"""The screening jobs: :func:`run_inference` (inputs, model choice, every file through :func:`predict`; shared by
+predict and localize) and :func:`run_predict` (``mura predict``: the study CSV, resumable through a journal)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mura_cli.config import InferConfig, PredictConfig
+from mura_cli.data.inputs import mura_path_warnings, scan_inputs
+from mura_cli.engine.journal import Journal, journal_path
+from mura_cli.engine.load import LoadedModel, ModelChoice, load_models, resolve_model_specs, weights_sha256
+from mura_cli.engine.predict import (
+    ImagePrediction,
+    StudyPrediction,
+    group_studies,
+    part_mismatch_warnings,
+    predict,
+)
+from mura_cli.engine.results import Failure, Hooks, errors_path, write_errors
+from mura_cli.errors import DataError, UsageError
+from mura_cli.utils import ensure_new, hash_id, plural, write_csv
+
+
+@dataclass(frozen=True)
+class InferenceRun:
+    """What a pass over the inputs produced: predictions, failures (stages ``discover``, ``decode``, ``sanity``),
+    skipped non-images (stage ``discover``, never a failure) and the model(s)."""
+
+    predictions: tuple[ImagePrediction, ...]
+    failures: tuple[Failure, ...]
+    skipped: tuple[Failure, ...]
+    models: tuple[LoadedModel, ...]
+    choice: ModelChoice
+
+
+def run_inference(
+    cfg: InferConfig,
+    *,
+    per_image: bool,
+    with_cam: bool = False,
+    keep_pixels: bool = False,
+    hooks: Hooks = Hooks(),
+    journal: Journal | None = None,
+) -> InferenceRun:
+    """Discover the inputs, choose and load the model(s), predict every file; shared by predict and localize.
+
+    With a ``journal`` every scored frame and failed file is recorded as it happens, and files an earlier run
+    journalled are not scored again: their rows come back from the journal, in input order.
+    """
+    from mura_cli.utils import resolve_device
+
+    device = resolve_device(cfg.device)
+    scan = scan_inputs(cfg.paths)
+    files = scan.images
+    failures, skipped = ([Failure(str(i.path), f"{i.path}: {i.reason}", "discover") for i in v] for v in scan.split)
+    for f in failures:
+        hooks.on_failure(f)
+    if not files:
+        counts = f"{plural(len(failures), 'failed input')}, {plural(len(skipped), 'other path')} skipped"
+        if failures:
+            raise DataError(f"no readable image files among {', '.join(cfg.paths)} ({counts})")
+        raise UsageError(f"no image files among {', '.join(cfg.paths)} ({counts})")
+    choice = resolve_model_specs(cfg.model, runs_dir=cfg.runs_dir)
+    hooks.on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
+    models = load_models(choice.specs, device, cfg.engine, cfg.tta)
+
+    def failed(f: Failure) -> None:
+        failures.append(f)
+        hooks.on_failure(f)
+
+    if journal is None:
+        hooks_in = Hooks(on_progress=hooks.on_progress, on_failure=failed)
+        kw = {"per_image": per_image, "with_cam": with_cam, "keep_pixels": keep_pixels, "hooks": hooks_in}
+        preds = list(predict(files, models, cfg, **kw))  # type: ignore[arg-type]
+    else:
+        preds = _journalled(files, models, cfg, per_image, journal, hooks, failures)
+    run = InferenceRun(tuple(preds), tuple(failures), tuple(skipped), tuple(models), choice)
+    for message in part_mismatch_warnings(run.predictions, models):
+        hooks.on_warning(message)
+    return run
+
+
+def _journalled(
+    files: list[Path],
+    models: list[LoadedModel],
+    cfg: InferConfig,
+    per_image: bool,
+    journal: Journal,
+    hooks: Hooks,
+    failures: list[Failure],
+) -> list[ImagePrediction]:
+    """Predict the files ``journal`` has not finished, recording as it goes; with its rows, in input order."""
+    settings = {k: getattr(cfg, k) for k in ("part", "engine", "tta", "hash_ids", "max_pixels")}
+    journal.start(
+        {
+            "weights": weights_sha256(models),
+            "models": [m.name for m in models],
+            "per_image": per_image,
+            **settings,
+            "salt": hash_id("salt", cfg.salt) if cfg.salt else None,
+        }
+    )
+    names = [str(f) for f in files]
+    frames, old_failures = journal.restored(names)
+    todo = [f for f, n in zip(files, names, strict=True) if not journal.done(n)]
+    if len(todo) < len(files):
+        hooks.on_info(f"resuming: {plural(len(files) - len(todo), 'file')} already scored, {len(todo)} to go")
+    new_failures: list[Failure] = []
+
+    def failed(f: Failure) -> None:
+        new_failures.append(f)
+        journal.record_failure(f)
+        hooks.on_failure(f)
+
+    preds = [ImagePrediction(**{k: v for k, v in f.items() if k != "frames"}) for f in frames]
+    hooks_in = Hooks(on_progress=hooks.on_progress, on_failure=failed)
+    for p in predict(todo, models, cfg, per_image=per_image, hooks=hooks_in):
+        journal.record_frame({k: getattr(p, k) for k in _JOURNAL_FIELDS}, int(p.meta.get("frames", 1)))
+        preds.append(p)
+    order = {n: i for i, n in enumerate(names)}
+    preds.sort(key=lambda p: (order[p.path], p.frame))
+    failures.extend(sorted([*old_failures, *new_failures], key=lambda f: order.get(f.path, -1)))
+    return preds
+
+
+_JOURNAL_FIELDS = ("path", "frame", "study", "part", "probability", "model", "width", "height", "threshold")
+
+
+@dataclass(frozen=True)
+class PredictReport:
+    """The ``mura predict`` job: studies written to ``out`` (and images to ``images``, failures to ``errors``)."""
+
+    run: InferenceRun
+    studies: tuple[StudyPrediction, ...]
+    out: Path
+    images: Path | None
+    errors: Path | None = None
+
+    @property
+    def threshold_label(self) -> str:
+        """The threshold used, or its range when studies were labelled by models with different ones."""
+        used = sorted({round(s.threshold, 4) for s in self.studies})
+        if not used:
+            return "-"
+        return f"{used[0]:.2f}" if len(used) == 1 else f"per model, {used[0]:.2f}-{used[-1]:.2f}"
+
+
+def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks()) -> PredictReport:
+    """Screen ``cfg.paths``: predict every image, group studies, write the study CSV (and the image CSV)."""
+    ensure_new(cfg.out, cfg.overwrite)
+    ensure_new(cfg.images, cfg.overwrite)
+    ensure_new(errors_path(cfg.out), cfg.overwrite)
+    journal = Journal(journal_path(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite)
+    run = run_inference(cfg, per_image=cfg.per_image, hooks=hooks, journal=journal)
+    journal.close(remove=False)
+    studies = group_studies(run.predictions, cfg.threshold, cfg.aggregate)
+    if cfg.fmt == "mura":
+        for message in mura_path_warnings([p.path for p in run.predictions], cfg.per_image):
+            hooks.on_warning(message)
+        write_csv(cfg.out, [{"Study": s.study, "Model": s.prediction} for s in studies], header=False)
+    else:
+        write_csv(cfg.out, [s.to_row() for s in studies])
+    if cfg.images:
+        write_csv(cfg.images, [p.to_row() for p in run.predictions])
+    errors = write_errors(cfg.out, (*run.failures, *run.skipped))
+    journal.close(remove=True)
+    return PredictReport(run, tuple(studies), Path(cfg.out), Path(cfg.images) if cfg.images else None, errors)
