@@ -271,6 +271,23 @@ def _run_info(cfg: TrainConfig, run: Path, data: TrainData, d: Dist, report: Loa
     )
 
 
+def _epoch_result(
+    epoch: int, sums: list[tuple[float, int]], tune: TuneEval, lr: float, seconds: float, best: bool
+) -> EpochResult:
+    """An epoch's row from the ranks' ``(loss sum, images)`` and the tune pass."""
+    return EpochResult(
+        epoch=epoch,
+        train_loss=sum(s for s, _ in sums) / max(1, sum(k for _, k in sums)),
+        tune_loss=tune.loss,
+        tune_kappa=tune.study.kappa,
+        tune_auroc=tune.study.auroc,
+        tune_image_auroc=tune.image_auroc,
+        lr=lr,
+        seconds=seconds,
+        best=best,
+    )
+
+
 def fit(
     cfg: TrainConfig,
     *,
@@ -336,23 +353,12 @@ def fit(
         sums = all_gather((loss_sum, n), d)
         tune = evaluate_tune(scored, data, cfg, d, hook)
         scheduler.epoch_end(tune.loss)
-        result = EpochResult(
-            epoch=epoch,
-            train_loss=sum(s for s, _ in sums) / max(1, sum(k for _, k in sums)),
-            tune_loss=tune.loss,
-            tune_kappa=tune.study.kappa,
-            tune_auroc=tune.study.auroc,
-            tune_image_auroc=tune.image_auroc,
-            lr=lr,
-            seconds=time.perf_counter() - t0,
-            best=progress.improves(tune.loss) if cfg.keep == "best" else True,
-        )
+        best = progress.improves(tune.loss) if cfg.keep == "best" else True
+        result = _epoch_result(epoch, sums, tune, lr, time.perf_counter() - t0, best)
         progress = progress.record(result)
         if d.main:
-            best = (
-                model_config(cfg, data.part, data.parts, tune.metrics(epoch), tune.threshold) if result.best else None
-            )
-            save_epoch(run, model, optimizer, scheduler, progress, arch=cfg.arch, best=best, average=average and scored)
+            kept = model_config(cfg, data.part, data.parts, tune.metrics(epoch), tune.threshold) if best else None
+            save_epoch(run, model, optimizer, scheduler, progress, arch=cfg.arch, best=kept, average=average and scored)
             if on_epoch:
                 on_epoch(result)
         if cfg.early_stop and progress.bad_epochs >= cfg.early_stop:
