@@ -43,10 +43,16 @@ def train_folds(cfg: TrainConfig, resume: Path | None, bar: Any, callbacks: tupl
 
 def oof_table(oof: dict[str, Any], threshold: float) -> Table:
     """Out-of-fold study metrics per part with 95% bootstrap CIs."""
-    table = Table(title=f"out-of-fold, study level (threshold {threshold:.3f}; 95% CI by study)")
+    table = Table(
+        title=f"out-of-fold, study level (threshold {threshold:.3f}; 95% CI by study)",
+        caption="kappa, F1 and accuracy at the threshold chosen on these same predictions (slightly optimistic)",
+    )
     for col in ("part", "studies", "AUROC", "kappa", "F1", "accuracy"):
         table.add_column(col, justify="right")
-    for part, entry in oof["parts"].items():
+    parts = oof["parts"]
+    for part, entry in parts.items():
+        if part == "all" and len(parts) == 2:  # one part: its row says it all
+            continue
         m = entry["metrics"]
         table.add_row(part, str(entry["studies"]), *(_ci(m[k]) for k in ("auroc", "kappa", "f1", "accuracy")))
     return table
@@ -55,4 +61,4 @@ def oof_table(oof: dict[str, Any], threshold: float) -> Table:
 def _ci(e: dict[str, Any]) -> str:
     if e.get("value") is None:
         return "-"
-    return f"{format_metric(e['value'])} [{format_metric(e['low'])}, {format_metric(e['high'])}]"
+    return f"{e['value']:.3f} [{e['low']:.2f}, {e['high']:.2f}]"
