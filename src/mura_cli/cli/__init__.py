@@ -20,6 +20,7 @@ from mura_cli.cli._console import err_console
 from mura_cli.cli.archs import archs
 from mura_cli.cli.benchmark import benchmark_cmd
 from mura_cli.cli.demo import demo
+from mura_cli.cli.export import export
 from mura_cli.cli.localize import localize_cmd
 from mura_cli.cli.predict import predict_cmd
 from mura_cli.cli.prepare import prepare
@@ -83,6 +84,7 @@ app.command("train")(train)
 app.command("push")(push)
 app.command("benchmark")(benchmark_cmd)
 app.command("demo")(demo)
+app.command("export")(export)
 
 
 def _usage_error_line(err: Exception) -> str:

@@ -30,7 +30,11 @@ PartOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 EngineOpt = Annotated[
-    str, typer.Option(help="torch, onnx (ONNX Runtime on CPU; pip install 'mura-cli\\[onnx]') or auto.")
+    str,
+    typer.Option(
+        help="torch, onnx (ONNX Runtime on CPU; pip install 'mura-cli\\[onnx]'), onnx-int8 (after mura export --int8) "
+        "or auto."
+    ),
 ]
 WorkersOpt = Annotated[int, typer.Option(help="Decoding processes (0 = in the main process).")]
 TtaOpt = Annotated[

@@ -140,6 +140,16 @@ def _loaded(
 
         size = cfg.transform.output_size
         backend: Backend = onnx_backend(model, folder, folder / WEIGHTS_NAME, size, name)
+    elif engine == "onnx-int8":
+        from mura_cli.engine.export import int8_path
+        from mura_cli.engine.onnx import OnnxBackend
+
+        path = int8_path(folder, cfg.transform.output_size)
+        if not path.is_file():
+            raise UsageError(
+                f"{folder}: no int8 export; make one with `mura export {folder} --int8` (or --engine onnx)"
+            )
+        backend = OnnxBackend(path, name=name)
     else:
         backend = TorchBackend(model, device, name=name)
     if cfg.tta if tta is None else tta:

@@ -17,7 +17,7 @@ from mura_cli.errors import ModelError, UsageError
 from mura_cli.utils import atomic_path, cache_dir, default_workers, is_writable_dir, sha256_files
 
 OPSET = 17
-ENGINES = ("torch", "onnx", "auto")
+ENGINES = ("torch", "onnx", "onnx-int8", "auto")
 _INSTALL = 'ONNX Runtime is not installed; pip install "mura-cli[onnx]" (or use --engine torch)'
 
 
@@ -31,14 +31,15 @@ def onnx_available() -> bool:
 
 
 def resolve_engine(engine: str, device: str) -> str:
-    """``torch`` or ``onnx``: ``auto`` picks ONNX Runtime on CPU when it is installed, torch elsewhere."""
+    """``torch``, ``onnx`` or ``onnx-int8`` (the int8 model ``mura export --int8`` left beside the run): ``auto``
+    picks ONNX Runtime on CPU when it is installed, torch elsewhere."""
     if engine not in ENGINES:
         raise UsageError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
     if engine == "auto":
         return "onnx" if device == "cpu" and onnx_available() else "torch"
-    if engine == "onnx":
+    if engine in ("onnx", "onnx-int8"):
         if device != "cpu":
-            raise UsageError(f"--engine onnx runs on the CPU; use --device cpu or --engine torch (device {device})")
+            raise UsageError(f"--engine {engine} runs on the CPU; use --device cpu or --engine torch (device {device})")
         if not onnx_available():
             raise UsageError(_INSTALL)
     return engine
