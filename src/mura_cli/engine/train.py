@@ -331,6 +331,8 @@ def fit(
     if state is not None:
         run = Path(str(resume))
         progress = load_last_state(run, state, model, optimizer, scheduler, scored if average else None)
+        if average:
+            average.updates = scheduler.steps  # one average update per optimizer step
     else:
         run, progress = Path(broadcast(str(new_run_dir(cfg, data.part)) if d.main else None, d)), Progress()
     if d.main:
