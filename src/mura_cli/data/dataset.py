@@ -63,8 +63,9 @@ class MuraDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.rows[i]
         boxed = self.masks and bool(row.boxes)
+        path = self.path_of(i)
         try:
-            pixels = read_image(self.root / row.path if boxed else self.path_of(i)).pixels
+            pixels = read_image(path).pixels
             valid = True
         except DataError as exc:
             log.warning("%s", exc)
@@ -72,11 +73,34 @@ class MuraDataset(Dataset):
         out = {"label": torch.tensor(float(row.label)), "index": i, "valid": valid}
         if not self.masks:
             return {"image": self.transform(pixels), **out}
+        sx = sy = 1.0
+        if boxed and path != self.root / row.path:  # a cached copy: the boxes are in the original's pixels
+            size = _upright_size(self.root / row.path)
+            if size is None:
+                pixels = read_image(self.root / row.path).pixels
+            else:
+                sy, sx = pixels.shape[0] / size[0], pixels.shape[1] / size[1]
         mask = np.zeros_like(pixels)
         for x0, y0, x1, y1 in row.boxes if boxed else ():
+            x0, x1, y0, y1 = x0 * sx, x1 * sx, y0 * sy, y1 * sy
             mask[max(0, int(y0)) : int(np.ceil(y1)), max(0, int(x0)) : int(np.ceil(x1))] = 1.0
         image, m = self.transform(np.stack([pixels, mask]))
         return {"image": image, "mask": m, "has_box": boxed and bool(m.any()), **out}
 
     def __repr__(self) -> str:
         return f"MuraDataset({len(self)} images, root={self.root}, cache={self.cache})"
+
+
+def _upright_size(path: Path) -> tuple[int, int] | None:
+    """``(height, width)`` of a raster file as displayed (EXIF orientation applied), from its header only;
+    ``None`` when Pillow cannot tell (a DICOM, say)."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as im:
+            w, h = im.size
+            if int(im.getexif().get(0x0112, 1) or 1) in (5, 6, 7, 8):  # transposed orientations swap the sides
+                w, h = h, w
+            return h, w
+    except (OSError, ValueError, SyntaxError):
+        return None

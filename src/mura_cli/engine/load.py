@@ -151,7 +151,7 @@ def _loaded(
             )
         backend = OnnxBackend(path, name=name)
     else:
-        backend = TorchBackend(model, device, name=name)
+        backend = TorchBackend(model, device, channels_last=True, name=name)  # measured faster on CPU and GPU
     if cfg.tta if tta is None else tta:
         backend = FlipBackend(backend)
     return LoadedModel(name=name, backend=backend, config=cfg, folder=folder)
