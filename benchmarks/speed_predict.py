@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mura_cli.config import TransformConfig
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
 
