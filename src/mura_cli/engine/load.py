@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class LoadedModel:
     backend: Backend
     config: ModelConfig
     folder: Path | None = None
+    ensemble: str | None = None
 
     @property
     def transform(self) -> TransformConfig:
@@ -48,6 +49,9 @@ class LoadedModel:
 
     @property
     def short_name(self) -> str:
+        """How outputs name the model: its folder's name, or the ``--folds`` ensemble it belongs to."""
+        if self.ensemble:
+            return self.ensemble
         return Path(self.name).name if Path(self.name).exists() else self.name
 
 
@@ -124,8 +128,10 @@ def load_models(
             runs = sorted(d for d in p.iterdir() if (d / CONFIG_NAME).is_file())
             if not runs:
                 raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
+            ensemble = p.resolve().name if (p / "ensemble.json").is_file() else None
             for d in runs:
-                out.append(_loaded(str(d), d, *load_run_model(d, device), device, engine, tta))
+                m = _loaded(str(d), d, *load_run_model(d, device), device, engine, tta)
+                out.append(replace(m, ensemble=ensemble))
         else:
             folder = resolve_model_folder(spec)
             out.append(_loaded(spec, folder, *load_run_model(folder, device), device, engine, tta))

@@ -200,7 +200,7 @@ def _run_batch(
             study=it["study"],
             part=it["part"],
             probability=float(probs[i] / n),
-            model="+".join(names[i]),
+            model="+".join(dict.fromkeys(names[i])),  # the members of one ensemble are named once
             width=it["width"],
             height=it["height"],
             threshold=float(thresholds[i] / n) if counts[i] else 0.5,
