@@ -327,7 +327,7 @@ def test_prepare_and_benchmark_name_bad_files_in_a_mura_tree_with_missing_csv_ro
     (study / "image9.png").write_bytes(b"")
     res = mura("prepare", tmp_path / "d", "--out", tmp_path / "idx", cwd=tmp_path)
     assert res.returncode == 0 and "Traceback" not in res.stderr + res.stdout
-    for kind in ("unlisted_image", "unlabeled_study", "empty_file"):
+    for kind in ("unlisted_image", "unlabeled_study", "empty_file", "not_an_image"):
         assert kind in res.stdout + res.stderr
     run_dir = make_run(tmp_path / "run")
     rep = tmp_path / "rep"

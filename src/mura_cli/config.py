@@ -128,8 +128,8 @@ class TrainConfig:
             as before; 0 = off). Tune images never enter it.
         output_stride: backbone output stride (16 or 8 give a finer CAM on archs that support it; None: 32).
         weighted_loss: weight BCE per body part by its label counts (paper).
-        threshold: probability threshold for the abnormal label, stored with the model (``None``: the one that
-            maximises kappa on the tune split, or on out-of-fold predictions with ``folds``).
+        threshold: probability threshold for the abnormal label, stored with the model (``None``: 0.5 for one
+            model; with ``folds``, the one that maximises kappa on the out-of-fold predictions).
         seed: seed of initialization, sampling and augmentation.
         deterministic: deterministic algorithms (two CPU runs give identical weights).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
+from mura_cli.data.readers import sniff_head
 from mura_cli.data.records import Problem, Problems
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -24,6 +25,7 @@ _TAIL_BYTES = 64
 _CHECKS = {
     "empty_file": "empty files (0 bytes); they will fail to load",
     "unreadable": "files that cannot be opened",
+    "not_an_image": "files with no image signature (not PNG/JPEG/TIFF/BMP nor DICOM); they will fail to load",
     "truncated": "truncated images (no end marker): decoded as far as the data goes, the missing part left grey",
     "exif_rotated": "JPEGs with an EXIF orientation: read upright (boxes are in the upright frame)",
 }
@@ -43,7 +45,8 @@ def check_image_files(root: Path, paths: Iterable[str]) -> list[Problem]:
 
 
 def check_image_file(path: Path) -> str | None:
-    """The defect of one image file (``empty_file``, ``unreadable``, ``truncated``, ``exif_rotated``), or ``None``."""
+    """The defect of one image file (``empty_file``, ``unreadable``, ``not_an_image``, ``truncated``,
+    ``exif_rotated``), or ``None``."""
     try:
         with open(path, "rb") as f:
             head = f.read(_HEAD_BYTES)
@@ -55,6 +58,8 @@ def check_image_file(path: Path) -> str | None:
             tail = f.read()
     except OSError:
         return "unreadable"
+    if sniff_head(head) is None:
+        return "not_an_image"
     if head.startswith(JPEG_MAGIC):
         if b"\xff\xd9" not in tail:
             return "truncated"
