@@ -93,7 +93,9 @@ _WeightedLoss = Annotated[
 ]
 _Threshold = Annotated[
     float | None,
-    typer.Option(show_default="0.5; with --folds, max kappa out of fold", help="Abnormal threshold stored with the model."),
+    typer.Option(
+        show_default="0.5; with --folds, max kappa out of fold", help="Abnormal threshold stored with the model."
+    ),
 ]
 _Seed = Annotated[int, typer.Option(help="Seed of init, sampling and augmentation.")]
 _Deterministic = Annotated[
