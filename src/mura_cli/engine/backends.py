@@ -86,12 +86,13 @@ class FlipBackend:
         x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
         logits_a, cams_a = self.inner(x, with_cam)
         logits_b, cams_b = self.inner(torch.flip(x, dims=(-1,)), with_cam)
-        p = (_sigmoid(logits_a) + _sigmoid(logits_b)) / 2
+        p = (sigmoid(logits_a) + sigmoid(logits_b)) / 2
         logits = np.log(np.clip(p, 1e-12, None)) - np.log(np.clip(1 - p, 1e-12, None))
         if cams_a is None or cams_b is None:
             return logits.astype(np.float32), None
         return logits.astype(np.float32), (cams_a + cams_b[..., ::-1]) / 2
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logits -> probabilities, in float64."""
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))

@@ -7,13 +7,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.data import DataLoader
 
-from mura_cli.engine.backends import Backend, TorchBackend, autocast_for
+from mura_cli.config import TransformConfig
+from mura_cli.data.dataset import MuraDataset
+from mura_cli.data.index import IndexRow
+from mura_cli.data.transforms import build_transforms
+from mura_cli.engine.backends import Backend, TorchBackend, autocast_for, sigmoid
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,7 @@ class BatchOutput:
 def infer(backend: Backend, images: Any, with_cam: bool = False) -> BatchOutput:
     """Run ``backend`` on a Bx3xSxS batch; probabilities in float64."""
     logits, cams = backend(images, with_cam)
-    return BatchOutput(1.0 / (1.0 + np.exp(-logits.astype(np.float64))), cams)
+    return BatchOutput(sigmoid(logits), cams)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,14 @@ def evaluate(
     return EvalResult(np.concatenate(idx), np.concatenate(probs), np.concatenate(valid).astype(bool))
 
 
+def rows_loader(
+    rows: Sequence[IndexRow], root: str | Path, transform: TransformConfig, cache: Path | None, batch_size: int
+) -> DataLoader:
+    """Index rows in order through the eval transform, in this process: what :func:`evaluate` reads."""
+    ds = MuraDataset(rows, root, build_transforms(transform, train=False), cache)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+
+
 def predict_loader(
     model: Any,
     loader: Iterable[dict[str, Any]],
@@ -70,4 +84,4 @@ def predict_loader(
     return res.indices, res.probabilities, res.valid
 
 
-__all__ = ["BatchOutput", "EvalResult", "autocast_for", "evaluate", "infer", "predict_loader"]
+__all__ = ["BatchOutput", "EvalResult", "autocast_for", "evaluate", "infer", "predict_loader", "rows_loader"]

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from mura_cli.engine.evaluate import evaluate, rows_loader
 from mura_cli.engine.onnx import OnnxBackend, export_onnx, onnx_available, onnx_path
 from mura_cli.errors import DataError, UsageError
-from mura_cli.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, load_run_model
+from mura_cli.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, is_ensemble, load_run_model
 from mura_cli.utils import atomic_path, ensure_new, sha256_files, write_json
 
 MAX_AUROC_DROP = 0.005
@@ -57,7 +58,7 @@ def run_export(
         DataError: ``int8`` and the run's data cannot be found to calibrate and check on.
     """
     folder = Path(run)
-    if (folder / "ensemble.json").is_file():
+    if is_ensemble(folder):
         raise UsageError(f"{folder}: a --folds ensemble; export each member (mura export {folder / 'fold-1'})")
     if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise UsageError(f"{folder}: not a run folder (needs {CONFIG_NAME} and {WEIGHTS_NAME}); pass runs/NAME")
@@ -198,25 +199,14 @@ def _run_rows(folder: Path) -> tuple[list[Any], list[Any], Path, Path | None]:
     return train, tune, Path(index.root), find_cache(index_dir, tcfg)
 
 
-def _loader(rows: list[Any], root: Path, cache: Path | None, cfg: ModelConfig) -> Any:
-    from torch.utils.data import DataLoader
-
-    from mura_cli.data.dataset import MuraDataset
-    from mura_cli.data.transforms import build_transforms
-
-    ds = MuraDataset(rows, root, build_transforms(cfg.transform, train=False), cache)
-    return DataLoader(ds, batch_size=16, shuffle=False, num_workers=0)
-
-
 def _batches(rows: list[Any], root: Path, cache: Path | None, cfg: ModelConfig) -> list[np.ndarray]:
-    return [b["image"].numpy() for b in _loader(rows, root, cache, cfg)]
+    return [b["image"].numpy() for b in rows_loader(rows, root, cfg.transform, cache, 16)]
 
 
 def _study_auroc(backend: OnnxBackend, rows: list[Any], root: Path, cache: Path | None, cfg: ModelConfig) -> float:
-    from mura_cli.engine.evaluate import evaluate
     from mura_cli.metrics import aggregate_by_study, roc_auc
 
-    res = evaluate(backend, _loader(rows, root, cache, cfg))
+    res = evaluate(backend, rows_loader(rows, root, cfg.transform, cache, 16))
     keep = res.indices[res.valid]
     probs = res.probabilities[res.valid]
     _, labels, scores = aggregate_by_study([rows[i].study for i in keep], [rows[i].label for i in keep], probs)

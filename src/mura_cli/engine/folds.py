@@ -19,13 +19,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader
+import torch
 
 from mura_cli.config import TrainConfig, from_dict
-from mura_cli.data.dataset import MuraDataset
-from mura_cli.data.transforms import build_transforms
-from mura_cli.engine.backends import FlipBackend, TorchBackend
-from mura_cli.engine.evaluate import evaluate
+from mura_cli.engine.backends import TorchBackend
+from mura_cli.engine.evaluate import infer, rows_loader
 from mura_cli.engine.results import EpochResult, TrainResult
 from mura_cli.engine.run import (
     LAST_STATE,
@@ -40,11 +38,10 @@ from mura_cli.engine.run import (
 )
 from mura_cli.errors import UsageError
 from mura_cli.metrics import aggregate_by_study, kappa_threshold, roc_auc
-from mura_cli.models.checkpoint import CONFIG_NAME, ModelConfig, load_run_model
+from mura_cli.models.checkpoint import CONFIG_NAME, ENSEMBLE_NAME, ModelConfig, load_run_model
 from mura_cli.scoring import score_table
-from mura_cli.utils import read_json, write_csv, write_json
+from mura_cli.utils import read_json, resolve_device, write_csv, write_json
 
-ENSEMBLE = "ensemble.json"
 OOF = "oof.csv"
 
 
@@ -122,29 +119,32 @@ def out_of_fold(run: Path, cfg: TrainConfig) -> list[dict[str, Any]]:
     index, index_dir = resolve_index(cfg.data)
     part = select_part(index, cfg.part)
     rows: list[dict[str, Any]] = []
+    device = resolve_device(cfg.device)
+    cache = find_cache(index_dir, cfg)
     for k in range(1, cfg.folds + 1):
-        model, mcfg = load_run_model(run / f"fold-{k}")
+        model, mcfg = load_run_model(run / f"fold-{k}", device)
         held = fold_rows(index, part, replace(cfg, fold=k))[2]
-        ds = MuraDataset(held, index.root, build_transforms(mcfg.transform, train=False), find_cache(index_dir, cfg))
-        loader = DataLoader(ds, batch_size=2 * cfg.batch_size, shuffle=False, num_workers=0)
-        plain = TorchBackend(model, "cpu", channels_last=False)
-        probs = {name: evaluate(b, loader) for name, b in (("plain", plain), ("tta", FlipBackend(plain)))}
-        for i, ok in zip(probs["plain"].indices, probs["plain"].valid, strict=True):
-            if not ok:
-                continue
-            r = held[int(i)]
-            rows.append(
-                {
-                    "path": r.path,
-                    "part": r.part,
-                    "patient": r.patient,
-                    "study": r.study,
-                    "label": r.label,
-                    "fold": k,
-                    "probability": round(float(probs["plain"].probabilities[int(i)]), 6),
-                    "probability_tta": round(float(probs["tta"].probabilities[int(i)]), 6),
-                }
-            )
+        backend = TorchBackend(model, device, channels_last=False)
+        for batch in rows_loader(held, index.root, mcfg.transform, cache, 2 * cfg.batch_size):
+            x = batch["image"]
+            plain = infer(backend, x).probabilities  # one decode, both views: the flip averages with it
+            both = (plain + infer(backend, torch.flip(x, dims=(-1,))).probabilities) / 2
+            for j, i in enumerate(batch["index"].tolist()):
+                if not bool(batch["valid"][j]):
+                    continue
+                r = held[i]
+                rows.append(
+                    {
+                        "path": r.path,
+                        "part": r.part,
+                        "patient": r.patient,
+                        "study": r.study,
+                        "label": r.label,
+                        "fold": k,
+                        "probability": round(float(plain[j]), 6),
+                        "probability_tta": round(float(both[j]), 6),
+                    }
+                )
     return rows
 
 
@@ -185,7 +185,7 @@ def _finish(run: Path, cfg: TrainConfig, rows: list[dict[str, Any]], decided: di
         "oof_study_auroc": {k: _finite(v) for k, v in decided["auroc"].items()},
         "oof": decided["oof"],
     }
-    write_json(run / ENSEMBLE, info)
+    write_json(run / ENSEMBLE_NAME, info)
     write_json(
         run / SUMMARY, {"run": str(run), "arch": cfg.arch, "part": cfg.part, "seconds": round(seconds, 2), **info}
     )
@@ -195,9 +195,4 @@ def _finite(x: float) -> float | None:
     return None if not math.isfinite(x) else round(float(x), 6)
 
 
-def is_ensemble(folder: Path) -> bool:
-    """Whether ``folder`` is a finished ``mura train --folds`` run."""
-    return (folder / ENSEMBLE).is_file() and (folder / SUMMARY).is_file()
-
-
-__all__ = ["ENSEMBLE", "OOF", "FoldsResult", "decide", "fit_folds", "is_ensemble", "out_of_fold"]
+__all__ = ["OOF", "FoldsResult", "decide", "fit_folds", "out_of_fold"]

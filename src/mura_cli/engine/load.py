@@ -16,7 +16,7 @@ from typing import Any
 from mura_cli.config import TransformConfig
 from mura_cli.engine.backends import Backend, FlipBackend, TorchBackend
 from mura_cli.errors import ModelError, UsageError
-from mura_cli.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
+from mura_cli.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, is_ensemble
 from mura_cli.utils import sha256_files
 
 
@@ -98,7 +98,7 @@ def resolve_model_specs(
 
 def _finished(run: Path) -> bool:
     """A run ``mura train`` finished: one model (config, weights, summary) or a ``--folds`` ensemble."""
-    if (run / "ensemble.json").is_file():
+    if is_ensemble(run):
         return (run / "summary.json").is_file()
     return all((run / f).is_file() for f in (CONFIG_NAME, WEIGHTS_NAME, "summary.json"))
 
@@ -128,7 +128,7 @@ def load_models(
             runs = sorted(d for d in p.iterdir() if (d / CONFIG_NAME).is_file())
             if not runs:
                 raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
-            ensemble = p.resolve().name if (p / "ensemble.json").is_file() else None
+            ensemble = p.resolve().name if is_ensemble(p) else None
             for d in runs:
                 m = _loaded(str(d), d, *load_run_model(d, device), device, engine, tta)
                 out.append(replace(m, ensemble=ensemble))

@@ -23,6 +23,8 @@ from mura_cli.utils import atomic_path, read_json, short_error, write_json
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+ENSEMBLE_NAME = "ensemble.json"
+"""Marks a ``mura train --folds`` run folder: its ``fold-k`` subfolders are one ensemble model."""
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 """Pickled weight files: never loaded, since unpickling can run code."""
 SCHEMA_VERSION = 1
@@ -247,14 +249,21 @@ def load_run_model(folder: str | Path, map_location: str = "cpu") -> tuple[MuraN
 
 __all__ = [
     "CONFIG_NAME",
+    "ENSEMBLE_NAME",
     "SCHEMA_VERSION",
     "UNSAFE_SUFFIXES",
     "WEIGHTS_NAME",
     "LoadReport",
     "ModelConfig",
+    "is_ensemble",
     "load_backbone_state",
     "load_run_model",
     "read_weights",
     "save_run_model",
     "save_weights",
 ]
+
+
+def is_ensemble(folder: str | Path) -> bool:
+    """Whether ``folder`` is a ``mura train --folds`` ensemble (it holds ``ensemble.json``)."""
+    return (Path(folder) / ENSEMBLE_NAME).is_file()

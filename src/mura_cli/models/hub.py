@@ -22,6 +22,7 @@ from mura_cli.models.checkpoint import CONFIG_NAME as CONFIG_NAME
 from mura_cli.models.checkpoint import (
     UNSAFE_SUFFIXES,
     ModelConfig,
+    is_ensemble,
     load_backbone_state,
     load_run_model,
     read_weights,
@@ -200,7 +201,7 @@ def push_to_hub(
     from huggingface_hub import HfApi
 
     src = Path(folder)
-    if (src / "ensemble.json").is_file():
+    if is_ensemble(src):
         raise ModelError(
             f"{src}: a --folds ensemble; push one member (mura push {src / 'fold-1'} ORG/NAME), or each to its own repo"
         )
