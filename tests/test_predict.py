@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import astuple
 
 import numpy as np
 import pydicom
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mura_cli.cam import Box, cam_box, cam_to_original
+from mura_cli.cam import Box, cam_box, cam_grid_shape, cam_to_original, image_box
 from mura_cli.config import TransformConfig, to_dict
 from mura_cli.data.inputs import discover_inputs, mura_study_of
 from mura_cli.data.transforms import eval_geometry
@@ -104,6 +105,7 @@ def test_box_coordinates_on_a_2140x1760_dicom(tmp_path):
     pred = next(predict([path], [planted_model(TransformConfig(size=128))], with_cam=True))
     loc = localize(pred)
     assert (pred.width, pred.height) == (1760, 2140)
+    assert pred.cam.shape == cam_grid_shape(2140, 1760) == (512, 421)  # boxed on a grid, not 3.8 M pixels
     truth = Box(300, 1500, 500, 1700)
     assert loc.box.iou(truth) > 0.5, loc.box
     assert all(
@@ -119,6 +121,24 @@ def test_cam_to_original_inverts_geometry():
     full = cam_to_original(cam, g, 100, 50)
     y, x = np.unravel_index(full.argmax(), full.shape)
     assert abs(y - 27) <= 3 and abs(x - 26) <= 3  # (5.5 / 20 * 100, 10.5 / 20 * 50)
+
+
+@pytest.mark.parametrize("component", ["largest", "peak"])
+def test_box_on_the_grid_matches_the_box_at_full_size(component):
+    """The box found on the 512 px grid and scaled is the full-size box, to within one grid cell (maps with one
+    clear peak: where two near-equal peaks compete, which one the sampling favours is a coin toss)."""
+    rng = np.random.default_rng(3)
+    h, w = 2140, 1760
+    g = eval_geometry(h, w, TransformConfig(size=320))
+    for _ in range(5):
+        cam = rng.standard_normal((10, 10)).astype(np.float32)
+        cam[rng.integers(10), rng.integers(10)] += 3
+        full_box, _ = cam_box(cam_to_original(cam, g, h, w), 0.2, component)
+        grid = cam_grid_shape(h, w)
+        box, _ = image_box(cam_to_original(cam, g, h, w, grid), h, w, 0.2, component)
+        cell = max(h / grid[0], w / grid[1])
+        for a, b in zip(astuple(box), astuple(full_box), strict=True):
+            assert abs(a - b) <= cell + 1, (box, full_box)
 
 
 def test_cam_box_edge_cases():
@@ -242,4 +262,29 @@ def test_predict_and_localize_every_real_file(tmp_path, run_dir, capsys):
         assert ov.size == (src_w, src_h)
         if b["x0"] is not None:
             assert 0 <= b["x0"] < b["x1"] <= ov.size[0] and 0 <= b["y0"] < b["y1"] <= ov.size[1]
-        assert Image.open(b["heatmap"]).mode.startswith("I")
+        heat = Image.open(b["heatmap"])
+        assert heat.mode.startswith("I") and heat.size == ov.size  # full size, made from the grid map
+
+
+@needs_shared
+@pytest.mark.slow
+def test_localize_keeps_neither_maps_nor_pixels(tmp_path, run_dir):
+    """Each image is boxed and drawn as it comes: what the job keeps is a few numbers per image, so memory does
+    not grow with the folder (a 2,140 px DICOM's full-size map alone is 15 MB)."""
+    from mura_cli.config_infer import LocalizeConfig
+    from mura_cli.engine.localize import run_localize
+
+    cfg = LocalizeConfig(
+        paths=(str(SHARED / "dicom" / "CR_hip_RG2_jpegls_lossless.dcm"), str(SHARED / "mura-sample")),
+        model=(str(run_dir),),
+        out=str(tmp_path / "boxes.csv"),
+        overlay=True,
+        overlay_dir=str(tmp_path / "ov"),
+        heatmap="npy",
+        workers=0,
+    )
+    report = run_localize(cfg)
+    assert len(report.rows) == len(report.run.predictions) == 11 and report.overlays == 11
+    assert all(p.cam is None and "pixels" not in p.meta for p in report.run.predictions)
+    hip = next(r for r in report.rows if "hip" in r["image"])
+    assert np.load(hip["heatmap"]).shape == (2140, 1760)

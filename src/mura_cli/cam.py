@@ -2,8 +2,11 @@
 
 The map comes from :meth:`~mura_cli.models.registry.MuraNet.forward_with_cam`: the weighted sum of the last
 feature maps by the linear head's weights (Zhou et al., CVPR 2016). :func:`cam_to_original` maps it back
-through the exact inverse of the eval preprocessing (:func:`~mura_cli.data.transforms.eval_geometry`), and
-:func:`cam_box` thresholds it at a fraction of its maximum and boxes the largest connected component.
+through the exact inverse of the eval preprocessing (:func:`~mura_cli.data.transforms.eval_geometry`), onto
+the original pixel grid or, for speed and memory, onto a coarser grid of the same proportions
+(:func:`cam_grid_shape`, at most :data:`CAM_GRID` pixels a side); :func:`cam_box` thresholds it at a fraction
+of its maximum and boxes the largest connected component, and :meth:`Box.scaled` takes a box on that grid to
+original pixels. Full-size maps (:func:`resize_map`) are made only for overlays and heatmaps.
 """
 
 from __future__ import annotations
@@ -39,9 +42,35 @@ class Box:
     def contains(self, x: float, y: float) -> bool:
         return self.x0 <= x < self.x1 and self.y0 <= y < self.y1
 
+    def scaled(self, grid: tuple[int, int], height: int, width: int) -> Box:
+        """This box on a ``grid`` (rows, columns) map of an ``height`` x ``width`` image, in that image's pixels:
+        the smallest box covering the grid cells it covers."""
+        sy, sx = height / grid[0], width / grid[1]
+        return Box(
+            int(np.floor(self.x0 * sx)),
+            int(np.floor(self.y0 * sy)),
+            min(width, int(np.ceil(self.x1 * sx))),
+            min(height, int(np.ceil(self.y1 * sy))),
+        )
 
-def cam_to_original(cam: np.ndarray, geometry: Geometry, height: int, width: int) -> np.ndarray:
-    """An hxw map on the network grid -> HxW float32 on the original pixel grid (bilinear, half-pixel centres).
+
+CAM_GRID = 512
+"""The longest side of the grid maps are boxed on: MURA's own images (512 px) are boxed at full size, a
+2,000 px DICOM on a grid 4x coarser than its pixels, which is still finer than any network input used here."""
+
+
+def cam_grid_shape(height: int, width: int, longest: int = CAM_GRID) -> tuple[int, int]:
+    """``(rows, columns)`` of the map grid for an ``height`` x ``width`` image: its own size up to ``longest``
+    pixels a side, else scaled down to that, proportions kept."""
+    s = min(1.0, longest / max(height, width, 1))
+    return max(1, round(height * s)), max(1, round(width * s))
+
+
+def cam_to_original(
+    cam: np.ndarray, geometry: Geometry, height: int, width: int, grid: tuple[int, int] | None = None
+) -> np.ndarray:
+    """An hxw map on the network grid -> HxW float32 on the original pixel grid (bilinear, half-pixel centres),
+    or on ``grid`` (rows, columns), a grid of the original's proportions (:func:`cam_grid_shape`).
 
     The map is first upsampled to the network input (out x out), placed at the crop offset in the resized frame
     (the cropped-away margin gets the map's minimum), then the resized frame is scaled back to height x width.
@@ -55,8 +84,16 @@ def cam_to_original(cam: np.ndarray, geometry: Geometry, height: int, width: int
         oy, ox = int(geometry.offset_y), int(geometry.offset_x)
         canvas[..., oy : oy + out, ox : ox + out] = up
         up = canvas
-    full = torch.nn.functional.interpolate(up, size=(height, width), mode="bilinear", align_corners=False)
+    full = torch.nn.functional.interpolate(up, size=grid or (height, width), mode="bilinear", align_corners=False)
     return full[0, 0].numpy()
+
+
+def resize_map(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A map on a grid -> ``height`` x ``width`` float32 (bilinear, half-pixel centres): for overlays and heatmaps."""
+    if cam.shape == (height, width):
+        return np.asarray(cam, dtype=np.float32)
+    t = torch.as_tensor(np.asarray(cam, dtype=np.float32))[None, None]
+    return torch.nn.functional.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 COMPONENTS = ("largest", "peak")
@@ -89,7 +126,19 @@ def cam_box(cam: np.ndarray, threshold_frac: float = 0.2, component: str = "larg
     return Box(int(x0), int(y0), int(x1), int(y1)), thr
 
 
-def cam_peak(cam: np.ndarray) -> tuple[int, int]:
-    """``(x, y)`` of the map's maximum."""
+def image_box(
+    cam: np.ndarray, height: int, width: int, threshold_frac: float = 0.2, component: str = "largest"
+) -> tuple[Box | None, float]:
+    """:func:`cam_box` of a map on a grid of an ``height`` x ``width`` image, in that image's pixels."""
+    box, thr = cam_box(cam, threshold_frac, component)
+    return (None if box is None else box.scaled(cam.shape, height, width)), thr
+
+
+def cam_peak(cam: np.ndarray, height: int | None = None, width: int | None = None) -> tuple[int, int]:
+    """``(x, y)`` of the map's maximum; with ``height`` and ``width``, the centre of that grid cell in the pixels
+    of an image of that size."""
     y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    return int(x), int(y)
+    if height is None or width is None:
+        return int(x), int(y)
+    gy, gx = cam.shape
+    return min(width - 1, int((x + 0.5) * width / gx)), min(height - 1, int((y + 0.5) * height / gy))

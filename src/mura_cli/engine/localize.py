@@ -8,13 +8,13 @@ report); :func:`run_localize` runs the whole job: predict with maps, box every i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mura_cli.cam import Box, cam_box, cam_peak
+from mura_cli.cam import Box, cam_peak, image_box, resize_map
 from mura_cli.config import LocalizeConfig
 from mura_cli.engine.predict import ImagePrediction
 from mura_cli.engine.results import Hooks, errors_path, write_errors
@@ -55,10 +55,11 @@ class Localization:
 
 
 def localize(pred: ImagePrediction, threshold_frac: float = 0.2, component: str = "largest") -> Localization:
-    """Box the ``largest`` component of ``pred.cam`` above ``threshold_frac`` of its maximum (or the ``peak``'s)."""
+    """Box the ``largest`` component of ``pred.cam`` above ``threshold_frac`` of its maximum (or the ``peak``'s),
+    on the map's grid, and scale the box and the peak to the image's pixels."""
     if pred.cam is None:
         raise UsageError("localize needs predictions made with with_cam=True")
-    box, thr = cam_box(pred.cam, threshold_frac, component)
+    box, thr = image_box(pred.cam, pred.height, pred.width, threshold_frac, component)
     return Localization(
         path=pred.path,
         frame=pred.frame,
@@ -67,7 +68,7 @@ def localize(pred: ImagePrediction, threshold_frac: float = 0.2, component: str 
         box=box,
         cam_max=float(pred.cam.max()),
         threshold=thr,
-        peak=cam_peak(pred.cam),
+        peak=cam_peak(pred.cam, pred.height, pred.width),
     )
 
 
@@ -100,24 +101,30 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
 
     ensure_new(cfg.out, cfg.overwrite)
     ensure_new(errors_path(cfg.out), cfg.overwrite)
-    run = run_inference(cfg, per_image=True, with_cam=True, keep_pixels=cfg.overlay, hooks=hooks)
-    rows, written, overlay_dir = [], 0, Path(cfg.overlay_dir)
-    for p in run.predictions:
+    rows, overlay_dir = [], Path(cfg.overlay_dir)
+
+    def box(p: ImagePrediction) -> ImagePrediction:
+        """Box one image as it comes, write its overlay and heatmap, and keep it without map and pixels."""
+        assert p.cam is not None
         loc = localize(p, cfg.threshold_frac, cfg.component)
         row = loc.to_row()
         name = overlay_name(p.path, p.frame)
+        full = resize_map(p.cam, p.height, p.width) if cfg.overlay or cfg.heatmap else None
         if cfg.overlay:
             target = overlay_dir / name
             ensure_new(target, cfg.overwrite)
-            save_overlay(target, p.meta["pixels"], p.cam, loc.box, p.probability)
+            save_overlay(target, p.meta["pixels"], full, loc.box, p.probability)
             row["overlay"] = str(target)
-            written += 1
         if cfg.heatmap:
             target = overlay_dir / name.replace("_cam.png", f"_heatmap.{cfg.heatmap}")
             ensure_new(target, cfg.overwrite)
-            save_heatmap(target, p.cam)
+            save_heatmap(target, full)
             row["heatmap"] = str(target)
         rows.append(row)
+        return replace(p, cam=None, meta={k: v for k, v in p.meta.items() if k != "pixels"})
+
+    run = run_inference(cfg, per_image=True, with_cam=True, keep_pixels=cfg.overlay, hooks=hooks, consume=box)
+    written = sum(1 for r in rows if "overlay" in r)
     out = Path(cfg.out)
     if out.suffix.lower() == ".csv":
         write_csv(out, rows)

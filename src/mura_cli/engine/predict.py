@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mura_cli.cam import cam_to_original
+from mura_cli.cam import cam_grid_shape, cam_to_original
 from mura_cli.config import InferConfig, TransformConfig
 from mura_cli.data.image import BlankImageError, check_not_blank
 from mura_cli.data.inputs import resolve_study_and_part
@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImagePrediction:
-    """One image (one frame) through the model(s)."""
+    """One image (one frame) through the model(s); ``cam``, when asked for, is the class activation map on the
+    grid :func:`~mura_cli.cam.cam_grid_shape` gives for ``height`` x ``width`` (the original pixels for images
+    up to 512 px, proportionally coarser above)."""
 
     path: str
     frame: int
@@ -132,7 +134,8 @@ def predict(
             ``batch_size``, ``workers`` (decoding processes, 0 = in this process) and ``max_pixels``
             (decompression-bomb limit per frame); its paths and model are not used here.
         per_image: every image is its own study.
-        with_cam: also compute each image's class activation map on the original pixel grid (mean over models).
+        with_cam: also compute each image's class activation map (mean over models) on the grid of
+            :func:`~mura_cli.cam.cam_grid_shape`, the original's proportions at most 512 px a side.
         keep_pixels: keep the decoded image in ``meta["pixels"]`` (for overlays).
         hooks: ``on_failure`` for each file that cannot be read (stage ``decode``) and each blank frame
             (stage ``sanity``), the batch going on; ``on_progress`` per file.
@@ -187,7 +190,8 @@ def _run_batch(
             if out.cams is not None:
                 it = items[i]
                 g = eval_geometry(it["height"], it["width"], m.transform)
-                full = cam_to_original(out.cams[j], g, it["height"], it["width"])
+                grid = cam_grid_shape(it["height"], it["width"])
+                full = cam_to_original(out.cams[j], g, it["height"], it["width"], grid)
                 cams[i] = full if cams[i] is None else cams[i] + full
     for i, it in enumerate(items):
         n = max(counts[i], 1)

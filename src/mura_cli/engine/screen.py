@@ -3,6 +3,7 @@ predict and localize) and :func:`run_predict` (``mura predict``: the study CSV, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +43,14 @@ def run_inference(
     keep_pixels: bool = False,
     hooks: Hooks = Hooks(),
     journal: Journal | None = None,
+    consume: Callable[[ImagePrediction], ImagePrediction] | None = None,
 ) -> InferenceRun:
     """Discover the inputs, choose and load the model(s), predict every file; shared by predict and localize.
 
     With a ``journal`` every scored frame and failed file is recorded as it happens, and files an earlier run
-    journalled are not scored again: their rows come back from the journal, in input order.
+    journalled are not scored again: their rows come back from the journal, in input order. Without a journal,
+    ``consume`` sees each prediction as it is made and returns what to keep of it (localize boxes the map and
+    drops it, so memory does not grow with the number of inputs).
     """
     from mura_cli.utils import resolve_device
 
@@ -72,7 +76,7 @@ def run_inference(
     if journal is None:
         hooks_in = Hooks(on_progress=hooks.on_progress, on_failure=failed)
         kw = {"per_image": per_image, "with_cam": with_cam, "keep_pixels": keep_pixels, "hooks": hooks_in}
-        preds = list(predict(files, models, cfg, **kw))  # type: ignore[arg-type]
+        preds = [consume(p) if consume else p for p in predict(files, models, cfg, **kw)]  # type: ignore[arg-type]
     else:
         preds = _journalled(files, models, cfg, per_image, journal, hooks, failures)
     run = InferenceRun(tuple(preds), tuple(failures), tuple(skipped), tuple(models), choice)
