@@ -37,10 +37,32 @@ def _bases(tmp: Path) -> dict[str, bytes]:
     humerus = sorted((SHARED_DATA / "mura-humerus-64").rglob("*.jpg"))[:1]
     if humerus:
         out["jpg"] = humerus[0].read_bytes()
+    out["j2k.dcm"] = _j2k_dicom(tmp / "b.j2k.dcm")
     png = tmp / "b.png"
     Image.fromarray(_radiograph(np.random.default_rng(0), 24, 20)).save(png)
     out["png"] = png.read_bytes()
     return out
+
+
+def _j2k_dicom(path: Path) -> bytes:
+    """A 64 x 64 12-bit JPEG 2000 DICOM: read with ``min_side=16`` it takes the reduced-resolution decoder."""
+    from openjpeg.utils import encode_array
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, generate_uid
+
+    arr = (np.random.default_rng(1).integers(0, 4096, (64, 64))).astype(np.uint16)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 64, 64, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = encapsulate([encode_array(arr, bits_stored=12, photometric_interpretation=2, use_mct=False)])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path.read_bytes()
 
 
 BASES = _bases(Path(os.environ.get("TMPDIR", "/tmp")))
@@ -75,7 +97,7 @@ def test_mutated_files_decode_or_raise_the_project_error(tmp_path, kind, ops):
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
-        for im in read_images(path, max_pixels=4_000_000):
+        for im in read_images(path, max_pixels=4_000_000, min_side=16 if kind == "j2k.dcm" else None):
             assert im.pixels.ndim == 2 and np.isfinite(im.pixels).all()
             assert float(im.pixels.min()) >= 0.0 and float(im.pixels.max()) <= 1.0
     except MuraError as exc:

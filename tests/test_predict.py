@@ -288,3 +288,21 @@ def test_localize_keeps_neither_maps_nor_pixels(tmp_path, run_dir):
     assert all(p.cam is None and "pixels" not in p.meta for p in report.run.predictions)
     hip = next(r for r in report.rows if "hip" in r["image"])
     assert np.load(hip["heatmap"]).shape == (2140, 1760)
+
+
+@needs_shared
+def test_jpeg2000_screened_at_reduced_resolution_reports_original_pixels(run_dir):
+    """predict and localize read a 2,500 x 2,048 JPEG 2000 plate at the wavelet level its 64 px model needs, yet
+    sizes, maps and boxes are the original's; with overlays the full image is read (it is drawn on)."""
+    from mura_cli.engine.load import load_models
+
+    hand = SHARED / "dicom" / "CR_hand_PA_kodak_j2k_lossless.dcm"
+    models = load_models([str(run_dir)])
+    fast = next(predict([hand], models, with_cam=True))
+    drawn = next(predict([hand], models, with_cam=True, keep_pixels=True))
+    assert (fast.width, fast.height) == (drawn.width, drawn.height) == (2048, 2500)
+    assert fast.cam.shape == drawn.cam.shape == cam_grid_shape(2500, 2048)
+    assert drawn.meta["pixels"].shape == (2500, 2048)
+    assert abs(fast.probability - drawn.probability) < 0.02
+    box = localize(fast).box
+    assert box is not None and 0 <= box.x0 < box.x1 <= 2048 and 0 <= box.y0 < box.y1 <= 2500

@@ -1176,3 +1176,52 @@ def test_robust_range_degenerate():
     out = robust_range(spike)
     assert out[0, 0] == 1.0
     assert out.sum() == 1.0
+
+
+# ============================================================================================ reduced JPEG 2000
+
+
+J2K_FILES = (
+    "CR_chest_PA_RG1_j2k_lossy.dcm",
+    "CR_extremity_tibia_RG3_j2k_lossless.dcm",
+    "CR_extremity_tibia_RG3_j2k_lossy.dcm",
+    "CR_hand_PA_kodak_j2k_lossless.dcm",
+)
+
+
+@pytest.mark.parametrize("name", J2K_FILES)
+def test_jpeg2000_read_at_reduced_resolution_is_the_full_image_scaled_down(shared_data, name):
+    """Real CR plates: the wavelet level that still covers 320 px is the full decode, block-averaged, to within
+    1% of the range on average; the original size is kept and the network input barely moves."""
+    from mura_cli.config import TransformConfig
+    from mura_cli.data.transforms import build_transforms
+
+    path = shared_data / "dicom" / name
+    full = read_images(path)[0]
+    small = read_images(path, min_side=320)[0]
+    r = small.meta["reduced"]
+    assert r >= 1 and small.size == full.shape == full.size
+    assert min(small.shape) >= 320 and small.shape == tuple(-(-s // 2**r) for s in full.shape)
+    f = 2**r
+    h, w = full.shape[0] // f, full.shape[1] // f
+    blocks = full.pixels[: h * f, : w * f].reshape(h, f, w, f).mean(axis=(1, 3))
+    assert np.abs(blocks - small.pixels[:h, :w]).mean() < 0.01
+    tf = build_transforms(TransformConfig(size=320), train=False)
+    assert float((tf(full.pixels) - tf(small.pixels)).abs().mean()) < 0.03
+
+
+def test_reduced_resolution_only_for_jpeg2000(shared_data):
+    for name in ("CR_hip_RG2_jpegls_lossless.dcm", "CR_extremity_tibia_RG3_uncompressed_explicitLE.dcm"):
+        img = read_images(shared_data / "dicom" / name, min_side=320)[0]
+        assert "reduced" not in img.meta and img.size == img.shape
+    small = read_images(shared_data / "dicom" / J2K_FILES[1], min_side=2000)[0]  # larger than the plate: full
+    assert "reduced" not in small.meta and small.shape == (1760, 1760)
+
+
+def test_reduce_level_and_codestream_precision():
+    from mura_cli.data.j2k import codestream_precision, reduce_level
+
+    assert (
+        reduce_level(2500, 2048, 320) == 2 and reduce_level(1760, 1760, 320) == 2 and reduce_level(500, 500, 320) == 0
+    )
+    assert codestream_precision(b"garbage") is None

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mura_cli.data.image import Image, check_pixel_limit, is_near_constant, one_line, rgb_to_unit_gray, robust_range
+from mura_cli.data.j2k import decode_reduced
 from mura_cli.errors import DataError
 
 log = logging.getLogger("mura_cli.data.readers")  # the readers' one logger, whichever module reads the file
@@ -69,13 +70,18 @@ def _log_warnings(p: Path, caught: list[warnings.WarningMessage]) -> None:
         log.warning("%s: %s", p, message)
 
 
-def read_dicom(p: Path, *, frames: list[int] | None, max_pixels: int) -> list[Image]:
-    """Read ``frames`` of a DICOM file (``None``: all); pydicom's warnings become one log line each."""
+def read_dicom(p: Path, *, frames: list[int] | None, max_pixels: int, min_side: int | None = None) -> list[Image]:
+    """Read ``frames`` of a DICOM file (``None``: all); pydicom's warnings become one log line each.
+
+    With ``min_side``, a JPEG 2000 frame may be decoded at a reduced resolution whose shorter side is still at
+    least that (:func:`~mura_cli.data.j2k.decode_reduced`); ``meta`` then keeps the original ``height`` and
+    ``width`` and says ``reduced`` (the pixels are ``1 / 2**reduced`` of them).
+    """
     with _warnings_to_log(p):
-        return _read_dicom_quietly(p, frames=frames, max_pixels=max_pixels)
+        return _read_dicom_quietly(p, frames=frames, max_pixels=max_pixels, min_side=min_side)
 
 
-def _read_dicom_quietly(p: Path, *, frames: list[int] | None, max_pixels: int) -> list[Image]:
+def _read_dicom_quietly(p: Path, *, frames: list[int] | None, max_pixels: int, min_side: int | None) -> list[Image]:
     import pydicom
     from pydicom.errors import BytesLengthException
 
@@ -90,14 +96,14 @@ def _read_dicom_quietly(p: Path, *, frames: list[int] | None, max_pixels: int) -
     # pydicom converts header values lazily, so a damaged value (bad VR, non-numeric DS) fails only when used.
     header_errors = (ValueError, TypeError, KeyError, IndexError, NotImplementedError, OverflowError, struct.error)
     try:
-        return _dicom_frames(p, ds, frames=frames, max_pixels=max_pixels)
+        return _dicom_frames(p, ds, frames=frames, max_pixels=max_pixels, min_side=min_side)
     except (*header_errors, BytesLengthException) as exc:
         raise DataError(
             f"{p}: damaged DICOM header ({type(exc).__name__}: {one_line(exc)}); the file may be corrupt"
         ) from None
 
 
-def _dicom_frames(p: Path, ds: Any, *, frames: list[int] | None, max_pixels: int) -> list[Image]:
+def _dicom_frames(p: Path, ds: Any, *, frames: list[int] | None, max_pixels: int, min_side: int | None) -> list[Image]:
     import pydicom
 
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
@@ -130,9 +136,13 @@ def _dicom_frames(p: Path, ds: Any, *, frames: list[int] | None, max_pixels: int
         if not 0 <= f < n_frames:
             raise DataError(f"{p}: frame {f} requested but the file has {n_frames} frame(s)")
 
-    arr = _decode_dicom_pixels(p, ds)
-    if n_frames == 1:  # pydicom gives single-frame data without a frame axis (palette indices are 2-D too)
-        arr = arr[None]
+    reduced = decode_reduced(ds, min_side) if min_side else None
+    if reduced is not None:
+        arr = reduced[0][None]
+    else:
+        arr = _decode_dicom_pixels(p, ds)
+        if n_frames == 1:  # pydicom gives single-frame data without a frame axis (palette indices are 2-D too)
+            arr = arr[None]
     # pydicom's pixel_array is already RGB for YBR_FULL/YBR_FULL_422 (and JPEG 2000 decodes YBR_ICT/RCT to RGB)
     array_photometric = "RGB" if photometric.startswith("YBR") else photometric
     base_meta = _dicom_meta(p, ds, photometric, n_frames)
@@ -141,6 +151,8 @@ def _dicom_frames(p: Path, ds: Any, *, frames: list[int] | None, max_pixels: int
         where = f"{p} (frame {f})" if n_frames > 1 else str(p)
         pixels = dicom_to_unit(arr[f], ds, array_photometric, source=where)
         meta = dict(base_meta, frame=f, height=int(pixels.shape[0]), width=int(pixels.shape[1]))
+        if reduced is not None:
+            meta.update(height=rows, width=cols, reduced=reduced[1])
         out.append(Image(pixels=pixels, meta=meta))
     return out
 

@@ -35,6 +35,14 @@ class Image:
     def shape(self) -> tuple[int, int]:
         return int(self.pixels.shape[0]), int(self.pixels.shape[1])
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of the original frame: :attr:`shape` unless it was decoded at a reduced
+        resolution (``meta["reduced"]``)."""
+        if "reduced" in self.meta:
+            return int(self.meta["height"]), int(self.meta["width"])
+        return self.shape
+
 
 def check_pixel_limit(p: Path, height: int, width: int, max_pixels: int) -> None:
     """Refuse a ``width`` x ``height`` frame over ``max_pixels`` (decompression-bomb guard)."""

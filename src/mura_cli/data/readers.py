@@ -127,12 +127,16 @@ def read_image(path: str | Path, *, frame: int = 0, max_pixels: int = DEFAULT_MA
     return read_raster(p, max_pixels=max_pixels)
 
 
-def read_images(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Image]:
-    """Read every frame of a file: one :class:`Image` per DICOM frame, one for a raster file."""
+def read_images(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> list[Image]:
+    """Read every frame of a file: one :class:`Image` per DICOM frame, one for a raster file.
+
+    ``min_side``: the pixels are only needed at this size or above, so a JPEG 2000 DICOM may be decoded at a
+    reduced resolution (:meth:`Image.size` stays the original's; see :func:`~mura_cli.data.dicom.read_dicom`).
+    """
     p = Path(path)
     _check_readable(p)
     if is_dicom(p):
-        return read_dicom(p, frames=None, max_pixels=max_pixels)
+        return read_dicom(p, frames=None, max_pixels=max_pixels, min_side=min_side)
     return [read_raster(p, max_pixels=max_pixels)]
 
 

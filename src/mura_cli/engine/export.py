@@ -119,12 +119,28 @@ def sidecar(cfg: ModelConfig, result: ExportResult, weights_sha: str) -> dict[st
 
 def _quantize(folder: Path, cfg: ModelConfig, fp32: Path, target: Path, calibration: int) -> ExportResult:
     """Static int8 quantization calibrated on training images; kept only if tune AUROC holds."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
     train, tune, root, cache = _run_rows(folder)
     rng = np.random.default_rng(0)
     picks = [train[i] for i in rng.permutation(len(train))[:calibration]]
-    batches = _batches(picks, root, cache, cfg)
+    quantize_onnx(fp32, target, _batches(picks, root, cache, cfg))
+    auroc = {
+        name: _study_auroc(OnnxBackend(path), tune, root, cache, cfg)
+        for name, path in (("fp32", fp32), ("int8", target))
+    }
+    sidecar_path = target.parent / SIDECAR
+    if not np.isfinite(auroc["int8"]) or auroc["fp32"] - auroc["int8"] > MAX_AUROC_DROP:
+        target.unlink(missing_ok=True)
+        note = (f"int8 study AUROC {auroc['int8']:.4f} vs fp32 {auroc['fp32']:.4f} on the tune split: more than "
+                f"{MAX_AUROC_DROP} lower, so the export stays fp32")  # fmt: skip
+        return ExportResult(fp32, sidecar_path, "fp32", auroc, note)
+    note = f"int8 study AUROC {auroc['int8']:.4f} vs fp32 {auroc['fp32']:.4f} on the tune split"
+    return ExportResult(target, sidecar_path, "int8", auroc, note)
+
+
+def quantize_onnx(fp32: Path, target: Path, batches: list[np.ndarray]) -> Path:
+    """ONNX Runtime static int8 quantization of ``fp32`` into ``target`` (atomically): QDQ, per-channel int8
+    weights, uint8 activations calibrated on ``batches`` (preprocessed images, N x 3 x size x size)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -147,18 +163,7 @@ def _quantize(folder: Path, cfg: ModelConfig, fp32: Path, target: Path, calibrat
         )
         if source != fp32:
             source.unlink(missing_ok=True)
-    auroc = {
-        name: _study_auroc(OnnxBackend(path), tune, root, cache, cfg)
-        for name, path in (("fp32", fp32), ("int8", target))
-    }
-    sidecar_path = target.parent / SIDECAR
-    if not np.isfinite(auroc["int8"]) or auroc["fp32"] - auroc["int8"] > MAX_AUROC_DROP:
-        target.unlink(missing_ok=True)
-        note = (f"int8 study AUROC {auroc['int8']:.4f} vs fp32 {auroc['fp32']:.4f} on the tune split: more than "
-                f"{MAX_AUROC_DROP} lower, so the export stays fp32")  # fmt: skip
-        return ExportResult(fp32, sidecar_path, "fp32", auroc, note)
-    note = f"int8 study AUROC {auroc['int8']:.4f} vs fp32 {auroc['fp32']:.4f} on the tune split"
-    return ExportResult(target, sidecar_path, "int8", auroc, note)
+    return target
 
 
 @contextlib.contextmanager
@@ -213,4 +218,4 @@ def _study_auroc(backend: OnnxBackend, rows: list[Any], root: Path, cache: Path 
     return roc_auc(labels, scores)
 
 
-__all__ = ["MAX_AUROC_DROP", "SIDECAR", "ExportResult", "int8_path", "run_export", "sidecar"]
+__all__ = ["MAX_AUROC_DROP", "SIDECAR", "ExportResult", "int8_path", "quantize_onnx", "run_export", "sidecar"]

@@ -69,7 +69,11 @@ class ImagePrediction:
 
 class _FileDataset(Dataset):
     """One item per file: every frame through each distinct eval transform, or the failure; a blank frame is
-    a ``sanity`` failure (:func:`~mura_cli.data.image.check_not_blank`), never scored."""
+    a ``sanity`` failure (:func:`~mura_cli.data.image.check_not_blank`), never scored.
+
+    Unless the pixels are kept (overlays), files are read at no more than the largest transform needs: a
+    JPEG 2000 DICOM may be decoded at a reduced resolution (:func:`~mura_cli.data.j2k.decode_reduced`); sizes,
+    maps and boxes stay in the original's pixels."""
 
     def __init__(
         self, files: Sequence[Path], transforms: Sequence[TransformConfig], max_pixels: int, keep_pixels: bool
@@ -79,6 +83,7 @@ class _FileDataset(Dataset):
         self.tcfgs = list(transforms)
         self.tfs = [build_transforms(t, train=False) for t in self.tcfgs]
         self.max_pixels = max_pixels
+        self.min_side = None if keep_pixels else max(t.size for t in self.tcfgs)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -86,7 +91,7 @@ class _FileDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         path = self.files[i]
         try:
-            frames = read_images(path, max_pixels=self.max_pixels)
+            frames = read_images(path, max_pixels=self.max_pixels, min_side=self.min_side)
         except MuraError as exc:
             return {"path": str(path), "error": str(exc), "stage": "decode"}
         out, blank = [], []
@@ -96,7 +101,7 @@ class _FileDataset(Dataset):
             except BlankImageError as exc:
                 blank.append(str(exc))
                 continue
-            h, w = img.shape
+            h, w = img.size
             meta = {
                 k: v
                 for k, v in img.meta.items()

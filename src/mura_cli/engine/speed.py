@@ -96,7 +96,7 @@ def measure_speed(
 ) -> SpeedRow:
     """Time each stage on ``files`` (decoded once for the later stages), after ``warmup`` batches."""
     t0 = _clock("cpu")
-    frames = [img for f in files for img in read_images(f)]
+    frames = [img for f in files for img in read_images(f, min_side=transform.size)]  # as predict reads them
     decode = (_clock("cpu") - t0) / max(len(frames), 1)
     tf = build_transforms(transform, train=False)
     t0 = _clock("cpu")
@@ -120,7 +120,7 @@ def measure_speed(
     with_cam, maps = timed(True)
     t0 = _clock("cpu")
     for img, cam in zip(frames, maps[: len(frames)], strict=False):
-        h, w = img.shape
+        h, w = img.size
         image_box(cam_to_original(cam, eval_geometry(h, w, transform), h, w, cam_grid_shape(h, w)), h, w)
     post = (_clock("cpu") - t0) / max(len(frames), 1)
     ms = {
