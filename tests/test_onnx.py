@@ -76,6 +76,27 @@ def test_engine_choice():
         resolve_engine("onnx", "cuda")
 
 
+def test_auto_is_the_default_and_falls_back_to_torch_for_a_model_that_cannot_export(tmp_path, monkeypatch, caplog):
+    from mura_cli.engine import onnx
+    from mura_cli.errors import ModelError
+
+    assert InferConfig().engine == "auto"
+    run = tmp_path / "run"
+    save_run_model(MuraNet("test_resnet"), run, ModelConfig(arch="test_resnet", transform=TransformConfig(size=32)))
+    assert isinstance(load_models([str(run)], "cpu", "auto")[0].backend, onnx.OnnxBackend)
+
+    def refuse(model, size, path, opset=onnx.OPSET):
+        raise ModelError("cannot export test_resnet to ONNX (an op it lacks); use --engine torch")
+
+    other = tmp_path / "other"
+    save_run_model(MuraNet("test_resnet"), other, ModelConfig(arch="test_resnet", transform=TransformConfig(size=24)))
+    monkeypatch.setattr(onnx, "export_onnx", refuse)
+    assert isinstance(load_models([str(other)], "cpu", "auto")[0].backend, TorchBackend)
+    assert "--engine auto uses torch" in caplog.text
+    with pytest.raises(ModelError, match="cannot export"):
+        load_models([str(other)], "cpu", "onnx")
+
+
 @pytest.mark.slow
 def test_predict_with_the_onnx_engine_writes_the_same_csv(tmp_path):
     from synth import mura

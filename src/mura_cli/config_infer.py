@@ -18,7 +18,8 @@ class InferConfig:
         runs_dir: where ``mura train`` leaves its runs.
         part: body part for every input (else the MURA path, DICOM BodyPartExamined, then the model's).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        engine: ``torch``, ``onnx`` (ONNX Runtime, CPU) or ``auto`` (ONNX Runtime on CPU when installed).
+        engine: ``torch``, ``onnx`` (ONNX Runtime, CPU), ``onnx-int8`` or ``auto`` (the default: ONNX Runtime on
+            CPU when it is installed and the model exports, else torch).
         tta: average each image with its horizontal flip (``None``: as each model's config says).
         batch_size: images per forward pass.
         workers: decoding processes (0 = in the main process).
@@ -34,7 +35,7 @@ class InferConfig:
     runs_dir: str = "runs"
     part: str | None = None
     device: str = "auto"
-    engine: str = "torch"
+    engine: str = "auto"
     tta: bool | None = None
     batch_size: int = 16
     workers: int = 2
@@ -158,7 +159,7 @@ class BenchmarkConfig:
     size: int | None = None
     batch_size: int = 16
     device: str = "auto"
-    engine: str = "torch"
+    engine: str = "auto"
     tta: bool | None = None
     workers: int = 2
     resamples: int = 2000
