@@ -12,7 +12,11 @@ The pipeline cannot beat its inputs: ``decode_s`` is the single-core time to rea
 of this mix, and ``ceiling_ips`` what a perfect overlap of decoding and the bare forward on all cores would
 give (both compete for the same cores), so ``predict_vs_ceiling`` says how much of the possible is reached.
 
+Memory is compared between ``--memory-images`` and ten times as many (the smaller run must be long enough
+to reach the steady state: the first few batches grow ONNX Runtime's arena).
+
     python benchmarks/speed_predict.py --images 300 --out bench-speed
+    python benchmarks/speed_predict.py --only memory --memory-images 100   # the memory comparison alone
 """
 
 from __future__ import annotations
@@ -187,6 +191,20 @@ def matmul_peak(n: int = 2048, seconds: float = 5.0) -> float:
     return 2 * n**3 * k / (time.perf_counter() - t0)
 
 
+def memory_growth(out: Path, run: Path, engine: str, n: int) -> dict:
+    """Peak memory of ``mura predict`` over ``n`` and ``10 n`` images, and the growth (the ONNX export is made
+    first, so neither run pays for it)."""
+    load_models([str(run)], "cpu", engine)
+    res: dict = {}
+    for k in (n, 10 * n):
+        folder = out / f"inputs-{k}"
+        make_inputs(k, folder)
+        cmd = ["predict", str(folder), "--model", str(run), "--engine", engine, "--overwrite"]
+        res[f"predict_{k}_images_mb"] = whole_process([*cmd, "--out", str(out / f"mem-{k}.csv")], memory=True)
+    res["memory_10x_over_1x"] = res[f"predict_{10 * n}_images_mb"] / res[f"predict_{n}_images_mb"] - 1
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=300)
@@ -194,14 +212,20 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--engines", default="torch,onnx")
+    ap.add_argument("--memory-images", type=int, default=100)
+    ap.add_argument("--only", choices=("memory",))
     ap.add_argument("--out", type=Path, default=Path("bench-speed"))
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    files = make_inputs(a.images, a.out / "inputs")
-    make_inputs(max(1, a.images // 10), a.out / "inputs-tenth")
     run = make_run(a.out / "run", a.arch, a.size)
+    if a.only == "memory":
+        res = memory_growth(a.out, run, "auto", a.memory_images)
+        print(json.dumps(res, indent=1))
+        (a.out / "memory.json").write_text(json.dumps(res, indent=1))
+        return
+    files = make_inputs(a.images, a.out / "inputs")
     n = len(files)
-    res: dict = {"images": n, "arch": a.arch, "size": a.size, "batch": a.batch_size, "cores": os.cpu_count()}
+    res = {"images": n, "arch": a.arch, "size": a.size, "batch": a.batch_size, "cores": os.cpu_count()}
     res["naive_s"] = naive_loop(files, a.arch, a.size)
     engines = a.engines.split(",")
     for engine in engines:
@@ -220,9 +244,7 @@ def main() -> None:
     best = min(engines, key=lambda e: res[f"predict_{e}_s"])
     loc = ["localize", str(a.out / "inputs"), "--model", str(run), "--engine", best, "--overwrite"]
     res["localize_s"] = whole_process([*loc, "--out", str(a.out / "boxes.json")])
-    for name, folder in (("tenth", "inputs-tenth"), ("all", "inputs")):
-        cmd = ["predict", str(a.out / folder), "--model", str(run), "--engine", best, "--overwrite"]
-        res[f"predict_{name}_mb"] = whole_process([*cmd, "--out", str(a.out / f"mem-{name}.csv")], memory=True)
+    res.update(memory_growth(a.out, run, best, a.memory_images))
     res["flops_per_image"] = flops_per_image(a.arch, a.size)
     res["matmul_flops"] = matmul_peak()
     res["decode_s"] = decode_seconds(sources() * 2, a.size)
@@ -236,7 +258,7 @@ def main() -> None:
         "predict_vs_ceiling": predict_ips / res["ceiling_ips"],
         "forward_fraction_of_peak": fwd * res["flops_per_image"] / res["matmul_flops"],
         "localize_over_predict": res["localize_s"] / res[f"predict_{best}_s"] - 1,
-        "memory_10x_over_1x": res["predict_all_mb"] / res["predict_tenth_mb"] - 1,
+        "memory_10x_over_1x": res["memory_10x_over_1x"],
     }
     if "forward_onnx-int8_ips" in res:
         res["ratios"]["int8_vs_fp32_forward"] = res["forward_onnx-int8_ips"] / res["forward_onnx_ips"]
