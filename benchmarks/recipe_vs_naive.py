@@ -12,7 +12,8 @@ of studies.
 
     python benchmarks/recipe_vs_naive.py ../shared/data/mura-humerus-64 --size 64 --out bench-recipe
     python benchmarks/recipe_vs_naive.py DATA --only naive          # the naive loop alone
-    python benchmarks/recipe_vs_naive.py DATA --train-args "--epochs 20 --rotation 10"   # another recipe
+    python benchmarks/recipe_vs_naive.py DATA --train-args "--epochs 20 --rotation 30"   # another recipe
+    python benchmarks/recipe_vs_naive.py DATA --only project --run runs/resnet18-humerus  # score a finished run
 """
 
 from __future__ import annotations
@@ -103,7 +104,11 @@ def run_project(data: str, part: str, folds: int, size: int, extra: str, out: Pa
     ]
     print("$", shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    run = out / "runs" / name
+    return read_oof(out / "runs" / name)
+
+
+def read_oof(run: Path) -> list[dict]:
+    """The out-of-fold rows of a ``mura train --folds`` run (flipped views when the run chose flips)."""
     tta = json.loads((run / "ensemble.json").read_text())["tta"]
     with open(run / "oof.csv") as f:
         return [
@@ -142,6 +147,7 @@ def main() -> None:
     ap.add_argument("--naive-epochs", type=int, default=15)
     ap.add_argument("--train-args", default="", help="extra `mura train` flags (the recipe under test)")
     ap.add_argument("--only", choices=("naive", "project"))
+    ap.add_argument("--run", type=Path, help="score this finished `mura train --folds` run instead of training one")
     ap.add_argument("--out", type=Path, default=Path("bench-recipe"))
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -152,7 +158,7 @@ def main() -> None:
         results["naive"] = {**score(rows, 0.5), "seconds": round(time.perf_counter() - t)}
     if a.only != "naive":
         t = time.perf_counter()
-        rows = run_project(a.data, a.part, a.folds, a.size, a.train_args, a.out)
+        rows = read_oof(a.run) if a.run else run_project(a.data, a.part, a.folds, a.size, a.train_args, a.out)
         results["project"] = {**score(rows, None), "seconds": round(time.perf_counter() - t), "args": a.train_args}
     for name, r in results.items():
         au, ka = r["auroc"], r["kappa"]

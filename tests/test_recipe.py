@@ -150,6 +150,11 @@ def test_random_init_recipe_sits_under_file_and_flags():
     assert (cfg.lr, cfg.schedule, cfg.ema) == (RANDOM_INIT_RECIPE["lr"], "cosine", RANDOM_INIT_RECIPE["ema"])
     assert train_config({"weights": "none", "lr": 0.01}, {"epochs": 3}).lr == 0.01
     assert train_config({"weights": "none"}, {"schedule": "plateau"}).schedule == "plateau"
+    # nested: the recipe's rotation (10) merges with typed transform flags and yields to a typed --rotation
+    assert train_config({}, {"weights": "none", "transform": {"size": 64}}).transform.rotation == 10
+    assert train_config({}, {"weights": "none", "transform": {"size": 64}}).transform.size == 64
+    assert train_config({}, {"weights": "none", "transform": {"rotation": 30.0}}).transform.rotation == 30
+    assert train_config({}, {}).transform.rotation == 30  # the paper's, with Hub weights
     with pytest.raises(UsageError, match="--folds"):
         TrainConfig(folds=1)
 

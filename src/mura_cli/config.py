@@ -220,12 +220,15 @@ RANDOM_INIT_RECIPE: dict[str, Any] = {
     "early_stop": 0,
     "ema": 0.99,
     "keep": "last",
+    "transform": {"rotation": 10.0},
 }
 """The recipe for ``--weights none`` (random init): it replaces the paper's defaults, under ``--config`` and flags.
 
 The paper's recipe (lr 1e-4, plateau on a small tune split, early stopping) starves a network learning from
-scratch: the plateau rule cuts the learning rate to nothing within a few noisy epochs. Chosen by out-of-fold
-study AUROC on real humerus radiographs (``benchmarks/recipe_vs_naive.py``).
+scratch: the plateau rule cuts the learning rate to nothing within a few noisy epochs. Chosen by 5-fold
+out-of-fold study AUROC and kappa on real humerus radiographs (``benchmarks/recipe_vs_naive.py``): with
+rotations of +/-10 degrees instead of the paper's 30, AUROC 0.917 and cross-fitted kappa 0.669 against 0.899
+and 0.591.
 """
 
 

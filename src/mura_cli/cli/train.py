@@ -119,7 +119,7 @@ _Resize = Annotated[str, typer.Option(help="stretch (paper) or shorter (+ center
 _CenterCrop = Annotated[int | None, typer.Option(help="Center crop side after resize.")]
 _Hflip = Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")]
 _Vflip = Annotated[bool, typer.Option("--vflip/--no-vflip", help="Random vertical flips.")]
-_Rotation = Annotated[float, typer.Option(help="Random rotation range in degrees (paper: 30).")]
+_Rotation = Annotated[float, typer.Option(help="Random rotation range in degrees (paper: 30; --weights none: 10).")]
 _Sharpen = Annotated[float, typer.Option(help="Unsharp-mask amount (0 = off).")]
 _Blur = Annotated[float, typer.Option(help="Gaussian blur sigma (0 = off).")]
 _Equalize = Annotated[bool, typer.Option("--equalize/--no-equalize", help="Histogram equalization.")]
