@@ -23,12 +23,13 @@ import time
 
 import numpy as np
 
-from mura_cli.cam import COMPONENTS, Box, image_box
+from mura_cli.cam import COMPONENTS, image_box
 from mura_cli.config import InferConfig
 from mura_cli.data.index import load_index, patient_folds
 from mura_cli.engine.load import load_models
 from mura_cli.engine.localize import localize
 from mura_cli.engine.predict import predict
+from mura_cli.scoring import box_iou, covered_fraction
 
 FRACS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -57,20 +58,21 @@ def main() -> None:
     rows = [r for r in index.select(split=args.split) if r.label == 1 and r.boxes]
     by_path = {str(index.resolve(r)): r for r in rows}
     fold_of = patient_folds(rows, args.folds, seed=0)
-    models = load_models(args.model, tta=args.tta)
+    models = load_models(args.model, "cpu", "auto", tta=args.tta)  # as mura benchmark loads them
     rules = list(itertools.product(FRACS, COMPONENTS))
     hits, ious, peaks, chance, folds = [], [], [], [], []
     t0 = time.perf_counter()
     files = [index.resolve(r) for r in rows]
     for pred in predict(files, models, InferConfig(batch_size=16, workers=2), per_image=True, with_cam=True):
         row = by_path[pred.path]
-        gts = [Box(*(round(v) for v in b)) for b in row.boxes]
+        gts = [tuple(b) for b in row.boxes]  # as mura benchmark scores them: unrounded
         boxes = [image_box(pred.cam, pred.height, pred.width, f, c)[0] for f, c in rules]
-        best = [max((b.iou(g) for g in gts), default=0.0) if b else 0.0 for b in boxes]
+        best = [max((box_iou(b, g) for g in gts), default=0.0) if b else 0.0 for b in boxes]
         ious.append(best)
         hits.append([v >= 0.3 for v in best])
-        peaks.append(any(g.contains(*localize(pred).peak) for g in gts))
-        chance.append(min(1.0, sum(g.area for g in gts) / (pred.width * pred.height)))
+        x, y = localize(pred).peak
+        peaks.append(any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in gts))
+        chance.append(covered_fraction(gts, pred.width, pred.height))
         folds.append(fold_of[row.patient])
     h, iou, f = np.array(hits, float), np.array(ious), np.array(folds)
     crossed, crossed_iou, chosen = np.zeros(len(f)), np.zeros(len(f)), []
