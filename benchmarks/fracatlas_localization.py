@@ -23,13 +23,12 @@ import time
 
 import numpy as np
 
-from mura_cli.cam import COMPONENTS, image_box
+from mura_cli.cam import COMPONENTS, cam_peak, image_box
 from mura_cli.config import InferConfig
 from mura_cli.data.index import load_index, patient_folds
 from mura_cli.engine.load import load_models
-from mura_cli.engine.localize import localize
 from mura_cli.engine.predict import predict
-from mura_cli.scoring import box_iou, covered_fraction
+from mura_cli.scoring import box_iou, covered_fraction, peak_in_boxes
 
 FRACS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -70,8 +69,7 @@ def main() -> None:
         best = [max((box_iou(b, g) for g in gts), default=0.0) if b else 0.0 for b in boxes]
         ious.append(best)
         hits.append([v >= 0.3 for v in best])
-        x, y = localize(pred).peak
-        peaks.append(any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in gts))
+        peaks.append(peak_in_boxes(cam_peak(pred.cam, pred.height, pred.width), gts))
         chance.append(covered_fraction(gts, pred.width, pred.height))
         folds.append(fold_of[row.patient])
     h, iou, f = np.array(hits, float), np.array(ious), np.array(folds)

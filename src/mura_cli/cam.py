@@ -88,6 +88,12 @@ def cam_to_original(
     return full[0, 0].numpy()
 
 
+def cam_on_grid(cam: np.ndarray, geometry: Geometry, height: int, width: int) -> np.ndarray:
+    """:func:`cam_to_original` onto the :func:`cam_grid_shape` grid of an ``height`` x ``width`` image: the map
+    predict keeps and localize boxes."""
+    return cam_to_original(cam, geometry, height, width, cam_grid_shape(height, width))
+
+
 def resize_map(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     """A map on a grid -> ``height`` x ``width`` float32 (bilinear, half-pixel centres): for overlays and heatmaps."""
     if cam.shape == (height, width):

@@ -310,7 +310,8 @@ def covered_fraction(boxes: Sequence[Box], width: float, height: float) -> float
     return float(area[covered].sum() / (width * height))
 
 
-def _peak_in_boxes(peak: Sequence[float] | None, boxes: Sequence[Box]) -> bool:
+def peak_in_boxes(peak: Sequence[float] | None, boxes: Sequence[Box]) -> bool:
+    """Whether the map's peak ``(x, y)`` lies inside any of ``boxes`` (the pointing test)."""
     if peak is None:
         return False
     x, y = float(peak[0]), float(peak[1])
@@ -370,7 +371,7 @@ def score_boxes(
     rows = np.flatnonzero(keep)
     best = [max(box_iou(pred_boxes[i], t) for t in gt_boxes[i]) if pred_boxes[i] is not None else 0.0 for i in rows]
     iou = np.array(best, dtype=np.float64)
-    inside = np.array([_peak_in_boxes(peaks[i], gt_boxes[i]) for i in rows], dtype=np.float64)
+    inside = np.array([peak_in_boxes(peaks[i], gt_boxes[i]) for i in rows], dtype=np.float64)
     chance = np.array([covered_fraction(gt_boxes[i], *sizes[i]) for i in rows], dtype=np.float64)
     has_box = np.array([pred_boxes[i] is not None for i in rows], dtype=bool)
     hit = (iou >= iou_hit).astype(np.float64)

@@ -120,10 +120,8 @@ def load_models(
     """
     from mura_cli.engine.onnx import resolve_engine
 
-    if engine == "auto" and resolve_engine(engine, device) == "onnx":
-        engine = "onnx-or-torch"  # ONNX Runtime, or torch for a model that cannot be exported
-    else:
-        engine = resolve_engine(engine, device)
+    fallback = engine == "auto"  # ONNX Runtime, or torch for a model that cannot be exported
+    engine = resolve_engine(engine, device)
     from mura_cli.models.checkpoint import load_run_model
     from mura_cli.models.hub import resolve_model_folder
 
@@ -138,25 +136,33 @@ def load_models(
                 raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
             ensemble = p.resolve().name if is_ensemble(p) else None
             for d in runs:
-                m = _loaded(str(d), d, *load_run_model(d, device), device, engine, tta)
+                m = _loaded(str(d), d, *load_run_model(d, device), device, engine, tta, fallback)
                 out.append(replace(m, ensemble=ensemble))
         else:
             folder = resolve_model_folder(spec)
-            out.append(_loaded(spec, folder, *load_run_model(folder, device), device, engine, tta))
+            out.append(_loaded(spec, folder, *load_run_model(folder, device), device, engine, tta, fallback))
     return out
 
 
 def _loaded(
-    name: str, folder: Path, model: Any, cfg: ModelConfig, device: str, engine: str, tta: bool | None
+    name: str,
+    folder: Path,
+    model: Any,
+    cfg: ModelConfig,
+    device: str,
+    engine: str,
+    tta: bool | None,
+    fallback: bool = False,
 ) -> LoadedModel:
+    """The model behind ``engine``; with ``fallback`` (``--engine auto``), torch when ONNX export fails."""
     backend: Backend | None = None
-    if engine in ("onnx", "onnx-or-torch"):
+    if engine == "onnx":
         from mura_cli.engine.onnx import onnx_backend
 
         try:
             backend = onnx_backend(model, folder, folder / WEIGHTS_NAME, cfg.transform.output_size, name)
         except ModelError as exc:
-            if engine == "onnx":
+            if not fallback:
                 raise
             log.warning("%s; --engine auto uses torch for it", exc)
     elif engine == "onnx-int8":

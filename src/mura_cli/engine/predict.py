@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mura_cli.cam import cam_grid_shape, cam_to_original
+from mura_cli.cam import cam_on_grid
 from mura_cli.config import InferConfig, TransformConfig
 from mura_cli.data.image import BlankImageError, check_not_blank
 from mura_cli.data.inputs import resolve_study_and_part
@@ -195,8 +195,7 @@ def _run_batch(
             if out.cams is not None:
                 it = items[i]
                 g = eval_geometry(it["height"], it["width"], m.transform)
-                grid = cam_grid_shape(it["height"], it["width"])
-                full = cam_to_original(out.cams[j], g, it["height"], it["width"], grid)
+                full = cam_on_grid(out.cams[j], g, it["height"], it["width"])
                 cams[i] = full if cams[i] is None else cams[i] + full
     for i, it in enumerate(items):
         n = max(counts[i], 1)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mura_cli.cam import cam_grid_shape, cam_to_original, image_box
+from mura_cli.cam import cam_on_grid, image_box
 from mura_cli.config import TransformConfig
 from mura_cli.data.readers import read_images
 from mura_cli.data.transforms import build_transforms, eval_geometry
@@ -121,7 +121,7 @@ def measure_speed(
     t0 = _clock("cpu")
     for img, cam in zip(frames, maps[: len(frames)], strict=False):
         h, w = img.size
-        image_box(cam_to_original(cam, eval_geometry(h, w, transform), h, w, cam_grid_shape(h, w)), h, w)
+        image_box(cam_on_grid(cam, eval_geometry(h, w, transform), h, w), h, w)
     post = (_clock("cpu") - t0) / max(len(frames), 1)
     ms = {
         "decode": decode * 1e3,
