@@ -42,7 +42,7 @@ def test_onnx_engine_matches_torch(tmp_path, arch):
     save_run_model(net, run, cfg)
     files = _inputs(tmp_path)
     torch_model = LoadedModel(name="m", backend=TorchBackend(net), config=cfg, folder=run)
-    onnx_model = LoadedModel(name="m", backend=onnx_backend(net, run, run / WEIGHTS_NAME, 96, "m"), config=cfg)
+    onnx_model = LoadedModel(name="m", backend=onnx_backend(lambda: net, run, run / WEIGHTS_NAME, 96, "m"), config=cfg)
     a = list(predict(files, [torch_model], InferConfig(batch_size=3, workers=0), per_image=True, with_cam=True))
     b = list(predict(files, [onnx_model], InferConfig(batch_size=3, workers=0), per_image=True, with_cam=True))
     assert len(a) == len(b) == len(files)
@@ -114,3 +114,36 @@ def test_predict_with_the_onnx_engine_writes_the_same_csv(tmp_path):
     for a, b in zip(rows[0][1:], rows[1][1:], strict=True):
         pa, pb = float(a.split(",")[3]), float(b.split(",")[3])
         assert a.split(",")[0] == b.split(",")[0] and abs(pa - pb) < 1e-4
+
+
+def _imported(stderr: str) -> set[str]:
+    """Module names from ``python -X importtime`` output."""
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.slow
+def test_onnx_engine_serves_predict_and_localize_without_importing_torch(tmp_path):
+    """With the export cached, the ONNX hot path never imports torch (seconds at start-up, hundreds of MB): the
+    readers, preprocessing, worker processes, CAM boxes and overlays are NumPy and Pillow."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    save_run_model(MuraNet("resnet18"), run, ModelConfig(arch="resnet18", transform=TransformConfig(size=64)))
+    load_models([str(run)], "cpu", "onnx")  # the one-off export
+    files = _inputs(tmp_path)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, f in enumerate(files):
+        (folder / f"img{i}{f.suffix}").symlink_to(f)
+    for cmd in (["predict", "--out", "p.csv"], ["localize", "--overlay", "--out", "b.json"]):
+        res = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "mura_cli", cmd[0], str(folder), "--model", str(run),
+             "--engine", "onnx", "--workers", "2", *cmd[1:]],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr[-2000:]
+        mods = _imported(res.stderr)
+        assert "onnxruntime" in mods and "mura_cli.data.preprocess" in mods
+        assert not {m for m in mods if m.split(".")[0] in ("torch", "torchvision", "timm")}
+    assert len((tmp_path / "p.csv").read_text().splitlines()) > 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import astuple
 
 import numpy as np
@@ -306,3 +307,29 @@ def test_jpeg2000_screened_at_reduced_resolution_reports_original_pixels(run_dir
     assert abs(fast.probability - drawn.probability) < 0.02
     box = localize(fast).box
     assert box is not None and 0 <= box.x0 < box.x1 <= 2048 and 0 <= box.y0 < box.y1 <= 2500
+
+
+def _square(i: int) -> int:
+    return i * i
+
+
+def _die_at_three(i: int) -> int:
+    if i == 3:
+        os._exit(1)
+    return i
+
+
+def test_ordered_map_keeps_input_order_in_and_out_of_process():
+    from mura_cli.engine.parallel import ordered_map
+
+    for workers in (0, 2):
+        assert list(ordered_map(_square, 20, workers, ahead=3)) == [i * i for i in range(20)]
+    assert list(ordered_map(_square, 0, 2)) == []
+
+
+def test_a_dying_decoding_worker_ends_in_one_line_naming_the_files():
+    from mura_cli.engine.parallel import ordered_map
+    from mura_cli.errors import DataError
+
+    with pytest.raises(DataError, match=r"worker died while reading one of: .*file3"):
+        list(ordered_map(_die_at_three, 8, 2, ahead=2, name=lambda i: f"file{i}"))

@@ -93,3 +93,36 @@ def test_bad_config_rejected():
         TransformConfig(resize="squash")
     with pytest.raises(UsageError):
         TransformConfig(size=32, center_crop=64)
+
+
+@pytest.mark.parametrize("shape", [(512, 352), (2140, 1760), (100, 80), (320, 320)])
+@pytest.mark.parametrize("resize", ["stretch", "shorter"])
+def test_numpy_eval_input_is_torchvisions_resize_crop_and_normalize(shape, resize):
+    """The eval input every engine reads (Pillow, no torch) is torchvision's antialiased resize, crop and
+    normalize to within 1e-4, down- and upsampling, on a real-looking smooth image and on noise."""
+    from torchvision.transforms import v2
+
+    from mura_cli.data.preprocess import eval_geometry as geometry
+    from mura_cli.data.preprocess import eval_input
+
+    cfg = TransformConfig(size=320, resize=resize)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    smooth = (0.5 + 0.4 * np.sin(yy / 37.0) * np.cos(xx / 23.0)).astype(np.float32)
+    for img in (smooth, np.random.default_rng(1).random(shape, dtype=np.float32)):
+        g = geometry(*shape, cfg)
+        ref = v2.functional.resize(torch.from_numpy(img)[None], list(g.resized), antialias=True)
+        ref = v2.functional.crop(ref, int(g.offset_y), int(g.offset_x), g.out, g.out).clamp(0, 1).expand(3, -1, -1)
+        ref = v2.functional.normalize(ref, list(cfg.mean), list(cfg.std))
+        out = eval_input(img, cfg)
+        assert out.shape == (3, 320, 320) and out.dtype == np.float32
+        assert np.abs(out - ref.numpy()).max() < 2e-4  # (under 1e-4 of a grey level, times 1/std)
+
+
+@pytest.mark.parametrize("src,dst", [((10, 10), (320, 320)), ((389, 320), (512, 421)), ((400, 320), (100, 80))])
+def test_cam_bilinear_is_torch_interpolate(src, dst):
+    from mura_cli.cam import bilinear
+
+    a = np.random.default_rng(0).random(src, dtype=np.float32)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(a)[None, None], size=dst, mode="bilinear",
+                                          align_corners=False)[0, 0].numpy()  # fmt: skip
+    assert np.abs(bilinear(a, *dst) - ref).max() < 1e-4  # float32 rounding of the weights

@@ -2,7 +2,7 @@
 
 The map comes from :meth:`~mura_cli.models.registry.MuraNet.forward_with_cam`: the weighted sum of the last
 feature maps by the linear head's weights (Zhou et al., CVPR 2016). :func:`cam_to_original` maps it back
-through the exact inverse of the eval preprocessing (:func:`~mura_cli.data.transforms.eval_geometry`), onto
+through the exact inverse of the eval preprocessing (:func:`~mura_cli.data.preprocess.eval_geometry`), onto
 the original pixel grid or, for speed and memory, onto a coarser grid of the same proportions
 (:func:`cam_grid_shape`, at most :data:`CAM_GRID` pixels a side); :func:`cam_box` thresholds it at a fraction
 of its maximum and boxes the largest connected component, and :meth:`Box.scaled` takes a box on that grid to
@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from mura_cli.data.transforms import Geometry
+from mura_cli.data.preprocess import Geometry
 
 
 @dataclass(frozen=True)
@@ -75,17 +74,15 @@ def cam_to_original(
     The map is first upsampled to the network input (out x out), placed at the crop offset in the resized frame
     (the cropped-away margin gets the map's minimum), then the resized frame is scaled back to height x width.
     """
-    t = torch.as_tensor(np.asarray(cam, dtype=np.float32))[None, None]
     out = geometry.out
-    up = torch.nn.functional.interpolate(t, size=(out, out), mode="bilinear", align_corners=False)
+    up = bilinear(cam, out, out)
     rh, rw = geometry.resized
     if (rh, rw) != (out, out):
-        canvas = torch.full((1, 1, rh, rw), float(up.min()))
+        canvas = np.full((rh, rw), up.min(), dtype=np.float32)
         oy, ox = int(geometry.offset_y), int(geometry.offset_x)
-        canvas[..., oy : oy + out, ox : ox + out] = up
+        canvas[oy : oy + out, ox : ox + out] = up
         up = canvas
-    full = torch.nn.functional.interpolate(up, size=grid or (height, width), mode="bilinear", align_corners=False)
-    return full[0, 0].numpy()
+    return bilinear(up, *(grid or (height, width)))
 
 
 def cam_on_grid(cam: np.ndarray, geometry: Geometry, height: int, width: int) -> np.ndarray:
@@ -98,8 +95,24 @@ def resize_map(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     """A map on a grid -> ``height`` x ``width`` float32 (bilinear, half-pixel centres): for overlays and heatmaps."""
     if cam.shape == (height, width):
         return np.asarray(cam, dtype=np.float32)
-    t = torch.as_tensor(np.asarray(cam, dtype=np.float32))[None, None]
-    return torch.nn.functional.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return bilinear(cam, height, width)
+
+
+def bilinear(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An HxW map resized to ``height`` x ``width`` float32, bilinear with half-pixel centres and no antialiasing
+    (what ``torch.nn.functional.interpolate(..., mode="bilinear", align_corners=False)`` computes)."""
+    a = np.asarray(a, dtype=np.float32)
+    y0, y1, wy = _taps(a.shape[0], height)
+    x0, x1, wx = _taps(a.shape[1], width)
+    rows = a[y0] * (1 - wy)[:, None] + a[y1] * wy[:, None]
+    return np.ascontiguousarray(rows[:, x0] * (1 - wx) + rows[:, x1] * wx, dtype=np.float32)
+
+
+def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output index along one axis: the two source indices and the weight of the second."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(src.astype(np.int64), n_in - 1)
+    return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(np.float32)
 
 
 COMPONENTS = ("largest", "peak")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 import random
 import re
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,14 +32,18 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(spec: str = "auto") -> str:
-    """Turn ``auto``/``cpu``/``cuda``/``cuda:N``/``mps`` into a device string that exists on this machine."""
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N``/``mps`` into a device string that exists on this machine.
+
+    ``cpu``, and ``auto`` on a machine without a GPU driver, are answered without importing torch (which takes
+    seconds), so ONNX Runtime can serve without it.
+    """
+    spec = (spec or "auto").lower()
+    if spec == "cpu" or (spec == "auto" and not _gpu_driver_present()):
+        return "cpu"
     import torch
 
-    spec = (spec or "auto").lower()
     if spec == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {spec}: no CUDA device is visible here; use --device cpu")
     if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -45,6 +51,17 @@ def resolve_device(spec: str = "auto") -> str:
     if spec not in {"cpu", "mps"} and not spec.startswith("cuda"):
         raise UsageError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
     return spec
+
+
+def _gpu_driver_present() -> bool:
+    """False only where no CUDA or ROCm device can exist: Linux without the NVIDIA or AMD kernel driver, or macOS
+    (``auto`` never picks MPS). Elsewhere torch is asked."""
+    if sys.platform == "darwin":
+        return False
+    if not sys.platform.startswith("linux"):
+        return True
+    driver = Path("/proc/driver/nvidia/version").exists() or Path("/dev/kfd").exists()
+    return driver or bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def default_workers() -> int:

@@ -1,87 +1,50 @@
-"""Image transforms: from a reader's HxW float32 [0, 1] array to the network's normalized 3xSxS tensor.
+"""Image transforms as torch tensors: from a reader's HxW float32 [0, 1] array to the network's normalized
+3xSxS tensor.
 
-:func:`build_transforms` assembles torchvision ``transforms.v2`` for geometry and augmentation and
-scikit-image for the contrast tools it does better (histogram equalization, CLAHE, unsharp mask).
-Order: resize -> center crop -> contrast/sharpen/blur -> (train) flips, rotation -> grey to 3 channels ->
-normalize with the backbone's mean/std. The eval geometry is a pure function (:func:`eval_geometry`) so that
-a class activation map can be mapped back to the original pixel grid exactly.
+:func:`build_transforms` gives the eval transform of :mod:`mura_cli.data.preprocess` (NumPy and Pillow, which
+every engine shares) as a tensor, or the training pipeline: torchvision ``transforms.v2`` for geometry and
+augmentation, scikit-image for the contrast tools. Order: resize -> center crop -> contrast/sharpen/blur ->
+(train) flips, rotation -> grey to 3 channels -> normalize with the backbone's mean/std.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torchvision.transforms import v2
 
 from mura_cli.config import TransformConfig
+from mura_cli.data.preprocess import Geometry, contrast, eval_geometry, eval_input, has_contrast
 
-
-@dataclass(frozen=True)
-class Geometry:
-    """How eval preprocessing maps original pixels to network pixels: ``x_net = x * scale_x - offset_x``.
-
-    Attributes:
-        scale_y: network pixels per original pixel, vertically.
-        scale_x: network pixels per original pixel, horizontally.
-        offset_y: rows cropped away at the top (in resized pixels).
-        offset_x: columns cropped away at the left (in resized pixels).
-        resized: (height, width) after resizing, before cropping.
-        out: side of the square network input.
-    """
-
-    scale_y: float
-    scale_x: float
-    offset_y: float
-    offset_x: float
-    resized: tuple[int, int]
-    out: int
-
-    def to_original(self, x: float, y: float) -> tuple[float, float]:
-        """Network-pixel coordinates (edges, not centres) -> original-pixel coordinates."""
-        return (x + self.offset_x) / self.scale_x, (y + self.offset_y) / self.scale_y
-
-
-def eval_geometry(height: int, width: int, cfg: TransformConfig) -> Geometry:
-    """The eval-time resize and crop for an image of ``height`` x ``width`` (pure function)."""
-    if cfg.resize == "stretch":
-        rh, rw = cfg.size, cfg.size
-    else:
-        s = cfg.size / min(height, width)
-        rh, rw = max(cfg.size, round(height * s)), max(cfg.size, round(width * s))
-    out = cfg.output_size
-    # torchvision's center crop: top = int(round((h - out) / 2))
-    oy, ox = round((rh - out) / 2.0), round((rw - out) / 2.0)
-    return Geometry(scale_y=rh / height, scale_x=rw / width, offset_y=oy, offset_x=ox, resized=(rh, rw), out=out)
+__all__ = ["Geometry", "build_transforms", "denormalize", "eval_geometry"]
 
 
 class _Contrast:
-    """Histogram equalization, CLAHE, unsharp mask and Gaussian blur on a 1xHxW tensor in [0, 1] (skimage)."""
+    """:func:`~mura_cli.data.preprocess.contrast` on channel 0 of a CxHxW tensor; further channels (a box mask)
+    pass through."""
 
-    def __init__(self, equalize: bool, clahe: float, sharpen: float, blur_sigma: float) -> None:
-        self.equalize, self.clahe, self.sharpen, self.blur_sigma = equalize, clahe, sharpen, blur_sigma
+    def __init__(self, cfg: TransformConfig) -> None:
+        self.cfg = cfg
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The grey channel 0 is processed; further channels (a box mask) pass through."""
-        from skimage import exposure, filters
-
-        a = x[0].numpy().astype(np.float64)
-        if self.equalize:
-            a = exposure.equalize_hist(a)
-        if self.clahe > 0:
-            a = exposure.equalize_adapthist(np.clip(a, 0, 1), clip_limit=self.clahe)
-        if self.sharpen > 0:
-            a = filters.unsharp_mask(a, radius=2.0, amount=self.sharpen, preserve_range=True)
-        if self.blur_sigma > 0:
-            a = filters.gaussian(a, sigma=self.blur_sigma, preserve_range=True)
-        return torch.cat([torch.from_numpy(np.clip(a, 0.0, 1.0).astype(np.float32))[None], x[1:]])
+        return torch.cat([torch.from_numpy(contrast(x[0].numpy(), self.cfg))[None], x[1:]])
 
     def __repr__(self) -> str:
-        return (
-            f"Contrast(equalize={self.equalize}, clahe={self.clahe}, sharpen={self.sharpen}, "
-            f"blur_sigma={self.blur_sigma})"
-        )
+        c = self.cfg
+        return f"Contrast(equalize={c.equalize}, clahe={c.clahe}, sharpen={c.sharpen}, blur_sigma={c.blur_sigma})"
+
+
+class _EvalInput:
+    """HxW float32 array in [0, 1] -> 3xSxS tensor through :func:`~mura_cli.data.preprocess.eval_input`."""
+
+    def __init__(self, cfg: TransformConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, pixels: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(eval_input(np.asarray(pixels), self.cfg))
+
+    def __repr__(self) -> str:
+        return f"EvalInput(size={self.cfg.size}, mode={self.cfg.resize}, crop={self.cfg.center_crop})"
 
 
 class _ToTensor:
@@ -133,7 +96,7 @@ class _WithMask:
         return self.finish(x[:1]), (x[1:] > 0.5).float()
 
 
-def build_transforms(cfg: TransformConfig, train: bool, with_mask: bool = False) -> v2.Compose | _WithMask:
+def build_transforms(cfg: TransformConfig, train: bool, with_mask: bool = False) -> v2.Compose | _WithMask | _EvalInput:
     """The preprocessing pipeline for training (with augmentation) or evaluation.
 
     Args:
@@ -151,9 +114,11 @@ def build_transforms(cfg: TransformConfig, train: bool, with_mask: bool = False)
         >>> tf(read_image("scan.dcm").pixels).shape
         torch.Size([3, 320, 320])
     """
+    if not train and not with_mask:
+        return _EvalInput(cfg)
     steps: list = [_ToTensor(), _Resize(cfg)]
-    if cfg.equalize or cfg.clahe > 0 or cfg.sharpen > 0 or cfg.blur_sigma > 0:
-        steps.append(_Contrast(cfg.equalize, cfg.clahe, cfg.sharpen, cfg.blur_sigma))
+    if has_contrast(cfg):
+        steps.append(_Contrast(cfg))
     if train:
         if cfg.hflip:
             steps.append(v2.RandomHorizontalFlip(0.5))

@@ -9,10 +9,13 @@ touching the rest, in the spirit of Ultralytics' ``AutoBackend``.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported by the torch engine only: ONNX Runtime serves without it
+    import torch
 
 
 class Backend(Protocol):
@@ -26,6 +29,8 @@ class Backend(Protocol):
 def autocast_for(device: str, amp: bool) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA when ``amp``; a no-op elsewhere."""
     if amp and device.startswith("cuda"):
+        import torch
+
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -56,13 +61,14 @@ class TorchBackend:
         self.channels_last = channels_last
         self.name = name or type(model).__name__
 
-    @torch.inference_mode()
     def __call__(self, images: Any, with_cam: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        import torch
+
         self.model.eval()  # a model shared with training (the tune pass) may have been left in train mode
         x = torch.as_tensor(images).to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(self.device, self.amp):
+        with torch.inference_mode(), autocast_for(self.device, self.amp):
             if with_cam:
                 logits, cam = self.model.forward_with_cam(x)
             else:
@@ -83,9 +89,10 @@ class FlipBackend:
         self.name = inner.name
 
     def __call__(self, images: Any, with_cam: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+        x = images if hasattr(images, "flip") else np.asarray(images)  # a torch tensor, or an array
+        flipped = x.flip(-1) if hasattr(x, "flip") else np.ascontiguousarray(x[..., ::-1])
         logits_a, cams_a = self.inner(x, with_cam)
-        logits_b, cams_b = self.inner(torch.flip(x, dims=(-1,)), with_cam)
+        logits_b, cams_b = self.inner(flipped, with_cam)
         p = (sigmoid(logits_a) + sigmoid(logits_b)) / 2
         logits = np.log(np.clip(p, 1e-12, None)) - np.log(np.clip(1 - p, 1e-12, None))
         if cams_a is None or cams_b is None:
@@ -96,3 +103,18 @@ class FlipBackend:
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logits -> probabilities, in float64."""
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """One batch through a backend: B probabilities of 'abnormal' and, when asked, Bxhxw maps."""
+
+    probabilities: np.ndarray
+    cams: np.ndarray | None
+
+
+def infer(backend: Backend, images: Any, with_cam: bool = False) -> BatchOutput:
+    """Run ``backend`` on a Bx3xSxS batch; probabilities in float64. The single place where a batch becomes
+    probabilities (and class activation maps), for training's tune pass, benchmarks and predict alike."""
+    logits, cams = backend(images, with_cam)
+    return BatchOutput(sigmoid(logits), cams)

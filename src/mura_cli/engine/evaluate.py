@@ -1,7 +1,7 @@
 """The one inference loop: batches of images through a :class:`~mura_cli.engine.backends.Backend`.
 
-:func:`infer` is the single place where a batch becomes probabilities (and class activation maps);
-:func:`evaluate` runs it over a loader of index rows (training's tune pass, benchmarks) and
+:func:`~mura_cli.engine.backends.infer` is the single place where a batch becomes probabilities (and class
+activation maps); :func:`evaluate` runs it over a loader of index rows (training's tune pass, benchmarks) and
 :func:`~mura_cli.engine.predict.predict` runs it over files.
 """
 
@@ -19,21 +19,7 @@ from mura_cli.config import TransformConfig
 from mura_cli.data.dataset import MuraDataset
 from mura_cli.data.index import IndexRow
 from mura_cli.data.transforms import build_transforms
-from mura_cli.engine.backends import Backend, TorchBackend, autocast_for, sigmoid
-
-
-@dataclass(frozen=True)
-class BatchOutput:
-    """One batch through a backend: B probabilities of 'abnormal' and, when asked, Bxhxw maps."""
-
-    probabilities: np.ndarray
-    cams: np.ndarray | None
-
-
-def infer(backend: Backend, images: Any, with_cam: bool = False) -> BatchOutput:
-    """Run ``backend`` on a Bx3xSxS batch; probabilities in float64."""
-    logits, cams = backend(images, with_cam)
-    return BatchOutput(sigmoid(logits), cams)
+from mura_cli.engine.backends import Backend, BatchOutput, TorchBackend, autocast_for, infer
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,14 @@ from typing import Any
 from mura_cli.config import TransformConfig
 from mura_cli.engine.backends import Backend, FlipBackend, TorchBackend
 from mura_cli.errors import ModelError, UsageError
-from mura_cli.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, is_ensemble
+from mura_cli.models.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    ModelConfig,
+    is_ensemble,
+    load_run_config,
+    load_run_model,
+)
 from mura_cli.utils import sha256_files
 
 log = logging.getLogger(__name__)
@@ -122,7 +129,6 @@ def load_models(
 
     fallback = engine == "auto"  # ONNX Runtime, or torch for a model that cannot be exported
     engine = resolve_engine(engine, device)
-    from mura_cli.models.checkpoint import load_run_model
     from mura_cli.models.hub import resolve_model_folder
 
     if not specs:
@@ -136,31 +142,32 @@ def load_models(
                 raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
             ensemble = p.resolve().name if is_ensemble(p) else None
             for d in runs:
-                m = _loaded(str(d), d, *load_run_model(d, device), device, engine, tta, fallback)
+                m = _loaded(str(d), d, device, engine, tta, fallback)
                 out.append(replace(m, ensemble=ensemble))
         else:
             folder = resolve_model_folder(spec)
-            out.append(_loaded(spec, folder, *load_run_model(folder, device), device, engine, tta, fallback))
+            out.append(_loaded(spec, folder, device, engine, tta, fallback))
     return out
 
 
-def _loaded(
-    name: str,
-    folder: Path,
-    model: Any,
-    cfg: ModelConfig,
-    device: str,
-    engine: str,
-    tta: bool | None,
-    fallback: bool = False,
-) -> LoadedModel:
-    """The model behind ``engine``; with ``fallback`` (``--engine auto``), torch when ONNX export fails."""
+def _loaded(name: str, folder: Path, device: str, engine: str, tta: bool | None, fallback: bool = False) -> LoadedModel:
+    """The model in ``folder`` behind ``engine``; with ``fallback`` (``--engine auto``), torch when ONNX export
+    fails. The network (and torch) is built only when the engine needs it: ONNX Runtime on a cached export
+    does not."""
+    cfg = load_run_config(folder)
+    built: list[Any] = []
+
+    def network() -> Any:
+        if not built:
+            built.append(load_run_model(folder, device)[0])
+        return built[0]
+
     backend: Backend | None = None
     if engine == "onnx":
         from mura_cli.engine.onnx import onnx_backend
 
         try:
-            backend = onnx_backend(model, folder, folder / WEIGHTS_NAME, cfg.transform.output_size, name)
+            backend = onnx_backend(network, folder, folder / WEIGHTS_NAME, cfg.transform.output_size, name)
         except ModelError as exc:
             if not fallback:
                 raise
@@ -176,7 +183,7 @@ def _loaded(
             )
         backend = OnnxBackend(path, name=name)
     if backend is None:
-        backend = TorchBackend(model, device, channels_last=True, name=name)  # measured faster on CPU and GPU
+        backend = TorchBackend(network(), device, channels_last=True, name=name)  # measured faster on CPU and GPU
     if cfg.tta if tta is None else tta:
         backend = FlipBackend(backend)
     return LoadedModel(name=name, backend=backend, config=cfg, folder=folder)

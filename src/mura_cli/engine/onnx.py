@@ -8,6 +8,7 @@ from a stale file. ONNX Runtime is an optional extra: ``pip install "mura-cli[on
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +115,10 @@ class OnnxBackend:
         return np.asarray(logits).reshape(-1), None
 
 
-def onnx_backend(model: Any, folder: Path, weights: Path, size: int, name: str) -> OnnxBackend:
-    """The cached export of ``weights`` (made now when missing) in an :class:`OnnxBackend`."""
+def onnx_backend(network: Callable[[], Any], folder: Path, weights: Path, size: int, name: str) -> OnnxBackend:
+    """The cached export of ``weights`` in an :class:`OnnxBackend`; when it is missing, ``network()`` builds the
+    model (and imports torch) to make it. A cached export is served without torch."""
     path = onnx_path(folder, weights, size)
     if not path.is_file():
-        export_onnx(model, size, path)
+        export_onnx(network(), size, path)
     return OnnxBackend(path, name=name)

@@ -1,8 +1,8 @@
 """Batch inference over files and folders: image probabilities, study grouping, the screening job.
 
-:func:`predict` is a generator of :class:`ImagePrediction`: files are decoded by loader workers while the
+:func:`predict` is a generator of :class:`ImagePrediction`: files are decoded by worker processes while the
 backend works on the previous batch, and memory does not grow with the number of inputs; each batch goes
-through :func:`~mura_cli.engine.evaluate.infer`. :func:`group_studies` forms studies afterwards.
+through :func:`~mura_cli.engine.backends.infer`. :func:`group_studies` forms studies afterwards.
 :func:`run_inference` is what predict and localize share (inputs, model choice, the pass over the files);
 :func:`run_predict` is the whole ``mura predict`` job.
 """
@@ -16,17 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from mura_cli.cam import cam_on_grid
 from mura_cli.config import InferConfig, TransformConfig
 from mura_cli.data.image import BlankImageError, check_not_blank
 from mura_cli.data.inputs import resolve_study_and_part
+from mura_cli.data.preprocess import eval_geometry, eval_input
 from mura_cli.data.readers import read_images
-from mura_cli.data.transforms import build_transforms, eval_geometry
-from mura_cli.engine.evaluate import infer
+from mura_cli.engine.backends import infer
 from mura_cli.engine.load import LoadedModel, models_for_part
+from mura_cli.engine.parallel import ordered_map
 from mura_cli.engine.results import Failure, Hooks
 from mura_cli.errors import MuraError
 from mura_cli.metrics import aggregate_by_study
@@ -67,7 +66,7 @@ class ImagePrediction:
         }
 
 
-class _FileDataset(Dataset):
+class _FileDataset:
     """One item per file: every frame through each distinct eval transform, or the failure; a blank frame is
     a ``sanity`` failure (:func:`~mura_cli.data.image.check_not_blank`), never scored.
 
@@ -81,7 +80,6 @@ class _FileDataset(Dataset):
         self.files = list(files)
         self.keep_pixels = keep_pixels
         self.tcfgs = list(transforms)
-        self.tfs = [build_transforms(t, train=False) for t in self.tcfgs]
         self.max_pixels = max_pixels
         self.min_side = None if keep_pixels else max(t.size for t in self.tcfgs)
 
@@ -107,10 +105,10 @@ class _FileDataset(Dataset):
                 for k, v in img.meta.items()
                 if k in ("StudyInstanceUID", "BodyPartExamined", "frame", "format", "PhotometricInterpretation")
             }
-            tensors = [tf(img.pixels) for tf in self.tfs]
+            inputs = [eval_input(img.pixels, t) for t in self.tcfgs]
             out.append(
                 {
-                    "tensors": tensors,
+                    "inputs": inputs,
                     "height": h,
                     "width": w,
                     "meta": meta,
@@ -150,9 +148,7 @@ def predict(
         if m.transform not in tcfgs:
             tcfgs.append(m.transform)
     ds = _FileDataset(files, tcfgs, cfg.max_pixels, keep_pixels)
-    loader = DataLoader(
-        ds, batch_size=None, shuffle=False, num_workers=cfg.workers, prefetch_factor=4 if cfg.workers > 0 else None
-    )
+    loader = ordered_map(ds.__getitem__, len(ds), cfg.workers, name=lambda i: str(ds.files[i]))
     model_parts = {m.part for m in models}
     pending: list[dict[str, Any]] = []
     for done, item in enumerate(loader, 1):
@@ -186,7 +182,7 @@ def _run_batch(
         if not serve:
             continue
         k = tcfgs.index(m.transform)
-        out = infer(m.backend, torch.stack([items[i]["tensors"][k] for i in serve]), with_cam)
+        out = infer(m.backend, np.stack([items[i]["inputs"][k] for i in serve]), with_cam)
         for j, i in enumerate(serve):
             probs[i] += out.probabilities[j]
             counts[i] += 1

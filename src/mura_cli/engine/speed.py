@@ -20,8 +20,8 @@ import torch
 
 from mura_cli.cam import cam_on_grid, image_box
 from mura_cli.config import TransformConfig
+from mura_cli.data.preprocess import eval_geometry, eval_input
 from mura_cli.data.readers import read_images
-from mura_cli.data.transforms import build_transforms, eval_geometry
 from mura_cli.engine.backends import Backend, TorchBackend
 from mura_cli.utils import default_workers
 
@@ -98,11 +98,10 @@ def measure_speed(
     t0 = _clock("cpu")
     frames = [img for f in files for img in read_images(f, min_side=transform.size)]  # as predict reads them
     decode = (_clock("cpu") - t0) / max(len(frames), 1)
-    tf = build_transforms(transform, train=False)
     t0 = _clock("cpu")
-    tensors = [tf(img.pixels) for img in frames]
-    preprocess = (_clock("cpu") - t0) / max(len(tensors), 1)
-    batches = [torch.stack(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)]
+    inputs = [eval_input(img.pixels, transform) for img in frames]
+    preprocess = (_clock("cpu") - t0) / max(len(inputs), 1)
+    batches = [np.stack(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
     for x in batches[:warmup]:
         backend(x, False)
 
@@ -114,7 +113,7 @@ def measure_speed(
                 _, cams = backend(x, with_cam)
                 if cams is not None:
                     maps.extend(cams)
-        return (_clock(device) - start) / (repeats * len(tensors)), maps
+        return (_clock(device) - start) / (repeats * len(inputs)), maps
 
     forward, _ = timed(False)
     with_cam, maps = timed(True)

@@ -12,14 +12,16 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from mura_cli.config import IMAGENET_MEAN, IMAGENET_STD, TransformConfig, from_dict, to_dict
 from mura_cli.errors import ModelError
-from mura_cli.models.registry import MuraNet
 from mura_cli.utils import atomic_path, read_json, short_error, write_json
+
+if TYPE_CHECKING:  # torch is imported only to build or save a network: ONNX Runtime serves without it
+    import torch
+
+    from mura_cli.models.registry import MuraNet
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -227,17 +229,29 @@ def save_run_model(model: torch.nn.Module, folder: str | Path, config: ModelConf
     return weights
 
 
+def load_run_config(folder: str | Path) -> ModelConfig:
+    """The config of a model folder whose weights are there too (without building the network, or torch).
+
+    Raises:
+        ModelError: no config or weights in the folder.
+    """
+    folder = Path(folder)
+    config = ModelConfig.from_json(folder / CONFIG_NAME)
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise ModelError(f"{folder / WEIGHTS_NAME}: missing; the run has not saved a best model yet")
+    return config
+
+
 def load_run_model(folder: str | Path, map_location: str = "cpu") -> tuple[MuraNet, ModelConfig]:
     """Load a model folder (``model.safetensors`` + ``config.json``): ``(model in eval mode, its config)``.
 
     Raises:
         ModelError: no config or weights in the folder, or weights that do not fit the config's arch.
     """
-    folder = Path(folder)
-    weights = folder / WEIGHTS_NAME
-    config = ModelConfig.from_json(folder / CONFIG_NAME)
-    if not weights.is_file():
-        raise ModelError(f"{weights}: missing; the run has not saved a best model yet")
+    from mura_cli.models.registry import MuraNet
+
+    config = load_run_config(folder)
+    weights = Path(folder) / WEIGHTS_NAME
     model = MuraNet(config.arch, dropout=config.dropout, output_stride=config.output_stride)
     state = read_weights(weights)
     try:
@@ -257,6 +271,7 @@ __all__ = [
     "ModelConfig",
     "is_ensemble",
     "load_backbone_state",
+    "load_run_config",
     "load_run_model",
     "read_weights",
     "save_run_model",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mura_cli.errors import ModelError
 from mura_cli.models.checkpoint import CONFIG_NAME as CONFIG_NAME
@@ -35,7 +36,9 @@ from mura_cli.models.hub_errors import WEIGHTS_HINT as WEIGHTS_HINT
 from mura_cli.models.hub_errors import HubHint as HubHint
 from mura_cli.models.hub_errors import hub_call, hub_endpoint, quiet_hub
 from mura_cli.models.hub_errors import hub_unreachable as hub_unreachable
-from mura_cli.models.registry import MuraNet, pretrained_cfg
+
+if TYPE_CHECKING:  # torch only where a network is built: resolving a model folder does not need it
+    from mura_cli.models.registry import MuraNet
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,8 @@ def resolve_weights_file(source: str, arch: str) -> Path | None:
     if src.lower() == "none":
         return None
     if src.lower() == "default":
+        from mura_cli.models.registry import pretrained_cfg
+
         repo = pretrained_cfg(arch).get("hf_hub_id")
         if not repo:
             raise ModelError(f"{arch}: timm has no Hub weights for it; pass --weights hf-hub:org/name, a file, or none")
