@@ -1178,7 +1178,7 @@ def test_robust_range_degenerate():
     assert out.sum() == 1.0
 
 
-# ============================================================================================ reduced JPEG 2000
+# ============================================================================================ reduced resolution
 
 
 J2K_FILES = (
@@ -1187,12 +1187,19 @@ J2K_FILES = (
     "CR_extremity_tibia_RG3_j2k_lossy.dcm",
     "CR_hand_PA_kodak_j2k_lossless.dcm",
 )
+FULL_DECODE_FILES = (  # decoded in full, then box-reduced
+    "CR_extremity_tibia_RG3_uncompressed_explicitLE.dcm",
+    "CR_hip_RG2_jpeg_extended_lossy.dcm",
+    "CR_hip_RG2_jpeg_lossless_sv1.dcm",
+    "CR_hip_RG2_jpegls_lossless.dcm",
+)
 
 
-@pytest.mark.parametrize("name", J2K_FILES)
-def test_jpeg2000_read_at_reduced_resolution_is_the_full_image_scaled_down(shared_data, name):
-    """Real CR plates: the wavelet level that still covers 320 px is the full decode, block-averaged, to within
-    1% of the range on average; the original size is kept and the network input barely moves."""
+@pytest.mark.parametrize("name", J2K_FILES + FULL_DECODE_FILES)
+def test_dicom_read_at_reduced_resolution_is_the_full_image_scaled_down(shared_data, name):
+    """Real CR plates of every syntax: the level that still covers 320 px (a JPEG 2000 wavelet level, or a box
+    reduction of the full decode) is the full image, block-averaged, to within 1% of the range on average; the
+    original size is kept and the network input barely moves."""
     from mura_cli.config import TransformConfig
     from mura_cli.data.transforms import build_transforms
 
@@ -1210,12 +1217,24 @@ def test_jpeg2000_read_at_reduced_resolution_is_the_full_image_scaled_down(share
     assert float((tf(full.pixels) - tf(small.pixels)).abs().mean()) < 0.03
 
 
-def test_reduced_resolution_only_for_jpeg2000(shared_data):
-    for name in ("CR_hip_RG2_jpegls_lossless.dcm", "CR_extremity_tibia_RG3_uncompressed_explicitLE.dcm"):
-        img = read_images(shared_data / "dicom" / name, min_side=320)[0]
-        assert "reduced" not in img.meta and img.size == img.shape
-    small = read_images(shared_data / "dicom" / J2K_FILES[1], min_side=2000)[0]  # larger than the plate: full
-    assert "reduced" not in small.meta and small.shape == (1760, 1760)
+def test_reduced_resolution_only_where_it_still_covers_min_side(shared_data):
+    for name in (J2K_FILES[1], FULL_DECODE_FILES[0]):  # min_side over half the plate: read in full
+        small = read_images(shared_data / "dicom" / name, min_side=1000)[0]
+        assert "reduced" not in small.meta and small.shape == (1760, 1760)
+    png = next((shared_data / "mura-sample").rglob("*.png"))
+    img = read_images(png, min_side=16)[0]  # rasters are read as they are
+    assert "reduced" not in img.meta and img.size == img.shape
+
+
+def test_box_reduce_keeps_dtype_and_averages_edge_blocks():
+    from mura_cli.data.dicom import box_reduce
+
+    a = np.arange(30, dtype=np.uint16).reshape(5, 6) * 10
+    out = box_reduce(a, 1)
+    assert out.dtype == np.uint16 and out.shape == (3, 3)
+    assert out[0, 0] == round(a[:2, :2].mean()) and out[2, 2] == round(a[4, 4:6].mean())
+    signed = box_reduce(np.array([[-3, -5], [-7, -9]], dtype=np.int16), 1)
+    assert signed.dtype == np.int16 and signed[0, 0] == -6
 
 
 def test_reduce_level_and_codestream_precision():

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mura_cli.data.image import Image, check_pixel_limit, is_near_constant, one_line, rgb_to_unit_gray, robust_range
-from mura_cli.data.j2k import decode_reduced
+from mura_cli.data.j2k import decode_reduced, reduce_level
 from mura_cli.errors import DataError
 
 log = logging.getLogger("mura_cli.data.readers")  # the readers' one logger, whichever module reads the file
@@ -73,9 +73,10 @@ def _log_warnings(p: Path, caught: list[warnings.WarningMessage]) -> None:
 def read_dicom(p: Path, *, frames: list[int] | None, max_pixels: int, min_side: int | None = None) -> list[Image]:
     """Read ``frames`` of a DICOM file (``None``: all); pydicom's warnings become one log line each.
 
-    With ``min_side``, a JPEG 2000 frame may be decoded at a reduced resolution whose shorter side is still at
-    least that (:func:`~mura_cli.data.j2k.decode_reduced`); ``meta`` then keeps the original ``height`` and
-    ``width`` and says ``reduced`` (the pixels are ``1 / 2**reduced`` of them).
+    With ``min_side``, a frame is read at a reduced resolution whose shorter side is still at least that: a JPEG
+    2000 frame decoded so (:func:`~mura_cli.data.j2k.decode_reduced`), a grey frame of any other syntax decoded in
+    full and then box-reduced (:func:`box_reduce`), before the display pipeline; ``meta`` then keeps the
+    original ``height`` and ``width`` and says ``reduced`` (the pixels are ``1 / 2**reduced`` of them).
     """
     with _warnings_to_log(p):
         return _read_dicom_quietly(p, frames=frames, max_pixels=max_pixels, min_side=min_side)
@@ -137,24 +138,41 @@ def _dicom_frames(p: Path, ds: Any, *, frames: list[int] | None, max_pixels: int
             raise DataError(f"{p}: frame {f} requested but the file has {n_frames} frame(s)")
 
     reduced = decode_reduced(ds, min_side) if min_side else None
+    level = 0  # frames decoded in full are box-reduced to this level before the display pipeline
     if reduced is not None:
         arr = reduced[0][None]
     else:
         arr = _decode_dicom_pixels(p, ds)
         if n_frames == 1:  # pydicom gives single-frame data without a frame axis (palette indices are 2-D too)
             arr = arr[None]
+        grey = photometric in ("MONOCHROME1", "MONOCHROME2") and arr.ndim == 3
+        if min_side and grey and np.issubdtype(arr.dtype, np.integer):
+            level = reduce_level(rows, cols, min_side)
     # pydicom's pixel_array is already RGB for YBR_FULL/YBR_FULL_422 (and JPEG 2000 decodes YBR_ICT/RCT to RGB)
     array_photometric = "RGB" if photometric.startswith("YBR") else photometric
     base_meta = _dicom_meta(p, ds, photometric, n_frames)
     out = []
     for f in wanted:
         where = f"{p} (frame {f})" if n_frames > 1 else str(p)
-        pixels = dicom_to_unit(arr[f], ds, array_photometric, source=where)
+        stored = box_reduce(arr[f], level) if level else arr[f]
+        pixels = dicom_to_unit(stored, ds, array_photometric, source=where)
         meta = dict(base_meta, frame=f, height=int(pixels.shape[0]), width=int(pixels.shape[1]))
-        if reduced is not None:
-            meta.update(height=rows, width=cols, reduced=reduced[1])
+        if reduced is not None or level:
+            meta.update(height=rows, width=cols, reduced=level or reduced[1])
         out.append(Image(pixels=pixels, meta=meta))
     return out
+
+
+def box_reduce(stored: np.ndarray, level: int) -> np.ndarray:
+    """An HxW integer frame at ``1 / 2**level`` of its size, ``ceil(H / 2**level)`` x ``ceil(W / 2**level)``: each
+    output value the rounded mean of its block (edge blocks of what they cover), in the input's dtype, so the
+    modality and VOI LUTs apply as to stored values. What a JPEG 2000 frame's reduced decode gives, for frames
+    decoded in full: the display pipeline then runs on 1 / 4**level of the pixels."""
+    from PIL import Image as PILImage
+
+    f = 2**level
+    mean = np.asarray(PILImage.fromarray(stored.astype(np.float32)).reduce(f))
+    return np.rint(mean).astype(stored.dtype)
 
 
 def _decode_dicom_pixels(p: Path, ds: Any) -> np.ndarray:
