@@ -126,3 +126,22 @@ def test_cam_bilinear_is_torch_interpolate(src, dst):
     ref = torch.nn.functional.interpolate(torch.from_numpy(a)[None, None], size=dst, mode="bilinear",
                                           align_corners=False)[0, 0].numpy()  # fmt: skip
     assert np.abs(bilinear(a, *dst) - ref).max() < 1e-4  # float32 rounding of the weights
+
+
+@pytest.mark.parametrize("shape,resize", [((512, 352), "stretch"), ((2140, 1760), "shorter"), ((100, 80), "shorter")])
+def test_cam_to_original_in_one_step_is_upsample_place_and_rescale(shape, resize):
+    """The map mapped back at once equals the two steps it stands for: upsample to the network input, place it
+    at the crop offset on a canvas of the upsampled minimum, rescale the canvas to the grid (torch as the
+    reference)."""
+    from mura_cli.cam import cam_grid_shape, cam_to_original
+
+    f = torch.nn.functional.interpolate
+    cfg = TransformConfig(size=320, resize=resize)
+    g = eval_geometry(*shape, cfg)
+    cam = np.random.default_rng(2).normal(size=(10, 10)).astype(np.float32)
+    up = f(torch.from_numpy(cam)[None, None], size=(g.out, g.out), mode="bilinear", align_corners=False)
+    canvas = torch.full((1, 1, *g.resized), float(up.min()))
+    canvas[..., int(g.offset_y) : int(g.offset_y) + g.out, int(g.offset_x) : int(g.offset_x) + g.out] = up
+    grid = cam_grid_shape(*shape)
+    ref = f(canvas, size=grid, mode="bilinear", align_corners=False)[0, 0].numpy()
+    assert np.abs(cam_to_original(cam, g, *shape, grid) - ref).max() < 1e-4

@@ -72,17 +72,20 @@ def cam_to_original(
     or on ``grid`` (rows, columns), a grid of the original's proportions (:func:`cam_grid_shape`).
 
     The map is first upsampled to the network input (out x out), placed at the crop offset in the resized frame
-    (the cropped-away margin gets the map's minimum), then the resized frame is scaled back to height x width.
+    (the cropped-away margin gets the upsampled map's minimum ``m``), then the resized frame is scaled back to
+    height x width. Both steps are linear along each axis, so they are done at once, with no full-size
+    intermediate: ``m + Ay (cam - m) Ax^T``, where ``Ay`` is the second step's row weights over the cropped rows
+    times the first step's (the margin contributes ``m`` because the weights of each step sum to one).
     """
+    cam = np.asarray(cam, dtype=np.float32)
     out = geometry.out
-    up = bilinear(cam, out, out)
-    rh, rw = geometry.resized
-    if (rh, rw) != (out, out):
-        canvas = np.full((rh, rw), up.min(), dtype=np.float32)
-        oy, ox = int(geometry.offset_y), int(geometry.offset_x)
-        canvas[oy : oy + out, ox : ox + out] = up
-        up = canvas
-    return bilinear(up, *(grid or (height, width)))
+    uy, ux = _weights(cam.shape[0], out), _weights(cam.shape[1], out)
+    m = float((uy @ cam @ ux.T).min())
+    (rh, rw), (gh, gw) = geometry.resized, grid or (height, width)
+    oy, ox = int(geometry.offset_y), int(geometry.offset_x)
+    ay = _weights(rh, gh)[:, oy : oy + out] @ uy
+    ax = _weights(rw, gw)[:, ox : ox + out] @ ux
+    return np.ascontiguousarray(m + ay @ (cam - m) @ ax.T, dtype=np.float32)
 
 
 def cam_on_grid(cam: np.ndarray, geometry: Geometry, height: int, width: int) -> np.ndarray:
@@ -106,6 +109,16 @@ def bilinear(a: np.ndarray, height: int, width: int) -> np.ndarray:
     x0, x1, wx = _taps(a.shape[1], width)
     rows = a[y0] * (1 - wy)[:, None] + a[y1] * wy[:, None]
     return np.ascontiguousarray(rows[:, x0] * (1 - wx) + rows[:, x1] * wx, dtype=np.float32)
+
+
+def _weights(n_in: int, n_out: int) -> np.ndarray:
+    """The n_out x n_in matrix of :func:`bilinear` along one axis (two non-zeros per row, summing to one)."""
+    i0, i1, w1 = _taps(n_in, n_out)
+    w = np.zeros((n_out, n_in), dtype=np.float32)
+    rows = np.arange(n_out)
+    np.add.at(w, (rows, i0), 1 - w1)
+    np.add.at(w, (rows, i1), w1)
+    return w
 
 
 def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
