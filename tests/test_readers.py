@@ -1244,3 +1244,19 @@ def test_reduce_level_and_codestream_precision():
         reduce_level(2500, 2048, 320) == 2 and reduce_level(1760, 1760, 320) == 2 and reduce_level(500, 500, 320) == 0
     )
     assert codestream_precision(b"garbage") is None
+
+
+def test_jpegls_is_decoded_by_the_preferred_plugin_and_falls_back_when_it_refuses(shared_data, monkeypatch):
+    """JPEG-LS goes to CharLS (pyjpegls) first; the lossless plate is the same pixels libjpeg gives, and an
+    unusable preferred plugin falls back to pydicom's own order."""
+    import pydicom
+
+    from mura_cli.data import dicom
+
+    path = shared_data / "dicom" / "CR_hip_RG2_jpegls_lossless.dcm"
+    ref = pydicom.dcmread(path)
+    ref.pixel_array_options(decoding_plugin="pylibjpeg")
+    ds = pydicom.dcmread(path)
+    assert np.array_equal(dicom._decode_dicom_pixels(path, ds), ref.pixel_array)
+    monkeypatch.setitem(dicom._PREFERRED_PLUGINS, str(ds.file_meta.TransferSyntaxUID), "no-such-plugin")
+    assert np.array_equal(dicom._decode_dicom_pixels(path, pydicom.dcmread(path)), ref.pixel_array)

@@ -175,8 +175,23 @@ def box_reduce(stored: np.ndarray, level: int) -> np.ndarray:
     return np.rint(mean).astype(stored.dtype)
 
 
+_PREFERRED_PLUGINS = {
+    "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS lossless: CharLS, 3.6x faster than libjpeg on a CR plate
+    "1.2.840.10008.1.2.4.81": "pyjpegls",  # JPEG-LS near-lossless
+}
+"""Decoding plugins tried first for a transfer syntax (pydicom would try pylibjpeg first), when installed."""
+
+
 def _decode_dicom_pixels(p: Path, ds: Any) -> np.ndarray:
-    """Decode PixelData with pydicom's plugins; failures name the transfer syntax and the decoders tried."""
+    """Decode PixelData with pydicom's plugins (a faster one first where :data:`_PREFERRED_PLUGINS` names it, then
+    all in pydicom's order); failures name the transfer syntax and the decoders tried."""
+    plugin = _PREFERRED_PLUGINS.get(str(ds.file_meta.get("TransferSyntaxUID", "")))
+    if plugin:
+        try:
+            ds.pixel_array_options(decoding_plugin=plugin)
+            return ds.pixel_array
+        except Exception:  # not installed, or it refuses this file: the default order below names every failure
+            ds.pixel_array_options(decoding_plugin="")
     try:
         return ds.pixel_array
     except Exception as exc:  # pydicom raises RuntimeError/ValueError/NotImplementedError/...; all are data errors
