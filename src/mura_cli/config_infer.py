@@ -95,7 +95,6 @@ class LocalizeConfig(InferConfig):
             the map's maximum).
     """
 
-    batch_size: int = 8
     out: str = "boxes.json"
     overlay: bool = False
     overlay_dir: str = "overlays"

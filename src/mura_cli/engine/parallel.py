@@ -52,24 +52,23 @@ def ordered_map(
     pool = ProcessPoolExecutor(min(workers, n), mp_context=ctx, initializer=_init, initargs=(task,))
     pending: deque[tuple[int, Future]] = deque()
     todo = iter(range(n))
+    current = 0
     try:
         for i in todo:
             pending.append((i, pool.submit(_run, i)))
             if len(pending) >= (ahead or 4 * workers):
                 break
         while pending:
-            i, fut = pending.popleft()
-            try:
-                out = fut.result()
-            except BrokenProcessPool:
-                names = ", ".join(name(k) for k in [i, *(k for k, _ in pending)][:4])
-                raise DataError(
-                    f"a decoding worker died while reading one of: {names}; find the file with --workers 0 and "
-                    "move it aside"
-                ) from None
+            current, fut = pending.popleft()
+            out = fut.result()
             nxt = next(todo, None)
             if nxt is not None:
                 pending.append((nxt, pool.submit(_run, nxt)))
             yield out
+    except BrokenProcessPool:
+        names = ", ".join(name(k) for k in [current, *(k for k, _ in pending)][:4])
+        raise DataError(
+            f"a decoding worker died while reading one of: {names}; find the file with --workers 0 and move it aside"
+        ) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -148,7 +148,9 @@ def predict(
         if m.transform not in tcfgs:
             tcfgs.append(m.transform)
     ds = _FileDataset(files, tcfgs, cfg.max_pixels, keep_pixels)
-    loader = ordered_map(ds.__getitem__, len(ds), cfg.workers, name=lambda i: str(ds.files[i]))
+    # a whole next batch decodes while the model runs on this one (read-ahead below a batch stalls the model)
+    ahead = cfg.batch_size + 2 * cfg.workers
+    loader = ordered_map(ds.__getitem__, len(ds), cfg.workers, ahead, name=lambda i: str(ds.files[i]))
     model_parts = {m.part for m in models}
     pending: list[dict[str, Any]] = []
     for done, item in enumerate(loader, 1):
