@@ -61,8 +61,13 @@ def test_benchmark_boxes_on_fracatlas_and_speed_of_archs(tmp_path, tiny_run):
     assert res.returncode == 0, res.stderr
     speed = json.loads((tmp_path / "sp" / "report.json").read_text())["speed"]["rows"][0]
     assert speed["arch"] == "test_resnet" and speed["images_per_s"] > 0
+    assert speed["engine"] == "onnx"  # --engine auto on CPU with ONNX Runtime: the engine predict would use
     assert set(speed["ms_per_image"]) == {"decode", "preprocess", "forward", "cam_box"}
     assert "img/s" in res.stdout
+    res = mura("benchmark", "--speed", "--arch", "test_resnet", "--size", "32", "--data", fa, "--out", "sp2",
+               "--batch-size", "4", "--engine", "torch", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "sp2" / "report.json").read_text())["speed"]["rows"][0]["engine"] == "torch"
 
 
 def test_benchmark_usage_errors(tmp_path, tiny_run):

@@ -150,6 +150,7 @@ def _render_speed(speed: dict[str, Any] | None, machine: dict[str, Any]) -> None
     table = Table(title=f"speed on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {gpu}")
     for col in (
         "arch",
+        "engine",
         "size",
         "batch",
         "img/s",
@@ -159,11 +160,12 @@ def _render_speed(speed: dict[str, Any] | None, machine: dict[str, Any]) -> None
         "CAM+box ms",
         "process peak MB",
     ):
-        table.add_column(col, justify="left" if col == "arch" else "right")
+        table.add_column(col, justify="left" if col in ("arch", "engine") else "right")
     for r in speed["rows"]:
         ms = r["ms_per_image"]
         table.add_row(
             r["arch"],
+            r.get("engine", "torch"),
             str(r["size"]),
             str(r["batch"]),
             f"{r['images_per_s']:.1f}",

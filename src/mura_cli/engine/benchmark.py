@@ -248,7 +248,9 @@ def _speed(
     hooks.on_info(f"speed: {plural(len(files), 'file')}, batch {cfg.batch_size}, device {device}")
     rows = []
     if cfg.archs:
-        rows += measure_archs(cfg.archs, files, size=cfg.size, device=device, batch_size=cfg.batch_size)
+        rows += measure_archs(
+            cfg.archs, files, size=cfg.size, device=device, batch_size=cfg.batch_size, engine=cfg.engine
+        )
     for m in models[:1]:
         tcfg = m.transform if cfg.size is None else replace(m.transform, size=cfg.size, center_crop=None)
         name = f"{m.config.arch} ({m.short_name})"

@@ -2,7 +2,9 @@
 
 Stages, as Ultralytics' predictor times them: ``decode`` (file -> pixels), ``preprocess`` (pixels -> tensor),
 ``forward`` (the backend, after warm-up; the GPU is synchronised before the clock is read) and ``cam_box``
-(the extra cost of the class activation map and its box on the original pixels).
+(the extra cost of the class activation map and its box on the original pixels). Each row names the engine it
+ran on: a trained model's backend as loaded, and ``--arch`` models with random weights on ``--engine`` as predict
+resolves it (ONNX Runtime on CPU when installed).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class SpeedRow:
     batch: int
     device: str
     images: int
+    engine: str
     images_per_s: float
     ms_per_image: dict[str, float]
     peak_memory_mb: float
@@ -134,10 +137,23 @@ def measure_speed(
         batch=batch_size,
         device=device,
         images=len(frames),
+        engine=engine_name(backend),
         images_per_s=1e3 / max(sum(ms.values()), 1e-9),
         ms_per_image={k: round(v, 3) for k, v in ms.items()},
         peak_memory_mb=round(_peak_memory_mb(device), 1),
     )
+
+
+def engine_name(backend: Backend) -> str:
+    """``torch``, ``onnx`` or ``onnx-int8``, with ``+flip`` for test-time flips: what a speed row ran on."""
+    from mura_cli.engine.backends import FlipBackend
+    from mura_cli.engine.onnx import OnnxBackend
+
+    if isinstance(backend, FlipBackend):
+        return engine_name(backend.inner) + "+flip"
+    if isinstance(backend, OnnxBackend):
+        return "onnx-int8" if "int8" in backend.path.name else "onnx"
+    return "torch"
 
 
 def measure_archs(
@@ -147,19 +163,41 @@ def measure_archs(
     size: int | None,
     device: str,
     batch_size: int,
+    engine: str = "torch",
     on_row: Callable[[SpeedRow], None] | None = None,
 ) -> list[SpeedRow]:
-    """:func:`measure_speed` for architectures with random weights at ``size`` (default: the training recipe's)."""
+    """:func:`measure_speed` for architectures with random weights at ``size`` (default: the training recipe's),
+    on ``engine`` (``torch``, or ``onnx``: each exported to a temporary file first; ``auto`` as predict resolves
+    it, torch for an arch that cannot be exported)."""
+    from mura_cli.engine.onnx import resolve_engine
     from mura_cli.models.registry import MuraNet, pretrained_cfg
 
+    fallback = engine == "auto"
+    engine = "onnx" if resolve_engine(engine, device).startswith("onnx") else "torch"
     rows = []
     for arch in archs:
         pcfg = pretrained_cfg(arch)
         side = size or TransformConfig().size
         tcfg = TransformConfig(size=side, mean=tuple(pcfg["mean"]), std=tuple(pcfg["std"]))
-        backend = TorchBackend(MuraNet(arch), device, name=arch)
+        backend = _arch_backend(MuraNet(arch), arch, tcfg.output_size, device, engine, fallback)
         row = measure_speed(backend, tcfg, files, arch=arch, device=device, batch_size=batch_size)
         rows.append(row)
         if on_row:
             on_row(row)
     return rows
+
+
+def _arch_backend(net: Any, arch: str, size: int, device: str, engine: str, fallback: bool) -> Backend:
+    if engine == "onnx":
+        import tempfile
+
+        from mura_cli.engine.onnx import OnnxBackend, export_onnx
+        from mura_cli.errors import ModelError
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph; the file can go
+                return OnnxBackend(export_onnx(net, size, Path(tmp) / f"{arch}.onnx"), name=arch)
+        except ModelError:
+            if not fallback:
+                raise
+    return TorchBackend(net, device, name=arch)

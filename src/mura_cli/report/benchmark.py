@@ -214,6 +214,7 @@ def _speed(speed: Any) -> list[Block]:
     rows = [
         [
             str(r.get("arch", "")),
+            str(r.get("engine", "torch")),
             str(r.get("size", "")),
             str(r.get("batch", "")),
             str(r.get("device", "")),
@@ -223,7 +224,8 @@ def _speed(speed: Any) -> list[Block]:
         ]
         for r in rows_in
     ]
-    headers = ["arch", "input", "batch", "device", "images/s", *(f"{s} ms/img" for s in stages), "peak memory MB"]
+    stage_cols = [f"{s} ms/img" for s in stages]
+    headers = ["arch", "engine", "input", "batch", "device", "images/s", *stage_cols, "peak memory MB"]
     return [("h2", "Speed"), ("table", Table(headers, rows))]
 
 
