@@ -129,35 +129,33 @@ def whole_process(args: list[str], memory: bool = False) -> float:
 
 def decode_seconds(files: list[Path], size: int) -> float:
     """Single-core seconds to read and preprocess one image of ``files`` as predict does (the pipeline's other
-    half; JPEG 2000 at the wavelet level that covers ``size``)."""
+    half: DICOMs at the resolution that covers ``size``; NumPy and Pillow, one thread)."""
     from mura_cli.config import TransformConfig
+    from mura_cli.data.preprocess import eval_input
     from mura_cli.data.readers import read_images
-    from mura_cli.data.transforms import build_transforms
 
-    tf = build_transforms(TransformConfig(size=size), train=False)
-    torch.set_num_threads(1)
+    tcfg = TransformConfig(size=size)
     for f in dict.fromkeys(files):  # warm-up: the decoders' imports and first calls are not per-file costs
         read_images(f, max_pixels=10**9, min_side=size)
     t0, n = time.perf_counter(), 0
     for f in files:
         for img in read_images(f, max_pixels=10**9, min_side=size):
-            tf(img.pixels)
+            eval_input(img.pixels, tcfg)
             n += 1
-    torch.set_num_threads(os.cpu_count() or 1)
     return (time.perf_counter() - t0) / max(n, 1)
 
 
 def make_int8(run: Path, files: list[Path], size: int) -> Path:
     """The run's fp32 export quantized to int8 where ``--engine onnx-int8`` finds it (calibrated on 32 images)."""
     from mura_cli.config import TransformConfig
+    from mura_cli.data.preprocess import eval_input
     from mura_cli.data.readers import read_images
-    from mura_cli.data.transforms import build_transforms
     from mura_cli.engine.export import int8_path, quantize_onnx
     from mura_cli.engine.onnx import onnx_path
     from mura_cli.models.checkpoint import WEIGHTS_NAME
 
-    tf = build_transforms(TransformConfig(size=size), train=False)
-    x = torch.stack([tf(read_images(f, max_pixels=10**9)[0].pixels) for f in files[:32]]).numpy()
+    tcfg = TransformConfig(size=size)
+    x = np.stack([eval_input(read_images(f, max_pixels=10**9)[0].pixels, tcfg) for f in files[:32]])
     fp32 = onnx_path(run, run / WEIGHTS_NAME, size)
     return quantize_onnx(fp32, int8_path(run, size), [x[i : i + 16] for i in range(0, len(x), 16)])
 

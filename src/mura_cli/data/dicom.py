@@ -138,27 +138,28 @@ def _dicom_frames(p: Path, ds: Any, *, frames: list[int] | None, max_pixels: int
             raise DataError(f"{p}: frame {f} requested but the file has {n_frames} frame(s)")
 
     reduced = decode_reduced(ds, min_side) if min_side else None
-    level = 0  # frames decoded in full are box-reduced to this level before the display pipeline
+    boxed = 0  # frames decoded in full are box-reduced to this level before the display pipeline
     if reduced is not None:
-        arr = reduced[0][None]
+        arr, level = reduced[0][None], reduced[1]
     else:
         arr = _decode_dicom_pixels(p, ds)
         if n_frames == 1:  # pydicom gives single-frame data without a frame axis (palette indices are 2-D too)
             arr = arr[None]
         grey = photometric in ("MONOCHROME1", "MONOCHROME2") and arr.ndim == 3
         if min_side and grey and np.issubdtype(arr.dtype, np.integer):
-            level = reduce_level(rows, cols, min_side)
+            boxed = reduce_level(rows, cols, min_side)
+        level = boxed
     # pydicom's pixel_array is already RGB for YBR_FULL/YBR_FULL_422 (and JPEG 2000 decodes YBR_ICT/RCT to RGB)
     array_photometric = "RGB" if photometric.startswith("YBR") else photometric
     base_meta = _dicom_meta(p, ds, photometric, n_frames)
     out = []
     for f in wanted:
         where = f"{p} (frame {f})" if n_frames > 1 else str(p)
-        stored = box_reduce(arr[f], level) if level else arr[f]
+        stored = box_reduce(arr[f], boxed) if boxed else arr[f]
         pixels = dicom_to_unit(stored, ds, array_photometric, source=where)
         meta = dict(base_meta, frame=f, height=int(pixels.shape[0]), width=int(pixels.shape[1]))
-        if reduced is not None or level:
-            meta.update(height=rows, width=cols, reduced=level or reduced[1])
+        if level:  # the pixels are 1 / 2**level of the original, whose size the meta keeps
+            meta.update(height=rows, width=cols, reduced=level)
         out.append(Image(pixels=pixels, meta=meta))
     return out
 

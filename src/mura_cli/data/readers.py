@@ -130,7 +130,7 @@ def read_image(path: str | Path, *, frame: int = 0, max_pixels: int = DEFAULT_MA
 def read_images(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> list[Image]:
     """Read every frame of a file: one :class:`Image` per DICOM frame, one for a raster file.
 
-    ``min_side``: the pixels are only needed at this size or above, so a JPEG 2000 DICOM may be decoded at a
+    ``min_side``: the pixels are only needed at this size or above, so a grey DICOM frame may be read at a
     reduced resolution (:meth:`Image.size` stays the original's; see :func:`~mura_cli.data.dicom.read_dicom`).
     """
     p = Path(path)

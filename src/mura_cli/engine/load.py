@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -166,12 +166,8 @@ def _loaded(name: str, folder: Path, device: str, engine: str, tta: bool | None,
     if engine == "onnx":
         from mura_cli.engine.onnx import onnx_backend
 
-        try:
-            backend = onnx_backend(network, folder, folder / WEIGHTS_NAME, cfg.transform.output_size, name)
-        except ModelError as exc:
-            if not fallback:
-                raise
-            log.warning("%s; --engine auto uses torch for it", exc)
+        size = cfg.transform.output_size
+        backend = onnx_or_none(lambda: onnx_backend(network, folder, folder / WEIGHTS_NAME, size, name), fallback)
     elif engine == "onnx-int8":
         from mura_cli.engine.export import int8_path
         from mura_cli.engine.onnx import OnnxBackend
@@ -187,6 +183,18 @@ def _loaded(name: str, folder: Path, device: str, engine: str, tta: bool | None,
     if cfg.tta if tta is None else tta:
         backend = FlipBackend(backend)
     return LoadedModel(name=name, backend=backend, config=cfg, folder=folder)
+
+
+def onnx_or_none(make: Callable[[], Backend], fallback: bool) -> Backend | None:
+    """``make()``, an ONNX Runtime backend; when the export fails and ``fallback`` (``--engine auto``) allows
+    torch instead, ``None`` after a warning naming the model, and the caller serves it with torch."""
+    try:
+        return make()
+    except ModelError as exc:
+        if not fallback:
+            raise
+        log.warning("%s; --engine auto uses torch for it", exc)
+        return None
 
 
 def weights_sha256(models: Sequence[LoadedModel]) -> str | None:

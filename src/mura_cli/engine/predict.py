@@ -70,9 +70,9 @@ class _FileDataset:
     """One item per file: every frame through each distinct eval transform, or the failure; a blank frame is
     a ``sanity`` failure (:func:`~mura_cli.data.image.check_not_blank`), never scored.
 
-    Unless the pixels are kept (overlays), files are read at no more than the largest transform needs: a
-    JPEG 2000 DICOM may be decoded at a reduced resolution (:func:`~mura_cli.data.j2k.decode_reduced`); sizes,
-    maps and boxes stay in the original's pixels."""
+    Unless the pixels are kept (overlays), files are read at no more than the largest transform needs: a grey
+    DICOM frame may be read at a reduced resolution (:func:`~mura_cli.data.dicom.read_dicom`); sizes, maps and
+    boxes stay in the original's pixels."""
 
     def __init__(
         self, files: Sequence[Path], transforms: Sequence[TransformConfig], max_pixels: int, keep_pixels: bool

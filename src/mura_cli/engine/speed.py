@@ -188,16 +188,18 @@ def measure_archs(
 
 
 def _arch_backend(net: Any, arch: str, size: int, device: str, engine: str, fallback: bool) -> Backend:
+    """``net`` on ONNX Runtime (exported to a temporary file; torch when that fails and ``fallback``) or torch."""
+    backend = None
     if engine == "onnx":
         import tempfile
 
+        from mura_cli.engine.load import onnx_or_none
         from mura_cli.engine.onnx import OnnxBackend, export_onnx
-        from mura_cli.errors import ModelError
 
-        try:
-            with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph; the file can go
+        with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph; the file can go
+
+            def export() -> Backend:
                 return OnnxBackend(export_onnx(net, size, Path(tmp) / f"{arch}.onnx"), name=arch)
-        except ModelError:
-            if not fallback:
-                raise
-    return TorchBackend(net, device, name=arch)
+
+            backend = onnx_or_none(export, fallback)
+    return TorchBackend(net, device, name=arch) if backend is None else backend
