@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mura_cli.config_infer import COMPONENTS
 from mura_cli.data.preprocess import Geometry
 
 
@@ -126,9 +127,6 @@ def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
     i0 = np.minimum(src.astype(np.int64), n_in - 1)
     return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(np.float32)
-
-
-COMPONENTS = ("largest", "peak")
 
 
 def cam_box(cam: np.ndarray, threshold_frac: float = 0.2, component: str = "largest") -> tuple[Box | None, float]:

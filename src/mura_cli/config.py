@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, TypeVar
 
+from mura_cli.config_file import check_settings, field_default, load_config_file
 from mura_cli.errors import UsageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The closed sets of values a setting takes; the CLI offers exactly these as choices.
+RESIZE_MODES = ("stretch", "shorter")
+CACHE_MODES = ("shorter", "square")
+SCHEDULES = ("plateau", "cosine")
+KEEP_EPOCHS = ("best", "last")
+OUTPUT_STRIDES = (8, 16, 32)
 
 T = TypeVar("T")
 
@@ -56,7 +63,7 @@ class TransformConfig:
     def __post_init__(self) -> None:
         if self.size < 16:
             raise UsageError(f"--size {self.size}: must be at least 16 pixels")
-        if self.resize not in ("stretch", "shorter"):
+        if self.resize not in RESIZE_MODES:
             raise UsageError(f"--resize {self.resize}: expected 'stretch' or 'shorter'")
         if self.center_crop is not None and not 16 <= self.center_crop <= self.size:
             raise UsageError(f"--center-crop {self.center_crop}: must be between 16 and --size ({self.size})")
@@ -89,7 +96,7 @@ class PrepareConfig:
             raise UsageError(f"--tune-fraction {self.tune_fraction}: must be in [0, 1)")
         if self.cache_size is not None and self.cache_size < 16:
             raise UsageError(f"--cache {self.cache_size}: must be at least 16 pixels")
-        if self.cache_mode not in ("shorter", "square"):
+        if self.cache_mode not in CACHE_MODES:
             raise UsageError(f"--cache-mode {self.cache_mode}: expected 'shorter' or 'square'")
 
 
@@ -187,7 +194,7 @@ class TrainConfig:
             raise UsageError("--epochs and --batch-size must be at least 1")
         if self.lr <= 0 or not 0 < self.lr_factor < 1:
             raise UsageError("--lr must be > 0 and --lr-factor in (0, 1)")
-        if self.output_stride not in (None, 8, 16, 32):
+        if self.output_stride is not None and self.output_stride not in OUTPUT_STRIDES:
             raise UsageError(f"--output-stride {self.output_stride}: expected 8, 16 or 32")
         if self.box_loss < 0:
             raise UsageError(f"--box-loss {self.box_loss}: must be >= 0")
@@ -195,9 +202,9 @@ class TrainConfig:
             raise UsageError(f"--dropout {self.dropout}: must be in [0, 1)")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise UsageError(f"--threshold {self.threshold}: must be in (0, 1)")
-        if self.schedule not in ("plateau", "cosine"):
+        if self.schedule not in SCHEDULES:
             raise UsageError(f"--schedule {self.schedule}: expected 'plateau' or 'cosine'")
-        if self.keep not in ("best", "last"):
+        if self.keep not in KEEP_EPOCHS:
             raise UsageError(f"--keep {self.keep}: expected 'best' or 'last'")
         if not 0 <= self.ema < 1 or self.warmup < 0 or self.lr_min < 0:
             raise UsageError("--ema must be in [0, 1); --warmup and --lr-min must be >= 0")
@@ -245,19 +252,17 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build ``cls`` from a dict, ignoring unknown keys, restoring tuples and nested config dataclasses."""
+    """Build ``cls`` from a dict, ignoring unknown keys, restoring tuples and nested config dataclasses.
+
+    Lenient on purpose: it reads configs that runs saved, possibly with another version of mura-cli. A file the
+    user wrote is checked first (:func:`~mura_cli.config_file.load_config_file`).
+    """
     kwargs: dict[str, Any] = {}
     for f in fields(cls):  # type: ignore[arg-type]
         if f.name not in data:
             continue
         value = data[f.name]
-        default = (
-            f.default
-            if f.default is not MISSING
-            else (
-                f.default_factory() if f.default_factory is not MISSING else None  # type: ignore[misc]
-            )
-        )
+        default = field_default(f)
         if hasattr(default, "__dataclass_fields__") and isinstance(value, dict):
             value = from_dict(type(default), value)
         elif isinstance(default, tuple) and isinstance(value, list):
@@ -302,15 +307,12 @@ def _deep_update(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
             into[k] = dict(v) if isinstance(v, Mapping) else v
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a ``--config`` JSON file as a dict."""
-    from mura_cli.utils import read_json
-
-    return read_json(path, "settings", missing="{path}: config file not found")
-
-
 from mura_cli.config_infer import (  # noqa: E402  (the inference configs, re-exported here)
+    AGGREGATES,
     BENCHMARK_SPLITS,
+    COMPONENTS,
+    HEATMAP_FORMATS,
+    PREDICT_FORMATS,
     BenchmarkConfig,
     DemoConfig,
     InferConfig,
@@ -319,11 +321,20 @@ from mura_cli.config_infer import (  # noqa: E402  (the inference configs, re-ex
 )
 
 __all__ = [
+    "AGGREGATES",
     "BENCHMARK_SPLITS",
+    "CACHE_MODES",
+    "COMPONENTS",
+    "HEATMAP_FORMATS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "KEEP_EPOCHS",
+    "OUTPUT_STRIDES",
+    "PREDICT_FORMATS",
     "RANDOM_INIT_RECIPE",
+    "RESIZE_MODES",
     "RESUME_SETTINGS",
+    "SCHEDULES",
     "BenchmarkConfig",
     "DemoConfig",
     "InferConfig",
@@ -332,6 +343,7 @@ __all__ = [
     "PrepareConfig",
     "TrainConfig",
     "TransformConfig",
+    "check_settings",
     "from_dict",
     "load_config_file",
     "merge",

@@ -6,6 +6,13 @@ from dataclasses import dataclass
 
 from mura_cli.errors import UsageError
 
+# The closed sets of values a setting takes; the CLI offers exactly these as choices.
+PREDICT_FORMATS = ("csv", "mura")
+AGGREGATES = ("mean", "max")
+HEATMAP_FORMATS = ("png", "npy")
+COMPONENTS = ("largest", "peak")
+BENCHMARK_SPLITS = ("train", "tune", "valid", "all")
+
 
 @dataclass(frozen=True)
 class InferConfig:
@@ -75,8 +82,10 @@ class PredictConfig(InferConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.fmt not in ("csv", "mura") or self.aggregate not in ("mean", "max"):
-            raise UsageError("--format takes csv or mura; --aggregate takes mean or max")
+        if self.fmt not in PREDICT_FORMATS:
+            raise UsageError(f"--format {self.fmt}: expected one of {', '.join(PREDICT_FORMATS)}")
+        if self.aggregate not in AGGREGATES:
+            raise UsageError(f"--aggregate {self.aggregate}: expected one of {', '.join(AGGREGATES)}")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise UsageError(f"--threshold {self.threshold}: must be in (0, 1)")
 
@@ -107,11 +116,8 @@ class LocalizeConfig(InferConfig):
         if not 0 < self.threshold_frac < 1:
             raise UsageError(f"--threshold-frac {self.threshold_frac}: must be in (0, 1)")
         _check_component(self.component)
-        if self.heatmap not in (None, "png", "npy"):
-            raise UsageError("--heatmap takes png or npy")
-
-
-BENCHMARK_SPLITS = ("train", "tune", "valid", "all")
+        if self.heatmap is not None and self.heatmap not in HEATMAP_FORMATS:
+            raise UsageError(f"--heatmap {self.heatmap}: expected one of {', '.join(HEATMAP_FORMATS)}")
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,7 @@ class BenchmarkConfig:
 
 
 def _check_component(component: str) -> None:
-    if component not in ("largest", "peak"):
+    if component not in COMPONENTS:
         raise UsageError(f"--component {component}: expected 'largest' or 'peak'")
 
 

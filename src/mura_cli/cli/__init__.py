@@ -36,7 +36,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     epilog=EXIT_CODES,
 )
@@ -75,16 +75,17 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("pydicom").setLevel(logging.ERROR)  # its warnings reach us through the reader, once each
 
 
-# One file per command; each module holds a plain function and never imports this package back.
-app.command("predict", epilog=EXIT_CODES)(predict_cmd)
-app.command("localize", epilog=EXIT_CODES)(localize_cmd)
+# One file per command; each module holds a plain function and never imports this package back. Listed in the
+# order a new user meets them: the demo, then the workflow.
+app.command("demo")(demo)
 app.command("prepare")(prepare)
 app.command("archs")(archs)
 app.command("train")(train)
-app.command("push")(push)
-app.command("benchmark")(benchmark_cmd)
-app.command("demo")(demo)
 app.command("export")(export)
+app.command("push")(push)
+app.command("predict", epilog=EXIT_CODES)(predict_cmd)
+app.command("localize", epilog=EXIT_CODES)(localize_cmd)
+app.command("benchmark", epilog=EXIT_CODES)(benchmark_cmd)
 
 
 def _usage_error_line(err: Exception) -> str:

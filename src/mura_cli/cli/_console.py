@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -51,6 +52,11 @@ def progress(transient: bool = False) -> Progress:
         transient=transient,
         disable=not err_console.is_terminal,
     )
+
+
+def choice(values: Sequence[object]) -> click.Choice:
+    """A closed set of option values: help shows ``[a|b]`` and click refuses anything else (any case)."""
+    return click.Choice([str(v) for v in values], case_sensitive=False)
 
 
 def config_from(cls: type[T], params: dict[str, Any], **renames: str) -> T:

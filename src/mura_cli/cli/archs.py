@@ -8,7 +8,10 @@ from mura_cli.cli._console import console
 
 
 def archs() -> None:
-    """List the supported backbones: parameters, default input size and Hub weights."""
+    """List the supported backbones and their Hub weights.
+
+    With parameters, pretrained input size and normalization; any other timm model name works too.
+    """
     from mura_cli.models.registry import ALIASES, list_backbones
 
     table = Table(title="backbones (any other timm model name works too)")

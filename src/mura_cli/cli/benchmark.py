@@ -9,34 +9,49 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mura_cli.cli._console import config_from, console, finish_inference, inference_hooks
-from mura_cli.cli.predict import DeviceOpt, EngineOpt, ModelOpt, OverwriteOpt, TtaOpt, WorkersOpt
-from mura_cli.config import BenchmarkConfig
+from mura_cli.cli._console import choice, config_from, console, finish_inference, inference_hooks
+from mura_cli.cli.localize import ComponentOpt
+from mura_cli.cli.predict import DeviceOpt, EngineOpt, ModelOpt, OverwriteOpt, ThresholdOpt, TtaOpt, WorkersOpt
+from mura_cli.config import BENCHMARK_SPLITS, BenchmarkConfig
 
 _B = BenchmarkConfig()
 
 
 def benchmark_cmd(
     ctx: typer.Context,
-    data: Annotated[str, typer.Option("--data", "-d", help="Dataset root or `mura prepare` folder to score.")] = "",
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Dataset root or `mura prepare` folder to score.",
+            show_default="none: with no other option, the built-in demo set",
+        ),
+    ] = "",
     *,
     model: ModelOpt = None,
     split: Annotated[
-        str | None, typer.Option(help="train, tune, valid or all (default: valid when present, else tune).")
+        str | None,
+        typer.Option(click_type=choice(BENCHMARK_SPLITS), help="Split to score.", show_default="valid, else tune"),
     ] = None,
-    part: Annotated[str | None, typer.Option(help="Score one body part only.")] = None,
+    part: Annotated[
+        str | None, typer.Option(metavar="PART", help="Score one body part only.", show_default="all parts")
+    ] = None,
     out: Annotated[str, typer.Option("--out", "-o", help="Report folder.")] = _B.out,
     boxes: Annotated[bool, typer.Option("--boxes", help="Score CAM boxes against ground-truth boxes.")] = False,
-    threshold_frac: Annotated[float, typer.Option(help="CAM box threshold, fraction of max.")] = _B.threshold_frac,
-    component: Annotated[
-        str, typer.Option(help="Which region above it is boxed: largest, or peak (the one holding the CAM maximum).")
-    ] = _B.component,
-    threshold: Annotated[float | None, typer.Option(help="Abnormal threshold (default: the model's).")] = None,
+    threshold_frac: Annotated[
+        float, typer.Option(help="CAM box threshold as a fraction of the CAM maximum.")
+    ] = _B.threshold_frac,
+    component: ComponentOpt = _B.component,
+    threshold: ThresholdOpt = None,
     speed: Annotated[bool, typer.Option("--speed", help="Also time each stage (img/s, ms per image).")] = False,
     arch: Annotated[
-        str | None, typer.Option(help="With --speed: time these archs (comma-separated) with random weights.")
+        str | None,
+        typer.Option(
+            help="With --speed: time these archs (comma-separated) with random weights.", show_default="the model"
+        ),
     ] = None,
-    size: Annotated[int | None, typer.Option(help="With --speed: input size (default: the model's).")] = None,
+    size: Annotated[int | None, typer.Option(help="With --speed: input size.", show_default="the model's")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _B.batch_size,
     device: DeviceOpt = _B.device,
     engine: EngineOpt = _B.engine,
@@ -46,8 +61,13 @@ def benchmark_cmd(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = _B.seed,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Precision, recall, F1, accuracy, kappa and AUROC per body part beside the published numbers; CAM boxes
-    against ground truth (--boxes); speed (--speed). With no options: speed and a check on the built-in demo set."""
+    """Score a model per body part against the published numbers.
+
+    Precision, recall, F1, accuracy, kappa, AUROC, sensitivity, specificity and calibration at image and study
+    level, each with a 95% bootstrap interval by study; report.md, index.html and plots in --out.
+    CAM boxes against ground truth with --boxes, speed with --speed.
+    With no options: speed, and a check of the demo model on the built-in demo set.
+    """
     from mura_cli.engine.benchmark import run_benchmark
     from mura_cli.engine.demo import run_bare_benchmark
 

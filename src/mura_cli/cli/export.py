@@ -7,22 +7,28 @@ from typing import Annotated
 
 import typer
 
-from mura_cli.cli._console import console, err_console
+from mura_cli.cli._console import choice, console, err_console
 from mura_cli.errors import UsageError
 
 
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder (runs/NAME; one fold of a --folds ensemble).")],
     *,
-    format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+    format: Annotated[str, typer.Option("--format", click_type=choice(("onnx",)), help="Export format.")] = "onnx",
     int8: Annotated[
         bool, typer.Option("--int8", help="Static int8 quantization, kept only if tune AUROC drops <= 0.005.")
     ] = False,
-    out: Annotated[Path | None, typer.Option(help="Folder for the model and preprocessing.json.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the model and preprocessing.json.", show_default="RUN/export")
+    ] = None,
     calibration: Annotated[int, typer.Option(help="Training images to calibrate int8 on.")] = 256,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export.")] = False,
 ) -> None:
-    """Export a run's model as ONNX (logits + CAM, dynamic batch) with a JSON of its preprocessing."""
+    """Export a run's model to ONNX, with its preprocessing.
+
+    The model gives logits and class activation maps for any batch size; preprocessing.json describes its input.
+    --int8 also writes a statically quantized model when it keeps the tune AUROC.
+    """
     from mura_cli.engine.export import run_export
 
     if format != "onnx":

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mura_cli.cli._console import config_from, finish_inference, inference_hooks, summary_table
+from mura_cli.cli._console import choice, config_from, finish_inference, inference_hooks, summary_table
 from mura_cli.cli.predict import (
     DeviceOpt,
     EngineOpt,
@@ -21,10 +21,16 @@ from mura_cli.cli.predict import (
     TtaOpt,
     WorkersOpt,
 )
-from mura_cli.config import LocalizeConfig
+from mura_cli.config import COMPONENTS, HEATMAP_FORMATS, LocalizeConfig
 from mura_cli.utils import plural
 
 _L = LocalizeConfig()
+ComponentOpt = Annotated[
+    str,
+    typer.Option(
+        click_type=choice(COMPONENTS), help="Which region above the threshold is boxed (peak: the one holding the max)."
+    ),
+]
 
 
 def localize_cmd(
@@ -35,13 +41,18 @@ def localize_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Boxes as JSON (or CSV by suffix).")] = Path(_L.out),
     overlay: Annotated[bool, typer.Option("--overlay", help="Write a heatmap-and-box PNG per image.")] = False,
     overlay_dir: Annotated[Path, typer.Option(help="Folder for overlays and heatmaps.")] = Path(_L.overlay_dir),
-    heatmap: Annotated[str | None, typer.Option(help="Also write the raw CAM per image: png (16-bit) or npy.")] = None,
+    heatmap: Annotated[
+        str | None,
+        typer.Option(
+            click_type=choice(HEATMAP_FORMATS),
+            help="Also write the raw CAM per image (png: 16-bit).",
+            show_default="not written",
+        ),
+    ] = None,
     threshold_frac: Annotated[
         float, typer.Option(help="Box threshold as a fraction of the CAM maximum.")
     ] = _L.threshold_frac,
-    component: Annotated[
-        str, typer.Option(help="Which region above it is boxed: largest, or peak (the one holding the CAM maximum).")
-    ] = _L.component,
+    component: ComponentOpt = _L.component,
     part: PartOpt = None,
     device: DeviceOpt = _L.device,
     engine: EngineOpt = _L.engine,
@@ -53,7 +64,12 @@ def localize_cmd(
     max_pixels: MaxPixelsOpt = _L.max_pixels,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Class activation map per image, thresholded at 20% of its max; box of the largest component."""
+    """Box where the model looked in each image (CAM).
+
+    The class activation map of the abnormal logit is thresholded at 20% of its maximum (--threshold-frac).
+    The largest region above it is boxed (--component peak: the region holding the maximum).
+    Boxes go to --out, one row per image; --overlay draws them on the radiograph.
+    """
     from mura_cli.engine.localize import run_localize
 
     cfg = config_from(LocalizeConfig, ctx.params)

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from mura_cli.cli._console import config_from, finish_inference, inference_hooks, summary_table
-from mura_cli.config import PredictConfig
+from mura_cli.cli._console import choice, config_from, finish_inference, inference_hooks, summary_table
+from mura_cli.config import AGGREGATES, PREDICT_FORMATS, PredictConfig
+from mura_cli.engine.onnx import ENGINES
 from mura_cli.utils import plural
 
 _P = PredictConfig()
@@ -20,26 +21,33 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="Run folder, Hub repo (org/name or hf-hub:org/name), or a folder of per-part runs; repeat for "
-        "an ensemble (mean of probabilities). Default: $MURA_MODEL, else the newest finished run under ./runs.",
-        show_default=False,
+        "an ensemble (mean of probabilities).",
+        show_default="$MURA_MODEL, else the newest finished run under ./runs",
     ),
 ]
 PartOpt = Annotated[
     str | None,
-    typer.Option(help="Body part for every input (else MURA path, DICOM BodyPartExamined, then the model's)."),
+    typer.Option(
+        metavar="PART",
+        help="Body part for every input.",
+        show_default="the MURA path's, else DICOM BodyPartExamined, else the model's",
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 EngineOpt = Annotated[
     str,
     typer.Option(
-        help="torch, onnx (ONNX Runtime on CPU; pip install 'mura-cli\\[onnx]'), onnx-int8 (after mura export --int8) "
-        "or auto."
+        click_type=choice(ENGINES),
+        help="onnx: ONNX Runtime on CPU (pip install 'mura-cli\\[onnx]'); onnx-int8: after mura export --int8; "
+        "auto: onnx on CPU when installed, else torch.",
     ),
 ]
 WorkersOpt = Annotated[int, typer.Option(help="Decoding processes (0 = in the main process).")]
 TtaOpt = Annotated[
     bool | None,
-    typer.Option("--tta/--no-tta", show_default="the model's", help="Average each image with its horizontal flip."),
+    typer.Option(
+        "--tta/--no-tta", show_default="as the model says", help="Average each image with its horizontal flip."
+    ),
 ]
 MaxPixelsOpt = Annotated[int, typer.Option(help="Per-frame pixel limit (decompression-bomb guard).")]
 HashIdsOpt = Annotated[
@@ -47,6 +55,7 @@ HashIdsOpt = Annotated[
 ]
 SaltOpt = Annotated[str | None, typer.Option(envvar="MURA_SALT", help="Secret salt for --hash-ids ($MURA_SALT).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+ThresholdOpt = Annotated[float | None, typer.Option(help="Abnormal threshold.", show_default="the model's")]
 
 
 def predict_cmd(
@@ -55,14 +64,23 @@ def predict_cmd(
     *,
     model: ModelOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Study-level CSV.")] = Path(_P.out),
-    images: Annotated[Path | None, typer.Option(help="Also write one row per image to this CSV.")] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Also write one row per image to this CSV.", show_default="not written")
+    ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="csv, or mura (headerless Study,label rows for the official MURA scorer).")
+        str,
+        typer.Option(
+            "--format",
+            click_type=choice(PREDICT_FORMATS),
+            help="mura: headerless Study,label rows for the official MURA scorer.",
+        ),
     ] = _P.fmt,
     part: PartOpt = None,
     per_image: Annotated[bool, typer.Option("--per-image", help="Treat every image as its own study.")] = False,
-    aggregate: Annotated[str, typer.Option(help="Study probability: mean (paper) or max.")] = _P.aggregate,
-    threshold: Annotated[float | None, typer.Option(help="Abnormal threshold (default: the model's).")] = None,
+    aggregate: Annotated[
+        str, typer.Option(click_type=choice(AGGREGATES), help="Study probability from its images (paper: mean).")
+    ] = _P.aggregate,
+    threshold: ThresholdOpt = None,
     device: DeviceOpt = _P.device,
     engine: EngineOpt = _P.engine,
     tta: TtaOpt = None,
@@ -76,7 +94,11 @@ def predict_cmd(
         bool, typer.Option("--resume", help="Continue a killed run from its journal (<out>.partial.jsonl).")
     ] = False,
 ) -> None:
-    """Screen files and folders for abnormal studies; write one row per study."""
+    """Screen files and folders for abnormal studies.
+
+    Writes one row per study: the mean of its images' probabilities (--aggregate max), labelled at the threshold
+    stored with the model that scored it (--threshold overrides). Existing outputs are kept unless --overwrite.
+    """
     from mura_cli.engine.screen import run_predict
 
     cfg = config_from(PredictConfig, ctx.params)

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mura_cli.cli._console import config_from, console, err_console, progress
-from mura_cli.config import PrepareConfig
+from mura_cli.cli._console import choice, config_from, console, err_console, progress
+from mura_cli.config import CACHE_MODES, PrepareConfig
 from mura_cli.data.index import SPLITS, Index, summarize
 from mura_cli.utils import plural
 
@@ -23,7 +23,7 @@ def prepare(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="Index folder. Default: ./.mura/<name> in the working folder (never inside ROOT)."
+            "--out", "-o", help="Index folder (never inside ROOT).", show_default="./.mura/<name> in the working folder"
         ),
     ] = None,
     tune_fraction: Annotated[
@@ -34,14 +34,25 @@ def prepare(
         bool, typer.Option("--check/--no-check", help="Look for truncated and EXIF-rotated image files.")
     ] = PrepareConfig.check_files,
     cache: Annotated[
-        int | None, typer.Option("--cache", metavar="SIZE", help="Also write a resized 8-bit PNG cache at SIZE px.")
+        int | None,
+        typer.Option(
+            "--cache", metavar="SIZE", help="Also write a resized 8-bit PNG cache at SIZE px.", show_default="no cache"
+        ),
     ] = None,
     cache_mode: Annotated[
-        str, typer.Option(help="Cache shape: 'shorter' (shorter side = SIZE, aspect kept) or 'square' (SIZE x SIZE).")
+        str,
+        typer.Option(
+            click_type=choice(CACHE_MODES), help="Cache shape: shorter side = SIZE, aspect kept; or SIZE x SIZE."
+        ),
     ] = PrepareConfig.cache_mode,
     workers: Annotated[int, typer.Option(help="Processes for the cache (0 = one per core).")] = 0,
 ) -> None:
-    """Index a dataset, check it, split train/tune by patient and print studies per body part."""
+    """Index a dataset, check it and split it by patient.
+
+    Reads MURA-v1.1, FracAtlas or a labelled CSV, checks its files and counts studies per body part.
+    The index (index.csv, summary.json) is what train and benchmark take as --data.
+    With --cache SIZE it also writes resized PNGs that make training epochs faster.
+    """
     from mura_cli.engine.prepare import run_prepare
 
     cfg = config_from(PrepareConfig, ctx.params, check="check_files", cache="cache_size")

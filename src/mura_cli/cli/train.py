@@ -11,8 +11,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mura_cli.cli._console import console, err_console, progress, typed_params
-from mura_cli.config import RESUME_SETTINGS, TrainConfig, TransformConfig, load_config_file, train_config
+from mura_cli.cli._console import choice, console, err_console, progress, typed_params
+from mura_cli.config import (
+    KEEP_EPOCHS,
+    OUTPUT_STRIDES,
+    RESIZE_MODES,
+    RESUME_SETTINGS,
+    SCHEDULES,
+    TrainConfig,
+    TransformConfig,
+    load_config_file,
+    train_config,
+)
 from mura_cli.errors import UsageError
 from mura_cli.metrics import format_metric
 from mura_cli.utils import plural
@@ -38,8 +48,21 @@ _TRANSFORM_FLAGS = {
 _NOT_SETTINGS = {"resume", "config", "list_archs"}
 
 
+def _data_elsewhere(ctx: typer.Context, _param: Any, value: Any) -> Any:
+    """--config, --resume and --list-archs need no --data (the file or the run has it): satisfy the requirement."""
+    if value:
+        ctx.default_map = {**(ctx.default_map or {}), "data": ""}
+    return value
+
+
 _Data = Annotated[
-    str, typer.Option("--data", "-d", help="`mura prepare` output folder, or a dataset root (indexed on the fly).")
+    str,
+    typer.Option(
+        "--data",
+        "-d",
+        help="`mura prepare` output folder, or a dataset root (indexed on the fly); "
+        "--config or --resume may give it instead.",
+    ),
 ]
 _Arch = Annotated[
     str,
@@ -51,8 +74,9 @@ _Arch = Annotated[
 _Part = Annotated[
     str,
     typer.Option(
+        metavar="PART",
         help="Body part (elbow, finger, forearm, hand, humerus, shoulder, wrist; "
-        "XR_ELBOW works; FracAtlas: hand, leg, hip, shoulder) or all."
+        "XR_ELBOW works; FracAtlas: hand, leg, hip, shoulder; a CSV dataset: its own) or all.",
     ),
 ]
 _Weights = Annotated[
@@ -71,17 +95,25 @@ _LrFactor = Annotated[float, typer.Option(help="LR factor on a tune-loss plateau
 _LrPatience = Annotated[int, typer.Option(help="Plateau epochs before the LR drops.")]
 _EarlyStop = Annotated[int, typer.Option(help="Plateau epochs before stopping (0 = never).")]
 _Schedule = Annotated[
-    str, typer.Option(help="plateau (paper: LR / 10 when the tune loss stalls) or cosine (+ warm-up).")
+    str,
+    typer.Option(
+        click_type=choice(SCHEDULES), help="plateau: LR / 10 when the tune loss stalls (paper); cosine: + warm-up."
+    ),
 ]
 _Warmup = Annotated[int, typer.Option(help="Epochs of linear LR warm-up (cosine).")]
 _LrMin = Annotated[float, typer.Option(help="LR floor (plateau) or end (cosine).")]
 _Ema = Annotated[float, typer.Option(help="EMA decay of the weights per step; the average is saved (0 = off).")]
-_Keep = Annotated[str, typer.Option(help="Which epoch is the model: best (tune loss) or last.")]
+_Keep = Annotated[str, typer.Option(click_type=choice(KEEP_EPOCHS), help="Which epoch is the model (best: tune loss).")]
 _Folds = Annotated[
     int, typer.Option(help="K models by patient-level K-fold CV: an ensemble with out-of-fold scores (0 = one model).")
 ]
 _OutputStride = Annotated[
-    int | None, typer.Option(help="Backbone output stride: 16 or 8 for a finer CAM (dilated last stages).")
+    int | None,
+    typer.Option(
+        metavar="[" + "|".join(map(str, OUTPUT_STRIDES)) + "]",
+        help="Backbone output stride: 16 or 8 for a finer CAM (dilated last stages).",
+        show_default="32, the backbone's",
+    ),
 ]
 _Dropout = Annotated[float, typer.Option(help="Dropout before the linear head.")]
 _BoxLoss = Annotated[
@@ -107,16 +139,31 @@ _Amp = Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUD
 _LimitBatches = Annotated[int, typer.Option(help="Batches per epoch at most (0 = all).")]
 _Cache = Annotated[str, typer.Option(help="auto, none, or a `mura prepare --cache` folder.")]
 _Out = Annotated[str, typer.Option(help="Folder for run folders.")]
-_Name = Annotated[str | None, typer.Option(help="Run name (default <arch>-<part>, numbered if taken).")]
+_Name = Annotated[str | None, typer.Option(help="Run name.", show_default="<arch>-<part>, numbered if taken")]
 _ExistOk = Annotated[bool, typer.Option("--exist-ok", help="Overwrite a run of the same --name.")]
 _Resume = Annotated[
     Path | None,
-    typer.Option(help="Continue an interrupted run folder (may change --epochs, --early-stop, --device, --workers)."),
+    typer.Option(
+        callback=_data_elsewhere,
+        is_eager=True,
+        help="Continue an interrupted run folder (may change --epochs, --early-stop, --device, --workers).",
+        show_default="a new run",
+    ),
 ]
-_Config = Annotated[Path | None, typer.Option(help="JSON file of settings (flags you type override it).")]
+_Config = Annotated[
+    Path | None,
+    typer.Option(
+        callback=_data_elsewhere,
+        is_eager=True,
+        help="JSON or TOML file of settings (keys as in config.json; flags you type override it).",
+        show_default="none",
+    ),
+]
 _Size = Annotated[int, typer.Option(help="Input size in pixels (paper: 320).")]
-_Resize = Annotated[str, typer.Option(help="stretch (paper) or shorter (+ center crop).")]
-_CenterCrop = Annotated[int | None, typer.Option(help="Center crop side after resize.")]
+_Resize = Annotated[
+    str, typer.Option(click_type=choice(RESIZE_MODES), help="stretch: to a square (paper); shorter: + center crop.")
+]
+_CenterCrop = Annotated[int | None, typer.Option(help="Center crop side after resize.", show_default="no crop")]
 _Hflip = Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")]
 _Vflip = Annotated[bool, typer.Option("--vflip/--no-vflip", help="Random vertical flips.")]
 _Rotation = Annotated[float, typer.Option(help="Random rotation range in degrees (paper: 30; --weights none: 10).")]
@@ -124,12 +171,14 @@ _Sharpen = Annotated[float, typer.Option(help="Unsharp-mask amount (0 = off).")]
 _Blur = Annotated[float, typer.Option(help="Gaussian blur sigma (0 = off).")]
 _Equalize = Annotated[bool, typer.Option("--equalize/--no-equalize", help="Histogram equalization.")]
 _Clahe = Annotated[float, typer.Option(help="CLAHE clip limit (0 = off; 0.01 typical).")]
-_ListArchs = Annotated[bool, typer.Option("--list-archs", help="List the backbones and exit.")]
+_ListArchs = Annotated[
+    bool, typer.Option("--list-archs", callback=_data_elsewhere, is_eager=True, help="List the backbones and exit.")
+]
 
 
 def train(
     ctx: typer.Context,
-    data: _Data = _T.data,
+    data: _Data,
     *,
     arch: _Arch = _T.arch,
     part: _Part = _T.part,
@@ -178,16 +227,20 @@ def train(
     clahe: _Clahe = _X.clahe,
     list_archs: _ListArchs = False,
 ) -> None:
-    """Fine-tune a backbone on one body part or all (the MURA paper's recipe by default; with --weights none,
-    the random-init recipe: lr 1e-3, cosine, EMA)."""
+    """Fine-tune a backbone on one body part or all.
+
+    The MURA paper's recipe by default; with --weights none, the random-init recipe (lr 1e-3, cosine, EMA).
+    Settings: defaults < --config file < the flags you type.
+    The run folder gets model.safetensors, config.json, a model card, metrics.csv and curves.png.
+    """
     if list_archs:
         from mura_cli.cli.archs import archs
 
         archs()
         return
+    cfg, changes = _resolve(ctx, resume, config)  # a bad setting is refused before torch is imported
     from mura_cli.engine.train import fit
 
-    cfg, changes = _resolve(ctx, resume, config)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     if cfg.weights.lower() == "none" and resume is None and main_rank:
         err_console.print(
@@ -237,7 +290,7 @@ def _resolve(ctx: typer.Context, resume: Path | None, config: Path | None) -> tu
         return TrainConfig(), changes
     flags: dict[str, Any] = {k: v for k, v in ctx.params.items() if k in given and k in _TRAIN_FIELDS}
     flags["transform"] = {_TRANSFORM_FLAGS[k]: ctx.params[k] for k in given if k in _TRANSFORM_FLAGS}
-    return train_config(load_config_file(config) if config else {}, flags), {}
+    return train_config(load_config_file(config, TrainConfig) if config else {}, flags), {}
 
 
 def _is_folds_run(run: Path) -> bool:

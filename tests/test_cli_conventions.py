@@ -1,0 +1,155 @@
+"""Help, choices and --config files as a new user meets them: the real ``mura`` executable in a subprocess."""
+
+from __future__ import annotations
+
+import re
+
+import click
+import pytest
+import typer
+
+from mura_cli.cli import app
+
+from synth import mura, one_error_line
+
+# ------------------------------------------------------------------------------------------ help and choices
+
+
+@pytest.mark.parametrize(
+    ("args", "needle", "not_needle"),
+    [
+        (["predict", "x", "--aggregate", "median"], "--aggregate", "--format"),
+        (["predict", "x", "--format", "xml"], "--format", "--aggregate"),
+        (["predict", "x", "--engine", "onxx"], "--engine", None),
+        (["localize", "x", "--heatmap", "tiff"], "--heatmap", None),
+        (["localize", "x", "--component", "smallest"], "--component", None),
+        (["benchmark", "--split", "test"], "--split", None),
+        (["train", "--data", "x", "--schedule", "linear"], "--schedule", None),
+        (["train", "--data", "x", "--output-stride", "5"], "--output-stride", None),
+        (["prepare", "x", "--cache-mode", "round"], "--cache-mode", None),
+        (["export", "x", "--format", "tflite"], "--format", None),
+    ],
+)
+def test_a_value_outside_a_closed_set_names_its_own_option(tmp_path, args, needle, not_needle):
+    res = mura(*args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    line = one_error_line(res)
+    assert needle in line
+    assert not_needle is None or not_needle not in line
+
+
+@pytest.mark.slow
+def test_choices_are_case_insensitive(tmp_path):
+    res = mura("train", "--data", tmp_path / "none", "--schedule", "COSINE", cwd=tmp_path)
+    assert "--schedule" not in res.stderr and "none" in one_error_line(res)
+
+
+@pytest.mark.parametrize(
+    ("command", "choices"),
+    [
+        ("predict", ["[csv|mura", "[mean|max]", "[torch|onnx|onnx-int8|auto"]),
+        ("localize", ["[png|npy]", "[largest|peak]"]),
+        ("benchmark", ["[train|tune|valid|all]", "[largest|peak]"]),
+        ("train", ["[plateau|cosine]", "[best|last]", "[stretch|shorter]", "[8|16|32]"]),
+        ("prepare", ["[shorter|square]"]),
+        ("export", ["[onnx]"]),
+    ],
+)
+def test_help_lists_the_choices(tmp_path, command, choices):
+    res = mura(command, "-h", cwd=tmp_path)
+    assert res.returncode == 0
+    for c in choices:
+        assert c in res.stdout, c
+
+
+def _commands() -> dict[str, click.Command]:
+    group = typer.main.get_command(app)
+    assert isinstance(group, click.Group)
+    return dict(group.commands)
+
+
+@pytest.mark.slow
+def test_every_option_with_a_value_states_its_default(tmp_path):
+    """A default is shown (a value, or what happens without the option); on/off flags are off unless typed."""
+    for name, command in _commands().items():
+        help_text = " ".join(mura(name, "-h", cwd=tmp_path).stdout.split())
+        for opt in command.params:
+            if not isinstance(opt, click.Option) or opt.is_flag or opt.name == "help":
+                continue
+            described = isinstance(opt.show_default, str) or opt.default not in (None, "", ()) or opt.required
+            described = described or bool(opt.envvar)  # [env var: NAME]: unset, nothing
+            assert described, f"mura {name} {opt.opts[0]}: no default shown"
+            if isinstance(opt.show_default, str):
+                assert f"[default: ({' '.join(opt.show_default.split())})]" in help_text, (name, opt.opts[0])
+
+
+@pytest.mark.slow
+def test_train_marks_data_required_and_takes_it_from_config_or_resume(tmp_path):
+    res = mura("train", "-h", cwd=tmp_path)
+    block = " ".join(res.stdout.split("--arch")[0].split())
+    assert "* --data" in block and "[required]" in block
+    res = mura("train", cwd=tmp_path)
+    assert res.returncode == 2 and "--data" in one_error_line(res)
+    (tmp_path / "c.json").write_text('{"data": "from-config"}')
+    res = mura("train", "--config", "c.json", cwd=tmp_path)
+    assert "from-config" in one_error_line(res)  # the data the file names, not a missing --data
+    res = mura("train", "--resume", "no-run", cwd=tmp_path)
+    assert "no-run" in one_error_line(res) and "Missing option" not in res.stderr
+    res = mura("train", "--list-archs", cwd=tmp_path)
+    assert res.returncode == 0 and "densenet169" in res.stdout
+
+
+def test_command_list_starts_with_demo_and_each_summary_is_one_sentence(tmp_path):
+    res = mura("--help", cwd=tmp_path, env={"COLUMNS": "80"})
+    rows = re.findall(r"│ (\w+) +(.+?) *│", res.stdout.split("Commands")[1])
+    names = [name for name, _ in rows]
+    assert names[0] == "demo" and set(names) == set(_commands())
+    for name, summary in rows:
+        assert summary.endswith("."), f"{name}: {summary!r} is cut"
+
+
+def test_shell_completion_is_offered(tmp_path):
+    res = mura("--help", cwd=tmp_path)
+    assert "--install-completion" in res.stdout and "--show-completion" in res.stdout
+    res = mura("--show-completion", "bash", cwd=tmp_path, env={"SHELL": "/bin/bash"})
+    assert res.returncode == 0 and "_MURA_COMPLETE" in res.stdout
+
+
+# ------------------------------------------------------------------------------------------ --config files
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "needles"),
+    [
+        ("c.json", '{"lrr": 0.5, "transform": {"rotation": 5}}', ["'lrr'", "did you mean 'lr'"]),
+        (
+            "c.json",
+            '{"lr": 0.5, "transform": {"rotatoin": 5}}',
+            ["'transform.rotatoin'", "did you mean 'transform.rotation'"],
+        ),
+        ("c.json", '{"center_crop": 224}', ["'center_crop'", "did you mean 'transform.center_crop'"]),
+        ("c.json", '{"transform": 30}', ["'transform' must be a table"]),
+        ("c.json", '{"lr": "fast"}', ["'lr' = 'fast'", "expected a number"]),
+        ("c.json", '{"epochs": 2.5}', ["'epochs' = 2.5", "a whole number"]),
+        ("c.toml", "lr = 0.5\n[transform]\nrotatoin = 5\n", ["'transform.rotatoin'", "'transform.rotation'"]),
+        ("c.toml", "lr = 0.5\n[transform\n", ["not valid TOML", "line 2"]),
+    ],
+)
+def test_config_typos_are_usage_errors_naming_the_closest_key(tmp_path, name, text, needles):
+    (tmp_path / name).write_text(text)
+    res = mura("train", "--data", "x", "--config", name, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    line = one_error_line(res)
+    assert name in line
+    for needle in needles:
+        assert needle in line, line
+
+
+def test_a_toml_config_sets_what_a_json_one_does(tmp_path):
+    from mura_cli.config import TrainConfig, load_config_file, train_config
+
+    (tmp_path / "c.toml").write_text('lr = 0.5e-3\narch = "resnet18"\n[transform]\nrotation = 5\n')
+    (tmp_path / "c.json").write_text('{"lr": 0.0005, "arch": "resnet18", "transform": {"rotation": 5}}')
+    from_toml = train_config(load_config_file(tmp_path / "c.toml", TrainConfig), {})
+    assert from_toml == train_config(load_config_file(tmp_path / "c.json", TrainConfig), {})
+    assert from_toml.lr == 5e-4 and from_toml.transform.rotation == 5
