@@ -190,7 +190,7 @@ def test_markdown_has_the_tables(tmp_path):
     assert "## Study level" in md and "## Image level" in md
     assert "| metric | elbow | hand | humerus | all |" in md
     kappa = report["levels"]["study"]["parts"]["elbow"]["metrics"]["kappa"]
-    assert f"{kappa['value']:.3f} [{kappa['low']:.3f}-{kappa['high']:.3f}]" in md
+    assert f"{kappa['value']:.3f} [{kappa['low']:.3f}, {kappa['high']:.3f}]".replace("-", "\u2212") in md
     auroc_row = next(line for line in md.splitlines() if line.startswith("| AUROC |"))
     assert auroc_row.split(" | ")[2] == "n/a"  # the nulled hand AUROC
     assert "| class | precision | recall | F1 | support |" in md and "| macro avg |" in md  # sklearn-style per part
@@ -322,6 +322,52 @@ def test_renders_what_scoring_produces(tmp_path):
     write_benchmark_report(tmp_path, report, curves)
     md = (tmp_path / "report.md").read_text()
     assert "| metric | hand | wrist | all |" in md
-    assert "| hand | 10 | 0.400 [0.300-0.500] | 0.600 [0.400-0.800] | 0.700 [0.500-0.900] | 0.125 |" in md
+    assert "| hand | 10 | 0.400 [0.300, 0.500] | 0.600 [0.400, 0.800] | 0.700 [0.500, 0.900] | 0.125 |" in md
     assert "3 images without reference boxes" in md
     assert (tmp_path / "roc_image.png").is_file() and not (tmp_path / "roc_study.png").exists()
+
+
+def test_interval_notation_has_a_comma_and_a_clear_minus():
+    from mura_cli.report.document import format_interval
+
+    assert format_interval(0.333, -0.027, 0.651) == "0.333 [\u22120.027, 0.651]"
+    assert format_interval(-0.1, -0.14, 0.3, minus="-") == "-0.100 [-0.140, 0.300]"
+    assert format_interval(-0.0001, -0.0002, 0.0) == "0.000 [0.000, 0.000]"  # no minus zero
+    assert format_interval(None, 0.1, 0.2) == "n/a" and format_interval(0.5, None, None) == "0.500 [n/a]"
+    assert format_interval(0.05, 0.06, 0.14) == "0.050 [0.060, 0.140] \u2020"  # outside its interval: marked
+
+
+def test_metric_rows_follow_one_naming_scheme(tmp_path):
+    from mura_cli.scoring import METRIC_LABELS, METRIC_NAMES
+
+    assert set(METRIC_NAMES) <= set(METRIC_LABELS)
+    report, curves = sample_report()
+    write_benchmark_report(tmp_path, report, curves)
+    md = (tmp_path / "report.md").read_text()
+    rows = [
+        line.split(" | ")[0].lstrip("| ") for line in md.split("## Study level")[1].splitlines() if line[:2] == "| "
+    ]
+    for key in METRIC_NAMES:
+        assert METRIC_LABELS[key] in rows, key
+    assert not any("_" in r for r in rows), rows  # no raw keys such as weighted_precision
+
+
+def test_an_estimate_outside_its_percentile_interval_is_marked_and_explained(tmp_path):
+    from mura_cli.scoring import score_table
+
+    rng = np.random.default_rng(2)  # a calibrated model: resampling inflates ECE above the data's own
+    probs = rng.uniform(0, 1, 150)
+    labels = (rng.uniform(0, 1, 150) < probs).astype(int)
+    table = score_table(labels, probs, np.arange(150).astype(str), np.array(["elbow"] * 150), threshold=0.5,
+                        n_resamples=500)  # fmt: skip
+    ece = table["parts"]["all"]["metrics"]["ece"]
+    assert ece["value"] < ece["low"]
+    report, curves = sample_report()
+    report["levels"]["study"]["parts"]["elbow"]["metrics"]["ece"] = ece
+    write_benchmark_report(tmp_path, report, curves)
+    md = (tmp_path / "report.md").read_text()
+    assert f"{ece['value']:.3f} [{ece['low']:.3f}, {ece['high']:.3f}] \u2020" in md
+    note = next(line for line in md.splitlines() if line.startswith("> \u2020 marks"))
+    assert "(here: ECE (lower is better))" in note and "biased under resampling" in note
+    assert "biased under resampling" in (tmp_path / "index.html").read_text()
+    assert "\u2212" not in (tmp_path / "report.json").read_text()  # JSON keeps plain numbers

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from mura_cli.engine.results import Failure, Hooks
 from mura_cli.errors import PartialFailure
+from mura_cli.report.document import MINUS, OUTSIDE, format_interval
 from mura_cli.utils import plural
 
 T = TypeVar("T")
@@ -113,6 +114,19 @@ def hooks_on(bar: Progress, what: str = "images") -> Hooks:
 
 def _reason(f: Failure) -> str:
     return f.reason if f.path in f.reason else f"{f.path}: {f.reason}"
+
+
+def interval(e: dict[str, Any] | None) -> str:
+    """An estimate as ``0.333 [−0.027, 0.651]`` (a typographic minus and dagger where the terminal takes them)."""
+    e = e or {}
+    utf = "utf" in (console.encoding or "").lower()
+    minus, mark = (MINUS, OUTSIDE) if utf else ("-", "+")
+    return format_interval(e.get("value"), e.get("low"), e.get("high"), minus=minus, mark=mark)
+
+
+def outside_mark() -> str:
+    """The mark :func:`interval` puts after an estimate outside its interval."""
+    return OUTSIDE if "utf" in (console.encoding or "").lower() else "+"
 
 
 def summary_table(title: str, rows: list[tuple[str, str]]) -> None:

@@ -9,10 +9,19 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mura_cli.cli._console import choice, config_from, console, finish_inference, inference_hooks
+from mura_cli.cli._console import (
+    choice,
+    config_from,
+    console,
+    finish_inference,
+    inference_hooks,
+    interval,
+    outside_mark,
+)
 from mura_cli.cli.localize import ComponentOpt
 from mura_cli.cli.predict import DeviceOpt, EngineOpt, ModelOpt, OverwriteOpt, ThresholdOpt, TtaOpt, WorkersOpt
 from mura_cli.config import BENCHMARK_SPLITS, BenchmarkConfig
+from mura_cli.scoring import METRIC_LABELS
 
 _B = BenchmarkConfig()
 
@@ -83,21 +92,13 @@ def benchmark_cmd(
     finish_inference(result.failures, (), result.errors)
 
 
-def _est(e: dict[str, Any] | None) -> str:
-    if not e or e.get("value") is None:
-        return "n/a"
-    if e.get("low") is None or e.get("high") is None:
-        return f"{e['value']:.3f}"
-    return f"{e['value']:.3f} [{e['low']:.2f}, {e['high']:.2f}]"
-
-
 _LEVEL_COLUMNS = {
-    "study": (("kappa", "kappa"), ("AUROC", "auroc"), ("sensitivity", "sensitivity"), ("specificity", "specificity")),
-    "image": (("kappa", "kappa"), ("AUROC", "auroc"), ("w. precision", "weighted_precision"), ("w. F1", "weighted_f1")),
+    "study": ("kappa", "auroc", "sensitivity", "specificity"),
+    "image": ("kappa", "auroc", "weighted_precision", "weighted_f1"),
 }
 _LEVEL_REFERENCE = {  # column title, metric, source prefix
     "study": ("paper kappa*", "kappa", "Rajpurkar"),
-    "image": ("report w. F1*", "weighted_f1", "Student report"),
+    "image": ("report weighted F1*", "weighted_f1", "Student report"),
 }
 
 
@@ -122,17 +123,20 @@ def render_benchmark(report: dict[str, Any]) -> None:
             + (f", {data['failed']} failed" if data.get("failed") else ""),
             soft_wrap=True,
         )
+    marked = False
     for level, columns in _LEVEL_COLUMNS.items():
         parts = report.get("levels", {}).get(level, {}).get("parts", {})
         if not parts:
             continue
-        table = Table(title=f"{level} level (95% bootstrap CI, resampled by study)")
+        table = Table(title=f"{level} level: estimate [95% bootstrap interval, resampled by study]")
         refs = bool(report.get("references"))
-        for col in ("part", "n", *(c for c, _ in columns), *([_LEVEL_REFERENCE[level][0]] if refs else [])):
+        titles = [METRIC_LABELS[k] for k in columns]
+        for col in ("part", "n", *titles, *([_LEVEL_REFERENCE[level][0]] if refs else [])):
             table.add_column(col, justify="left" if col == "part" else "right", no_wrap=True)
         for name, e in parts.items():
-            cells = [_est(e["metrics"].get(k)) for _, k in columns]
+            cells = [interval(e["metrics"].get(k)) for k in columns]
             table.add_row(name, str(e["n"]), *cells, *([_reference(report, name, level)] if refs else []))
+            marked |= any(outside_mark() in c for c in cells)
         console.print(table)
     if report.get("references"):
         console.print(
@@ -140,27 +144,32 @@ def render_benchmark(report: dict[str, Any]) -> None:
             "report: MURA valid, range over its 5 archs): see report.md for sets and sources",
             soft_wrap=True,
         )
-    _render_boxes(report.get("boxes"))
+    marked |= _render_boxes(report.get("boxes"))
+    if marked:
+        console.print(
+            f"{outside_mark()} the estimate lies outside its percentile interval: the metric is biased under "
+            "resampling (see report.md)",
+            soft_wrap=True,
+        )
     _render_speed(report.get("speed"), report.get("machine", {}))
 
 
-def _render_boxes(boxes: dict[str, Any] | None) -> None:
+def _render_boxes(boxes: dict[str, Any] | None) -> bool:
+    """The CAM box table; True when a cell is marked as outside its interval."""
     if not boxes:
-        return
+        return False
     table = Table(title=f"CAM boxes on abnormal images with ground truth (hit: IoU >= {boxes.get('iou_hit', 0.3)})")
-    for col in ("part", "images", "mean IoU", "hit rate", "pointing", "pointing chance"):
+    keys = ("mean_iou", "hit_rate", "pointing")
+    for col in ("part", "images", *(METRIC_LABELS[k] for k in (*keys, "pointing_chance"))):
         table.add_column(col, justify="left" if col == "part" else "right")
+    marked = False
     for name, e in boxes["parts"].items():
         chance = e.get("pointing_chance")
-        table.add_row(
-            name,
-            str(e["images"]),
-            _est(e.get("mean_iou")),
-            _est(e.get("hit_rate")),
-            _est(e.get("pointing")),
-            "n/a" if chance is None else f"{chance:.3f}",
-        )
+        cells = [interval(e.get(k)) for k in keys]
+        marked |= any(outside_mark() in c for c in cells)
+        table.add_row(name, str(e["images"]), *cells, "n/a" if chance is None else f"{chance:.3f}")
     console.print(table)
+    return marked
 
 
 def _render_speed(speed: dict[str, Any] | None, machine: dict[str, Any]) -> None:

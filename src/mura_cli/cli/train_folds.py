@@ -7,9 +7,10 @@ from typing import Any
 
 from rich.table import Table
 
-from mura_cli.cli._console import console
+from mura_cli.cli._console import console, interval
 from mura_cli.config import TrainConfig
 from mura_cli.metrics import format_metric
+from mura_cli.scoring import METRIC_LABELS
 
 
 def train_folds(cfg: TrainConfig, resume: Path | None, bar: Any, callbacks: tuple[Any, Any, Any]) -> None:
@@ -47,18 +48,13 @@ def oof_table(oof: dict[str, Any], threshold: float) -> Table:
         title=f"out-of-fold, study level (threshold {threshold:.3f}; 95% CI by study)",
         caption="kappa, F1 and accuracy at the threshold chosen on these same predictions (slightly optimistic)",
     )
-    for col in ("part", "studies", "AUROC", "kappa", "F1", "accuracy"):
+    keys = ("auroc", "kappa", "f1", "accuracy")
+    for col in ("part", "studies", *(METRIC_LABELS[k] for k in keys)):
         table.add_column(col, justify="right")
     parts = oof["parts"]
     for part, entry in parts.items():
         if part == "all" and len(parts) == 2:  # one part: its row says it all
             continue
         m = entry["metrics"]
-        table.add_row(part, str(entry["studies"]), *(_ci(m[k]) for k in ("auroc", "kappa", "f1", "accuracy")))
+        table.add_row(part, str(entry["studies"]), *(interval(m[k]) for k in keys))
     return table
-
-
-def _ci(e: dict[str, Any]) -> str:
-    if e.get("value") is None:
-        return "-"
-    return f"{e['value']:.3f} [{e['low']:.2f}, {e['high']:.2f}]"

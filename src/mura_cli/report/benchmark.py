@@ -15,28 +15,26 @@ from typing import Any
 import numpy as np
 
 from mura_cli.errors import UsageError
-from mura_cli.report.document import Block, Code, Interval, Table, render_html, render_markdown
+from mura_cli.report.document import (
+    OUTSIDE,
+    OUTSIDE_NOTE,
+    Block,
+    Code,
+    Interval,
+    Table,
+    render_html,
+    render_markdown,
+)
 from mura_cli.report.document import fmt_num as _num
 from mura_cli.report.plots import draw_confusions, draw_reliability, draw_roc, png_bytes
+from mura_cli.scoring import METRIC_LABELS, METRIC_NAMES
 from mura_cli.utils import atomic_path
 
 Curves = Mapping[str, Mapping[str, tuple[Sequence[int], Sequence[float]]]]
 
 REPORT_FILES = ("report.json", "report.md", "index.html")
-METRICS = {
-    "kappa": "Cohen's kappa",
-    "auroc": "AUROC",
-    "accuracy": "accuracy",
-    "sensitivity": "sensitivity",
-    "specificity": "specificity",
-    "precision": "precision",
-    "recall": "recall",
-    "f1": "F1 (abnormal)",
-    "macro_f1": "macro F1",
-    "weighted_f1": "weighted F1",
-    "ece": "ECE (lower is better)",
-}
 _MAX_FAILURES = 50
+_BOX_COLUMNS = ("mean_iou", "hit_rate", "pointing", "pointing_chance")
 
 
 def _interval(m: Any) -> Interval:
@@ -125,24 +123,35 @@ def _level(level: str, parts: Mapping[str, Any], report: Mapping[str, Any]) -> l
     rows: list[list[Any]] = [
         [key, *(str(parts[p].get(key, "n/a")) for p in names)] for key in ("n", "studies", "positives")
     ]
-    keys = list(METRICS) + [k for p in names for k in parts[p].get("metrics") or {} if k not in METRICS]
+    keys = list(METRIC_NAMES) + [k for p in names for k in parts[p].get("metrics") or {} if k not in METRIC_NAMES]
     for key in dict.fromkeys(keys):
-        rows.append([METRICS.get(key, key), *(_interval((parts[p].get("metrics") or {}).get(key)) for p in names)])
+        cells = [_interval((parts[p].get("metrics") or {}).get(key)) for p in names]
+        rows.append([METRIC_LABELS.get(key, key.replace("_", " ")), *cells])
     boot = report.get("bootstrap") or {}
     return [
         ("h2", f"{level.capitalize()} level"),
         (
             "p",
-            f"Each cell is the point estimate [bootstrap interval] at threshold {_threshold(report)}, "
-            f"{boot.get('resamples', '?')} resamples by {boot.get('unit', '?')}; n/a: undefined or not computed.",
+            f"Each cell is the point estimate [low, high] of its bootstrap interval at threshold "
+            f"{_threshold(report)}, {boot.get('resamples', '?')} resamples by {boot.get('unit', '?')}; "
+            f"n/a: undefined or not computed.",
         ),
         ("table", Table(["metric", *names], rows)),
+        *_outside_note(rows),
         ("img", (f"roc_{level}.png", f"ROC curves, {level} level")),
         ("img", (f"reliability_{level}.png", f"Reliability (calibration), {level} level")),
         ("img", (f"confusion_{level}.png", f"Confusion matrices, {level} level")),
         ("h3", f"Per-class report, {level} level"),
         ("tables", [_class_table(p, parts[p].get("report")) for p in names]),
     ]
+
+
+def _outside_note(rows: Sequence[Sequence[Any]]) -> list[Block]:
+    """Why a point estimate lies outside its interval, when one in ``rows`` does (naming the rows)."""
+    names = [str(r[0]) for r in rows if any(isinstance(c, Interval) and c.outside for c in r)]
+    if not names:
+        return []
+    return [("note", OUTSIDE_NOTE.format(mark=OUTSIDE, rows=", ".join(names)))]
 
 
 def _references(report: Mapping[str, Any]) -> list[Block]:
@@ -202,7 +211,8 @@ def _boxes(boxes: Any) -> list[Block]:
             "pointing counts the map's peak inside a reference box, and chance is the share of the image the "
             f"reference boxes cover (what a random point would score).{note}",
         ),
-        ("table", Table(["part", "images", "mean IoU", "hit rate", "pointing", "pointing chance"], rows)),
+        ("table", Table(["part", "images", *(METRIC_LABELS[k] for k in _BOX_COLUMNS)], rows)),
+        *_outside_note(rows),
     ]
 
 

@@ -34,6 +34,43 @@ figcaption{color:#555;font-size:13px}ul.fail{font-size:13px}
 """
 
 
+MINUS = "\u2212"
+"""The minus sign of rendered numbers (report.md, index.html, a UTF-8 terminal); CSV and JSON keep ASCII ``-``."""
+OUTSIDE = "\u2020"
+"""Marks a point estimate that lies outside its own percentile interval (see :data:`OUTSIDE_NOTE`)."""
+OUTSIDE_NOTE = (
+    "{mark} marks an estimate outside its own interval (here: {rows}). The intervals are percentile bootstrap "
+    "intervals, the 2.5th and 97.5th percentiles of the metric over resamples of whole studies, and an estimate "
+    "falls outside when the metric is biased under resampling, not by an error: a resample repeats some studies "
+    "and drops others, so each calibration bin holds fewer distinct studies and the ECE of nearly every resample "
+    "is larger than the ECE of the data itself. Read the estimate as the figure, the interval's width as its "
+    "uncertainty."
+)
+
+
+def format_interval(
+    value: Any, low: Any, high: Any, *, digits: int = 3, minus: str = MINUS, mark: str = OUTSIDE
+) -> str:
+    """``0.333 [−0.027, 0.651]``: the estimate, then its interval; ``n/a`` for what is missing.
+
+    ``mark`` is appended when the estimate lies outside the interval (a biased metric such as ECE).
+    """
+    num = lambda x: fmt_num(x, digits, minus)  # noqa: E731
+    if num(value) == "n/a":
+        return "n/a"
+    if num(low) == num(high) == "n/a":
+        return f"{num(value)} [n/a]"
+    text = f"{num(value)} [{num(low)}, {num(high)}]"
+    return f"{text} {mark}" if mark and outside(value, low, high) else text
+
+
+def outside(value: Any, low: Any, high: Any) -> bool:
+    """Whether a finite estimate lies outside its finite interval (by more than rounding)."""
+    if not all(fmt_num(x) != "n/a" for x in (value, low, high)):
+        return False
+    return bool(value < low - 1e-12 or value > high + 1e-12)
+
+
 class Interval(NamedTuple):
     """A point estimate with its bootstrap interval; any of the three may be missing."""
 
@@ -42,11 +79,11 @@ class Interval(NamedTuple):
     high: Any
 
     def __str__(self) -> str:
-        if fmt_num(self.value) == "n/a":
-            return "n/a"
-        if fmt_num(self.low) == fmt_num(self.high) == "n/a":
-            return f"{fmt_num(self.value)} [n/a]"
-        return f"{fmt_num(self.value)} [{fmt_num(self.low)}-{fmt_num(self.high)}]"
+        return format_interval(self.value, self.low, self.high)
+
+    @property
+    def outside(self) -> bool:
+        return outside(self.value, self.low, self.high)
 
 
 class Table(NamedTuple):
@@ -64,10 +101,14 @@ class Code(str):
 Block = tuple[str, Any]
 
 
-def fmt_num(x: Any, digits: int = 3) -> str:
-    """A number with ``digits`` decimals; ``n/a`` for null, NaN, infinity or anything that is not a number."""
+def fmt_num(x: Any, digits: int = 3, minus: str = MINUS) -> str:
+    """A number with ``digits`` decimals and a clear ``minus``; ``n/a`` for null, NaN, infinity or anything that
+    is not a number."""
     ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-    return f"{x:.{digits}f}" if ok else "n/a"
+    if not ok:
+        return "n/a"
+    text = f"{x:.{digits}f}"
+    return text.lstrip("-").replace("-", minus) if float(text) == 0 else text.replace("-", minus)
 
 
 def _md_cell(x: Any) -> str:
@@ -77,7 +118,7 @@ def _md_cell(x: Any) -> str:
 
 def _numeric_columns(t: Table) -> list[bool]:
     """Which columns hold only numbers (right-aligned); the first column never does."""
-    number = re.compile(r"-?\d[\d.,]*|n/a|")
+    number = re.compile(rf"[-{MINUS}]?\d[\d.,]*|n/a|")
     return [
         j > 0 and all(isinstance(r[j], Interval) or number.fullmatch(str(r[j])) for r in t.rows if j < len(r))
         for j in range(len(t.headers))
