@@ -338,7 +338,8 @@ def test_interval_notation_has_a_comma_and_a_clear_minus():
 
 
 def test_metric_rows_follow_one_naming_scheme(tmp_path):
-    from mura_cli.scoring import METRIC_LABELS, METRIC_NAMES
+    from mura_cli.report.document import METRIC_LABELS
+    from mura_cli.scoring import METRIC_NAMES
 
     assert set(METRIC_NAMES) <= set(METRIC_LABELS)
     report, curves = sample_report()

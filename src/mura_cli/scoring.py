@@ -37,27 +37,6 @@ METRIC_NAMES = ("kappa", "auroc", "accuracy", "sensitivity", "specificity", "pre
 # fmt: on
 ALL = "all"
 _BOX_METRICS = ("mean_iou", "hit_rate", "pointing")
-METRIC_LABELS = {
-    "kappa": "Cohen's kappa",
-    "auroc": "AUROC",
-    "accuracy": "accuracy",
-    "sensitivity": "sensitivity",
-    "specificity": "specificity",
-    "precision": "precision (abnormal)",
-    "recall": "recall (abnormal)",
-    "f1": "F1 (abnormal)",
-    "macro_f1": "macro F1",
-    "weighted_precision": "weighted precision",
-    "weighted_recall": "weighted recall",
-    "weighted_f1": "weighted F1",
-    "ece": "ECE (lower is better)",
-    "mean_iou": "mean IoU",
-    "hit_rate": "hit rate",
-    "pointing": "pointing",
-    "pointing_chance": "pointing chance",
-}
-"""How every metric is named in reports and tables: lower-case words, acronyms as written, averages spelled out
-(``weighted F1``), the class in parentheses where a metric is of the abnormal class only."""
 _CHUNK_CELLS = 2_000_000  # resamples x rows of weights held at once (16 MB of float64)
 
 BatchedMetric = Callable[..., Mapping[str, np.ndarray]]

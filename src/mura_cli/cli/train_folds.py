@@ -10,7 +10,7 @@ from rich.table import Table
 from mura_cli.cli._console import console, interval
 from mura_cli.config import TrainConfig
 from mura_cli.metrics import format_metric
-from mura_cli.scoring import METRIC_LABELS
+from mura_cli.report.document import METRIC_LABELS
 
 
 def train_folds(cfg: TrainConfig, resume: Path | None, bar: Any, callbacks: tuple[Any, Any, Any]) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from mura_cli.errors import UsageError
 from mura_cli.report.document import (
+    METRIC_LABELS,
     OUTSIDE,
     OUTSIDE_NOTE,
     Block,
@@ -27,7 +28,7 @@ from mura_cli.report.document import (
 )
 from mura_cli.report.document import fmt_num as _num
 from mura_cli.report.plots import draw_confusions, draw_reliability, draw_roc, png_bytes
-from mura_cli.scoring import METRIC_LABELS, METRIC_NAMES
+from mura_cli.scoring import METRIC_NAMES
 from mura_cli.utils import atomic_path
 
 Curves = Mapping[str, Mapping[str, tuple[Sequence[int], Sequence[float]]]]

@@ -34,6 +34,28 @@ figcaption{color:#555;font-size:13px}ul.fail{font-size:13px}
 """
 
 
+METRIC_LABELS = {  # keys: mura_cli.scoring.METRIC_NAMES and the box metrics
+    "kappa": "Cohen's kappa",
+    "auroc": "AUROC",
+    "accuracy": "accuracy",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "precision": "precision (abnormal)",
+    "recall": "recall (abnormal)",
+    "f1": "F1 (abnormal)",
+    "macro_f1": "macro F1",
+    "weighted_precision": "weighted precision",
+    "weighted_recall": "weighted recall",
+    "weighted_f1": "weighted F1",
+    "ece": "ECE (lower is better)",
+    "mean_iou": "mean IoU",
+    "hit_rate": "hit rate",
+    "pointing": "pointing",
+    "pointing_chance": "pointing chance",
+}
+"""How every metric is named in reports and tables: lower-case words, acronyms as written, averages spelled out
+(``weighted F1``), the class in parentheses where a metric is of the abnormal class only."""
+
 MINUS = "\u2212"
 """The minus sign of rendered numbers (report.md, index.html, a UTF-8 terminal); CSV and JSON keep ASCII ``-``."""
 OUTSIDE = "\u2020"
