@@ -127,3 +127,37 @@ def one_error_line(res: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith("error: ")
     return lines[0]
+
+
+def save_tiny_run(folder: Path) -> Path:
+    """A random-weight test_resnet run folder (32 px input): fast, and its boxes are real CAM boxes."""
+    import torch
+
+    from mura_cli.config import TransformConfig
+    from mura_cli.models.checkpoint import ModelConfig, save_run_model
+    from mura_cli.models.registry import MuraNet
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="test_resnet", part="all", parts=("elbow", "wrist"), transform=TransformConfig(size=32))
+    save_run_model(MuraNet("test_resnet"), folder, cfg)
+    (folder / "summary.json").write_text("{}\n")
+    return folder
+
+
+def make_multiframe(src: Path, out: Path) -> Path:
+    """Two frames (the image and its mirror) in one uncompressed file of the source's study, as a new instance of
+    a multi-frame IOD (Multi-frame Grayscale Word Secondary Capture: CR is single-frame only)."""
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.dcmread(src)
+    px = ds.pixel_array
+    ds.PixelData = np.stack([px, px[:, ::-1]]).astype(px.dtype).tobytes()
+    ds.NumberOfFrames = 2
+    ds.SOPInstanceUID = generate_uid()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(out, enforce_file_format=True)
+    return out

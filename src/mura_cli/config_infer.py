@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mura_cli.errors import UsageError
@@ -35,6 +36,13 @@ class InferConfig:
         hash_ids: replace study ids taken from DICOM (StudyInstanceUID) by a salted hash, so results can leave
             the hospital; needs ``salt``.
         salt: the secret mixed into those hashes (``--salt`` or ``$MURA_SALT``); keep it to link results later.
+        dicom_out: also write DICOM results for DICOM inputs into this folder (one folder per study).
+        dicom_objects: which: ``sr``, ``pr``, ``sc``, comma-separated (``None``: all that apply).
+        send: a DICOMweb server (``dicomweb+http(s)://host/path``) to store the DICOM results on (STOW-RS).
+        study: with a DICOMweb source, the Study Instance UIDs to fetch (empty: every study the filters match).
+        modality: with a DICOMweb source, modalities to keep, comma-separated (``CR,DX``).
+        since: with a DICOMweb source, the first study date (``YYYY-MM-DD`` or ``YYYYMMDD``).
+        body_part: with a DICOMweb source, BodyPartExamined values to keep, comma-separated.
     """
 
     paths: tuple[str, ...] = ()
@@ -50,12 +58,28 @@ class InferConfig:
     overwrite: bool = False
     hash_ids: bool = False
     salt: str | None = None
+    dicom_out: str | None = None
+    dicom_objects: str | None = None
+    send: str | None = None
+    study: tuple[str, ...] = ()
+    modality: str | None = None
+    since: str | None = None
+    body_part: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.workers < 0 or self.max_pixels < 1:
             raise UsageError("--batch-size and --max-pixels must be at least 1, --workers at least 0")
         if self.hash_ids and not self.salt:
             raise UsageError("--hash-ids needs a secret salt: pass --salt TEXT or set MURA_SALT")
+        if self.hash_ids and (self.dicom_out or self.send):
+            raise UsageError(
+                "--hash-ids cannot be used with --dicom-out/--send: DICOM results must carry the real study and "
+                "instance UIDs to join the patient's study; run them separately"
+            )
+        if self.since and not re.fullmatch(r"\d{4}-?\d{2}-?\d{2}", self.since):
+            raise UsageError(f"--since {self.since}: expected a date, YYYY-MM-DD")
+        if self.send and not self.dicom_out:
+            raise UsageError("--send needs --dicom-out DIR: the objects are written there first and kept")
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ Library code raises :class:`MuraError` (or a subclass) with a message that names
 do next; ``mura_cli.cli.main`` turns it into a red one-line message and the exit code below. Any other
 exception is a bug and keeps its traceback.
 
-Exit codes: 0 success, 1 other error, 2 usage, 3 data, 4 model, 5 hub, 6 finished but some inputs failed
-(:class:`PartialFailure`: the outputs are written for the inputs that worked, the errors CSV lists the others).
+Exit codes: 0 success, 1 other error, 2 usage, 3 data, 4 model, 5 network (the Hub, a PACS), 6 finished but
+some inputs failed (:class:`PartialFailure`: the outputs are written for the inputs that worked, the errors CSV
+lists the others).
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class ModelError(MuraError):
 
 class HubError(MuraError):
     """The Hugging Face Hub could not be reached or does not have what was asked for."""
+
+    exit_code = 5
+
+
+class PacsError(MuraError):
+    """A DICOMweb server (a PACS) could not be reached or refused the request (the network exit code)."""
 
     exit_code = 5
 

@@ -149,3 +149,13 @@ def finish_inference(failures: Sequence[Failure], skipped: Sequence[Failure], er
     if failures:
         where = f", listed in {errors}" if errors is not None else ""
         raise PartialFailure(f"{plural(len(failures), 'input')} failed{where}; the others were scored and written")
+
+
+def dicom_rows(report: Any) -> list[tuple[str, str]]:
+    """Summary rows for the DICOM results sink (:class:`~mura_cli.engine.dicom_sink.DicomReport`), if it ran."""
+    if report is None:
+        return []
+    rows = [("DICOM results", report.summary())]
+    if report.sent:
+        rows.append(("stored (STOW-RS)", f"{report.stored} of {report.count}"))
+    return rows

@@ -7,17 +7,24 @@ from typing import Annotated
 
 import typer
 
-from mura_cli.cli._console import choice, config_from, finish_inference, inference_hooks, summary_table
+from mura_cli.cli._console import choice, config_from, dicom_rows, finish_inference, inference_hooks, summary_table
 from mura_cli.cli.predict import (
+    BodyPartOpt,
     DeviceOpt,
+    DicomObjectsOpt,
+    DicomOutOpt,
     EngineOpt,
     HashIdsOpt,
     MaxPixelsOpt,
+    ModalityOpt,
     ModelOpt,
     OverwriteOpt,
     PartOpt,
     PathsArg,
     SaltOpt,
+    SendOpt,
+    SinceOpt,
+    StudyOpt,
     TtaOpt,
     WorkersOpt,
 )
@@ -63,6 +70,13 @@ def localize_cmd(
     workers: WorkersOpt = _L.workers,
     max_pixels: MaxPixelsOpt = _L.max_pixels,
     overwrite: OverwriteOpt = False,
+    dicom_out: DicomOutOpt = None,
+    dicom_objects: DicomObjectsOpt = None,
+    send: SendOpt = None,
+    study: StudyOpt = None,
+    modality: ModalityOpt = None,
+    since: SinceOpt = None,
+    body_part: BodyPartOpt = None,
 ) -> None:
     """Box where the model looked in each image (CAM).
 
@@ -82,6 +96,7 @@ def localize_cmd(
             ("overlays", str(report.overlays)),
             ("skipped (not images)", str(len(report.run.skipped))),
             ("failed", str(len(report.run.failures))),
+            *dicom_rows(report.dicom),
         ],
     )
     finish_inference(report.run.failures, report.run.skipped, report.errors)

@@ -7,14 +7,21 @@ from typing import Annotated
 
 import typer
 
-from mura_cli.cli._console import choice, config_from, finish_inference, inference_hooks, summary_table
+from mura_cli.cli._console import choice, config_from, dicom_rows, finish_inference, inference_hooks, summary_table
 from mura_cli.config import AGGREGATES, PREDICT_FORMATS, PredictConfig
 from mura_cli.engine.onnx import ENGINES
 from mura_cli.utils import plural
 
 _P = PredictConfig()
 
-PathsArg = Annotated[list[str], typer.Argument(help="Files, folders (recursive) or globs: PNG/JPEG/BMP/TIFF, DICOM.")]
+PathsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Files, folders (recursive) or globs: PNG/JPEG/BMP/TIFF, DICOM; or one DICOMweb server, "
+        "dicomweb+http(s)://HOST:PORT/PATH (credentials from $MURA_DICOMWEB_TOKEN, or $MURA_DICOMWEB_USER and "
+        "$MURA_DICOMWEB_PASSWORD)."
+    ),
+]
 ModelOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -56,6 +63,24 @@ HashIdsOpt = Annotated[
 SaltOpt = Annotated[str | None, typer.Option(envvar="MURA_SALT", help="Secret salt for --hash-ids ($MURA_SALT).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
 ThresholdOpt = Annotated[float | None, typer.Option(help="Abnormal threshold.", show_default="the model's")]
+DicomOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Also write DICOM results for DICOM inputs here, a folder per study: a TID 1500 structured report "
+        "(localize: also presentation states with the box and secondary captures of the overlay)."
+    ),
+]
+DicomObjectsOpt = Annotated[str | None, typer.Option(help="Which DICOM results: sr,pr,sc (default: all that apply).")]
+SendOpt = Annotated[
+    str | None,
+    typer.Option(help="Store the DICOM results on this DICOMweb server (STOW-RS), dicomweb+http(s)://...; kept too."),
+]
+StudyOpt = Annotated[
+    list[str] | None, typer.Option("--study", help="DICOMweb source: a Study Instance UID to fetch; repeat for more.")
+]
+ModalityOpt = Annotated[str | None, typer.Option(help="DICOMweb source: modalities to keep, e.g. CR,DX.")]
+SinceOpt = Annotated[str | None, typer.Option(help="DICOMweb source: studies from this date on (YYYY-MM-DD).")]
+BodyPartOpt = Annotated[str | None, typer.Option(help="DICOMweb source: BodyPartExamined values to keep, e.g. HAND.")]
 
 
 def predict_cmd(
@@ -90,6 +115,13 @@ def predict_cmd(
     workers: WorkersOpt = _P.workers,
     max_pixels: MaxPixelsOpt = _P.max_pixels,
     overwrite: OverwriteOpt = False,
+    dicom_out: DicomOutOpt = None,
+    dicom_objects: DicomObjectsOpt = None,
+    send: SendOpt = None,
+    study: StudyOpt = None,
+    modality: ModalityOpt = None,
+    since: SinceOpt = None,
+    body_part: BodyPartOpt = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue a killed run from its journal (<out>.partial.jsonl).")
     ] = False,
@@ -113,6 +145,7 @@ def predict_cmd(
             ("threshold", report.threshold_label),
             ("skipped (not images)", str(len(run.skipped))),
             ("failed", str(len(run.failures))),
+            *dicom_rows(report.dicom),
         ],
     )
     finish_inference(run.failures, run.skipped, report.errors)

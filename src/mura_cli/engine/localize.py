@@ -16,6 +16,7 @@ import numpy as np
 
 from mura_cli.cam import Box, cam_peak, image_box, resize_map
 from mura_cli.config import LocalizeConfig
+from mura_cli.engine.dicom_sink import DicomReport, close_sink, open_sink
 from mura_cli.engine.predict import ImagePrediction
 from mura_cli.engine.results import Hooks, errors_path, write_errors
 from mura_cli.engine.screen import InferenceRun, run_inference
@@ -82,6 +83,7 @@ class LocalizeReport:
     out: Path
     overlays: int
     errors: Path | None = None
+    dicom: DicomReport | None = None
 
     @property
     def boxes(self) -> int:
@@ -97,11 +99,13 @@ def overlay_name(path: str, frame: int) -> str:
 
 def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
     """Box the class activation map of every image in ``cfg.paths``; write boxes, overlays and heatmaps."""
-    from mura_cli.report.overlay import save_heatmap, save_overlay
+    from mura_cli.report.overlay import render_overlay, save_heatmap, save_overlay
 
+    sink = open_sink(cfg, ("sr", "pr", "sc"))
     ensure_new(cfg.out, cfg.overwrite)
     ensure_new(errors_path(cfg.out), cfg.overwrite)
     rows, overlay_dir = [], Path(cfg.overlay_dir)
+    capture = sink is not None and "sc" in sink.kinds
 
     def box(p: ImagePrediction) -> ImagePrediction:
         """Box one image as it comes, write its overlay and heatmap, and keep it without map and pixels."""
@@ -109,7 +113,7 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
         loc = localize(p, cfg.threshold_frac, cfg.component)
         row = loc.to_row()
         name = overlay_name(p.path, p.frame)
-        full = resize_map(p.cam, p.height, p.width) if cfg.overlay or cfg.heatmap else None
+        full = resize_map(p.cam, p.height, p.width) if cfg.overlay or cfg.heatmap or capture else None
         if cfg.overlay:
             target = overlay_dir / name
             ensure_new(target, cfg.overwrite)
@@ -120,10 +124,17 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
             ensure_new(target, cfg.overwrite)
             save_heatmap(target, full)
             row["heatmap"] = str(target)
+        if sink:
+            sc = np.asarray(render_overlay(p.meta["pixels"], full, loc.box, p.probability)) if capture else None
+            sink.add(p, loc.box, sc)
         rows.append(row)
         return replace(p, cam=None, meta={k: v for k, v in p.meta.items() if k != "pixels"})
 
-    run = run_inference(cfg, per_image=True, with_cam=True, keep_pixels=cfg.overlay, hooks=hooks, consume=box)
+    keep = cfg.overlay or capture
+    run = run_inference(cfg, per_image=True, with_cam=True, keep_pixels=keep, hooks=hooks, consume=box)
+    dicom = close_sink(sink, run.models, send=cfg.send)
+    if dicom is not None:
+        run = replace(run, failures=run.failures + dicom.failures)
     written = sum(1 for r in rows if "overlay" in r)
     out = Path(cfg.out)
     if out.suffix.lower() == ".csv":
@@ -131,4 +142,5 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, {"threshold_frac": cfg.threshold_frac, "component": cfg.component, "boxes": rows})
-    return LocalizeReport(run, tuple(rows), out, written, write_errors(out, (*run.failures, *run.skipped)))
+    errors = write_errors(out, (*run.failures, *run.skipped))
+    return LocalizeReport(run, tuple(rows), out, written, errors, dicom)

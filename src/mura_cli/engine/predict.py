@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from mura_cli.config import InferConfig, TransformConfig
 from mura_cli.data.image import BlankImageError, check_not_blank
 from mura_cli.data.inputs import resolve_study_and_part
 from mura_cli.data.preprocess import eval_geometry, eval_input
-from mura_cli.data.readers import read_images
+from mura_cli.data.sources import Input, read_input
 from mura_cli.engine.backends import infer
 from mura_cli.engine.load import LoadedModel, models_for_part
 from mura_cli.engine.parallel import ordered_map
@@ -75,7 +74,7 @@ class _FileDataset:
     boxes stay in the original's pixels."""
 
     def __init__(
-        self, files: Sequence[Path], transforms: Sequence[TransformConfig], max_pixels: int, keep_pixels: bool
+        self, files: Sequence[Input], transforms: Sequence[TransformConfig], max_pixels: int, keep_pixels: bool
     ) -> None:
         self.files = list(files)
         self.keep_pixels = keep_pixels
@@ -89,7 +88,7 @@ class _FileDataset:
     def __getitem__(self, i: int) -> dict[str, Any]:
         path = self.files[i]
         try:
-            frames = read_images(path, max_pixels=self.max_pixels, min_side=self.min_side)
+            frames = read_input(path, max_pixels=self.max_pixels, min_side=self.min_side)
         except MuraError as exc:
             return {"path": str(path), "error": str(exc), "stage": "decode"}
         out, blank = [], []
@@ -119,7 +118,7 @@ class _FileDataset:
 
 
 def predict(
-    files: Sequence[Path],
+    files: Sequence[Input],
     models: list[LoadedModel],
     cfg: InferConfig = InferConfig(workers=0),
     *,

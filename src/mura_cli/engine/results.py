@@ -48,9 +48,10 @@ class TrainResult:
         return next(e for e in self.epochs if e.epoch == self.best_epoch)
 
 
-STAGES = ("discover", "decode", "sanity")
+STAGES = ("discover", "decode", "sanity", "dicom", "send")
 """Where an input was turned away: ``discover`` (skipped non-images, empty or unreadable entries, link loops),
-``decode`` (the file could not be read), ``sanity`` (it decoded to a blank image)."""
+``decode`` (the file could not be read), ``sanity`` (it decoded to a blank image); or where its result was:
+``dicom`` (no DICOM results: its header could not be read), ``send`` (a DICOM result the PACS did not store)."""
 
 
 @dataclass(frozen=True)

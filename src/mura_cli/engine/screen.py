@@ -4,11 +4,13 @@ predict and localize) and :func:`run_predict` (``mura predict``: the study CSV, 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mura_cli.config import InferConfig, PredictConfig
-from mura_cli.data.inputs import mura_path_warnings, scan_inputs
+from mura_cli.data.inputs import mura_path_warnings
+from mura_cli.data.sources import Input, scan_sources, source_query
+from mura_cli.engine.dicom_sink import DicomReport, close_sink, open_sink
 from mura_cli.engine.journal import Journal, journal_path
 from mura_cli.engine.load import LoadedModel, ModelChoice, load_models, resolve_model_specs, weights_sha256
 from mura_cli.engine.predict import (
@@ -55,7 +57,7 @@ def run_inference(
     from mura_cli.utils import resolve_device
 
     device = resolve_device(cfg.device)
-    scan = scan_inputs(cfg.paths)
+    scan = scan_sources(cfg.paths, source_query(cfg))
     files = scan.images
     failures, skipped = ([Failure(str(i.path), f"{i.path}: {i.reason}", "discover") for i in v] for v in scan.split)
     for f in failures:
@@ -86,7 +88,7 @@ def run_inference(
 
 
 def _journalled(
-    files: list[Path],
+    files: list[Input],
     models: list[LoadedModel],
     cfg: InferConfig,
     per_image: bool,
@@ -140,6 +142,7 @@ class PredictReport:
     out: Path
     images: Path | None
     errors: Path | None = None
+    dicom: DicomReport | None = None
 
     @property
     def threshold_label(self) -> str:
@@ -152,12 +155,16 @@ class PredictReport:
 
 def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks()) -> PredictReport:
     """Screen ``cfg.paths``: predict every image, group studies, write the study CSV (and the image CSV)."""
+    sink = open_sink(cfg, ("sr",))
     ensure_new(cfg.out, cfg.overwrite)
     ensure_new(cfg.images, cfg.overwrite)
     ensure_new(errors_path(cfg.out), cfg.overwrite)
     journal = Journal(journal_path(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite)
     run = run_inference(cfg, per_image=cfg.per_image, hooks=hooks, journal=journal)
     journal.close(remove=False)
+    if sink:
+        for p in run.predictions:
+            sink.add(p)
     studies = group_studies(run.predictions, cfg.threshold, cfg.aggregate)
     if cfg.fmt == "mura":
         for message in mura_path_warnings([p.path for p in run.predictions], cfg.per_image):
@@ -167,6 +174,10 @@ def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks()) -> PredictReport:
         write_csv(cfg.out, [s.to_row() for s in studies])
     if cfg.images:
         write_csv(cfg.images, [p.to_row() for p in run.predictions])
+    dicom = close_sink(sink, run.models, cfg.threshold, cfg.aggregate, cfg.send)
+    if dicom is not None:
+        run = replace(run, failures=run.failures + dicom.failures)
     errors = write_errors(cfg.out, (*run.failures, *run.skipped))
     journal.close(remove=True)
-    return PredictReport(run, tuple(studies), Path(cfg.out), Path(cfg.images) if cfg.images else None, errors)
+    images = Path(cfg.images) if cfg.images else None
+    return PredictReport(run, tuple(studies), Path(cfg.out), images, errors, dicom)

@@ -1,0 +1,156 @@
+"""``mura predict`` / ``mura localize`` against a real PACS (Orthanc with its DICOMweb plugin, started per module):
+radiographs fetched by study UID (QIDO-RS + WADO-RS), results sent back (STOW-RS) into the same studies; a server
+that stops mid-run, wrong credentials, an unknown study and an unreachable server each give the documented
+outcome."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from orthanc_server import Orthanc, free_port, missing
+
+from synth import SHARED_DATA, mura, one_error_line, save_tiny_run
+
+pytest.importorskip("dicomweb_client", reason="DICOMweb needs dicomweb-client (pip install 'mura-cli[pacs]')")
+pytest.importorskip("highdicom", reason="DICOM results need highdicom (pip install 'mura-cli[pacs]')")
+DICOM = SHARED_DATA / "dicom"
+UPLOADS = (
+    "CR_extremity_tibia_RG3_uncompressed_explicitLE.dcm",
+    "CR_hip_RG2_jpegls_lossless.dcm",
+    "CR_cspine_16x16_tiny_pydicom_bundled.dcm",
+)
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    """A running Orthanc holding three real CR studies; ``(server, study UIDs, model run folder)``."""
+    why = missing()
+    if why:
+        pytest.skip(why)
+    if not DICOM.is_dir():
+        pytest.skip(f"real DICOMs not found at {DICOM}")
+    root = tmp_path_factory.mktemp("pacs")
+    server = Orthanc(root / "orthanc", free_port()).start()
+    try:
+        studies = [pydicom.dcmread(DICOM / n, stop_before_pixels=True).StudyInstanceUID for n in UPLOADS]
+        for name in UPLOADS:
+            assert server.upload(DICOM / name)["Status"] == "Success"
+        yield server, studies, save_tiny_run(root / "run")
+    finally:
+        server.stop()
+
+
+def _study_args(studies: list[str]) -> list[str]:
+    return [a for s in studies for a in ("--study", s)]
+
+
+@pytest.mark.slow
+def test_round_trip_predict_and_localize_from_and_back_to_orthanc(pacs, tmp_path):
+    server, studies, run = pacs
+    common = [server.address, *_study_args(studies), "--model", run, "--send", server.address, "--workers", "0"]
+    res = mura("predict", *common, "--dicom-out", "p", "--out", "p.csv", cwd=tmp_path, env=server.env)
+    assert res.returncode == 0, res.stderr
+    assert "stored (STOW-RS)" in res.stdout and "3 of 3" in res.stdout
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert sorted(r["study"] for r in rows) == sorted(studies)
+    res = mura("localize", *common, "--dicom-out", "l", "--out", "l.json", cwd=tmp_path, env=server.env)
+    assert res.returncode == 0, res.stderr  # the SRs stored by predict are not read back as inputs
+    assert "9 of 9" in res.stdout
+    sources = {s: {i["00080018"]["Value"][0] for i in server.qido(f"studies/{s}/instances")} for s in studies}
+    for kind_dir in ("p", "l"):
+        for f in (tmp_path / kind_dir).rglob("*.dcm"):
+            local = pydicom.dcmread(f)
+            stored = server.instance_file(local.StudyInstanceUID, local.SOPInstanceUID)  # in the source's study
+            (tmp_path / "stored.dcm").write_bytes(stored)
+            _check_dciodvfy(tmp_path / "stored.dcm")
+            assert _referenced(local) <= sources[local.StudyInstanceUID]  # references resolve on the PACS
+
+
+def _referenced(ds: pydicom.Dataset) -> set[str]:
+    refs: set[str] = set()
+    for elem in ds.iterall():
+        if elem.keyword == "ReferencedSOPInstanceUID" and elem.value != ds.SOPInstanceUID:
+            refs.add(str(elem.value))
+    assert refs
+    return refs
+
+
+def _check_dciodvfy(path: Path) -> None:
+    if not shutil.which("dciodvfy"):
+        return
+    res = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
+    assert not errors, errors
+
+
+@pytest.mark.slow
+def test_orthanc_stopped_mid_run_names_the_instances_it_could_not_fetch(tmp_path):
+    """Orthanc is killed as soon as the first of 12 instances is scored: the rest are named failures, exit 6, and
+    the results written are whole."""
+    why = missing()
+    if why or not DICOM.is_dir():
+        pytest.skip(why or f"real DICOMs not found at {DICOM}")
+    server = Orthanc(tmp_path / "orthanc", free_port()).start()
+    n = 12
+    try:
+        ds = pydicom.dcmread(DICOM / UPLOADS[2])  # the real 16x16 C-spine, as 12 instances of one series
+        for i in range(1, n + 1):
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+            ds.InstanceNumber = i
+            ds.save_as(tmp_path / "copy.dcm")
+            server.upload(tmp_path / "copy.dcm")
+        run = save_tiny_run(tmp_path / "run")
+        args = [server.address, "--model", run, "--out", "r.csv", "--workers", "0", "--batch-size", "1"]
+        env = {**server.env, "COLUMNS": "200"}
+        proc = subprocess.Popen(
+            [shutil.which("mura") or "mura", "predict", *map(str, args)],
+            cwd=tmp_path,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        journal = tmp_path / "r.csv.partial.jsonl"  # scored frames are journalled as they come
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.exists() and '"frame"' in journal.read_text():
+                break
+            time.sleep(0.01)
+        assert server.process is not None
+        server.process.kill()  # as a crash or a pulled cable: no graceful shutdown
+        out, err = proc.communicate(timeout=120)
+    finally:
+        server.stop()
+    assert proc.returncode == 6, err
+    failures = list(csv.DictReader((tmp_path / "r.errors.csv").open()))
+    assert failures and all(f["path"].startswith(server.rest) for f in failures)
+    assert all("could not fetch" in f["reason"] for f in failures)
+    scored = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert scored and len(scored) + len(failures) == n
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary file was left"
+    print(out, err, file=sys.stderr)
+
+
+def test_wrong_credentials_unknown_study_and_unreachable_server_are_one_line(pacs, tmp_path):
+    server, studies, run = pacs
+    bad = {**server.env, "MURA_DICOMWEB_PASSWORD": "wrong"}
+    res = mura("predict", server.address, "--study", studies[0], "--model", run, cwd=tmp_path, env=bad)
+    line = one_error_line(res)
+    assert res.returncode == 5 and "HTTP 401" in line and "wrong" not in res.stderr + res.stdout
+    res = mura("predict", server.address, "--study", "1.2.3.4", "--model", run, cwd=tmp_path, env=server.env)
+    assert res.returncode == 3 and "no study 1.2.3.4" in one_error_line(res)
+    start = time.monotonic()
+    gone = f"dicomweb+http://127.0.0.1:{free_port()}/dicom-web"
+    res = mura("predict", gone, "--study", studies[0], "--model", run, cwd=tmp_path, env=server.env)
+    assert res.returncode == 5 and "cannot connect" in one_error_line(res)
+    assert time.monotonic() - start < 15
+    assert not list(tmp_path.glob("results*"))
