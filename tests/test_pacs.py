@@ -140,6 +140,7 @@ def test_orthanc_stopped_mid_run_names_the_instances_it_could_not_fetch(tmp_path
     print(out, err, file=sys.stderr)
 
 
+@pytest.mark.slow
 def test_wrong_credentials_unknown_study_and_unreachable_server_are_one_line(pacs, tmp_path):
     server, studies, run = pacs
     bad = {**server.env, "MURA_DICOMWEB_PASSWORD": "wrong"}
@@ -154,3 +155,22 @@ def test_wrong_credentials_unknown_study_and_unreachable_server_are_one_line(pac
     assert res.returncode == 5 and "cannot connect" in one_error_line(res)
     assert time.monotonic() - start < 15
     assert not list(tmp_path.glob("results*"))
+
+
+@pytest.mark.slow
+def test_a_failed_send_is_listed_per_object_and_keeps_the_local_copies(tmp_path):
+    """STOW-RS to a server that is not there: every object is a named failure (errors CSV), exit 6, the DICOM
+    results stay under --dicom-out, and the scores are written."""
+    if not DICOM.is_dir():
+        pytest.skip(f"real DICOMs not found at {DICOM}")
+    run = save_tiny_run(tmp_path / "run")
+    gone = f"dicomweb+http://127.0.0.1:{free_port()}/dicom-web"
+    src = DICOM / UPLOADS[2]
+    res = mura("localize", src, "--model", run, "--dicom-out", "d", "--send", gone, "--workers", "0", cwd=tmp_path)
+    assert res.returncode == 6, res.stderr
+    kept = sorted((tmp_path / "d").rglob("*.dcm"))
+    assert [f.name[:2] for f in kept] == ["pr", "sc", "sr"]
+    failures = list(csv.DictReader((tmp_path / "boxes.errors.csv").open()))
+    assert sorted(f["path"] for f in failures) == sorted(str(f.relative_to(tmp_path)) for f in kept)
+    assert all(f["stage"] == "send" and "cannot connect" in f["reason"] for f in failures)
+    assert "stored (STOW-RS)" in res.stdout and "0 of 3" in res.stdout
