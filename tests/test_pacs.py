@@ -174,3 +174,25 @@ def test_a_failed_send_is_listed_per_object_and_keeps_the_local_copies(tmp_path)
     assert sorted(f["path"] for f in failures) == sorted(str(f.relative_to(tmp_path)) for f in kept)
     assert all(f["stage"] == "send" and "cannot connect" in f["reason"] for f in failures)
     assert "stored (STOW-RS)" in res.stdout and "0 of 3" in res.stdout
+
+
+def test_credentials_come_from_the_environment_only_and_tls_is_verified(monkeypatch):
+    """A bearer token wins over basic credentials, goes only into the session's header, and no error line shows
+    it; certificates are verified."""
+    import requests
+
+    from mura_cli.data.dicomweb import connect, network_error
+
+    monkeypatch.setenv("MURA_DICOMWEB_TOKEN", "tok-123")
+    monkeypatch.setenv("MURA_DICOMWEB_USER", "u")
+    client = connect("dicomweb+https://pacs.example/dicom-web")
+    session = client._session
+    assert session.headers["Authorization"] == "Bearer tok-123" and session.auth is None
+    assert session.verify is True
+    response = requests.Response()
+    response.status_code = 401
+    line = str(network_error("dicomweb+https://pacs.example/dicom-web", requests.HTTPError(response=response)))
+    assert "tok-123" not in line and "HTTP 401" in line and "MURA_DICOMWEB_TOKEN" in line
+    monkeypatch.delenv("MURA_DICOMWEB_TOKEN")
+    monkeypatch.setenv("MURA_DICOMWEB_PASSWORD", "pw")
+    assert connect("dicomweb+https://pacs.example/dicom-web")._session.auth == ("u", "pw")
