@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-"""Real test data (MURA sample, FracAtlas, DICOM) in ``../shared/data`` next to the repository; absent on most
-users' machines, so tests that need it skip with a reason."""
+SHARED_DATA = Path(os.environ.get("MURA_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+"""Real test data (MURA sample, FracAtlas, DICOM) in ``../shared/data`` next to the repository, or where
+``$MURA_SHARED_DATA`` says (a git worktree elsewhere); absent on most users' machines, so tests that need it
+skip with a reason."""
 
 
 def _radiograph(rng: np.random.Generator, h: int = 48, w: int = 40, abnormal: bool = False) -> np.ndarray:

@@ -40,13 +40,14 @@ def _kill_after(args: list[str], cwd: Path, run: Path, epochs: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("killed_after", [1, 2])
-def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path, killed_after):
+@pytest.mark.parametrize(("killed_after", "precision"), [(1, "fp32"), (2, "fp32"), (2, "bf16")])
+def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path, killed_after, precision):
     data = make_mura_tree(tmp_path / "data", patients_per_part=10, valid_patients=0)
-    full = mura("train", "--data", data, *TRAIN, "--name", "full", cwd=tmp_path)
+    train = (*TRAIN, "--precision", precision)
+    full = mura("train", "--data", data, *train, "--name", "full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr
     run = tmp_path / "runs" / "cut"
-    _kill_after(["train", "--data", str(data), *TRAIN, "--name", "cut"], tmp_path, run, killed_after)
+    _kill_after(["train", "--data", str(data), *train, "--name", "cut"], tmp_path, run, killed_after)
     assert _epochs_done(run) in (killed_after, killed_after + 1)  # the kill may land just after a save
     res = mura("train", "--resume", run, cwd=tmp_path)
     assert res.returncode == 0, res.stderr

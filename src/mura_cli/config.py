@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from mura_cli.config_file import check_settings, field_default, load_config_file
 from mura_cli.errors import UsageError
+from mura_cli.hardware import PRECISIONS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -141,7 +142,10 @@ class TrainConfig:
         deterministic: deterministic algorithms (two CPU runs give identical weights).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         workers: data-loader processes (-1 = one per core, at most 8).
-        amp: bf16 autocast on CUDA.
+        precision: ``auto`` (bf16 on CUDA and on CPUs with native bf16, AMX or AVX512-BF16; fp32 elsewhere),
+            ``fp32`` or ``bf16`` (autocast: fp32 master weights, no loss scaling). The run records the resolved
+            one, so ``--resume`` continues in it.
+        amp: ``False`` forces fp32 (``--no-amp``, from before ``precision``).
         channels_last: channels-last memory format.
         limit_batches: stop each epoch after this many batches (0 = all); for smoke tests.
         cache: ``auto`` (use ``mura prepare --cache`` output when it fits), ``none``, or a cache folder.
@@ -180,6 +184,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     workers: int = -1
+    precision: str = "auto"
     amp: bool = True
     channels_last: bool = True
     limit_batches: int = 0
@@ -204,6 +209,8 @@ class TrainConfig:
             raise UsageError(f"--threshold {self.threshold}: must be in (0, 1)")
         if self.schedule not in SCHEDULES:
             raise UsageError(f"--schedule {self.schedule}: expected 'plateau' or 'cosine'")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision {self.precision}: expected {', '.join(PRECISIONS)}")
         if self.keep not in KEEP_EPOCHS:
             raise UsageError(f"--keep {self.keep}: expected 'best' or 'last'")
         if not 0 <= self.ema < 1 or self.warmup < 0 or self.lr_min < 0:

@@ -26,8 +26,9 @@ class InferConfig:
         runs_dir: where ``mura train`` leaves its runs.
         part: body part for every input (else the MURA path, DICOM BodyPartExamined, then the model's).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        engine: ``torch``, ``onnx`` (ONNX Runtime, CPU), ``onnx-int8`` or ``auto`` (the default: ONNX Runtime on
-            CPU when it is installed and the model exports, else torch).
+        engine: ``torch``, ``torch-bf16``, ``onnx`` (ONNX Runtime, CPU), ``onnx-int8`` or ``auto`` (the default:
+            torch-bf16 where :func:`~mura_cli.engine.load.auto_bf16` allows it, else ONNX Runtime on CPU when it
+            is installed and the model exports, else torch).
         tta: average each image with its horizontal flip (``None``: as each model's config says).
         batch_size: images per forward pass.
         workers: decoding processes (0 = in the main process).
@@ -165,7 +166,7 @@ class BenchmarkConfig:
         size: input size for ``archs`` (default: the arch's pretrained size).
         batch_size: images per forward pass.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        engine: ``torch``, ``onnx`` or ``auto`` (as for predict).
+        engine: ``torch``, ``torch-bf16``, ``onnx``, ``onnx-int8`` or ``auto`` (as for predict).
         tta: average each image with its horizontal flip (``None``: as each model's config says).
         workers: decoding processes.
         resamples: bootstrap resamples (by study) for the 95% confidence intervals.

@@ -176,7 +176,14 @@ def _render_speed(speed: dict[str, Any] | None, machine: dict[str, Any]) -> None
     if not speed:
         return
     gpu = machine.get("gpu") or "no GPU"
-    table = Table(title=f"speed on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {gpu}")
+    feats = [n for n, k in (("AMX", "amx_bf16"), ("AVX512-BF16", "avx512_bf16")) if machine.get(k)]
+    bf16 = ", ".join(feats) if feats else "no native bf16"
+    peaks = "".join(
+        f", {p} matmul peak {machine[f'matmul_{p}_gflops']:,.0f} GFLOP/s"
+        for p in ("fp32", "bf16")
+        if machine.get(f"matmul_{p}_gflops")
+    )
+    table = Table(title=f"speed on {machine.get('cpu', '?')} ({bf16}), {machine.get('cores', '?')} cores, {gpu}{peaks}")
     for col in (
         "arch",
         "engine",
@@ -188,6 +195,7 @@ def _render_speed(speed: dict[str, Any] | None, machine: dict[str, Any]) -> None
         "forward ms",
         "CAM+box ms",
         "process peak MB",
+        "forward % of peak",
     ):
         table.add_column(col, justify="left" if col in ("arch", "engine") else "right")
     for r in speed["rows"]:
@@ -200,5 +208,6 @@ def _render_speed(speed: dict[str, Any] | None, machine: dict[str, Any]) -> None
             f"{r['images_per_s']:.1f}",
             *(f"{ms[k]:.1f}" for k in ("decode", "preprocess", "forward", "cam_box")),
             f"{r['peak_memory_mb']:.0f}",
+            "" if r.get("peak_fraction") is None else f"{100 * r['peak_fraction']:.0f}%",
         )
     console.print(table)

@@ -135,7 +135,11 @@ _Deterministic = Annotated[
 ]
 _Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 _Workers = Annotated[int, typer.Option(help="Data-loader processes (-1 = per core, at most 8).")]
-_Amp = Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")]
+_Precision = Annotated[
+    str,
+    typer.Option(help="auto (bf16 on GPUs and on CPUs with AMX or AVX512-BF16, else fp32), fp32 or bf16 (autocast)."),
+]
+_Amp = Annotated[bool, typer.Option("--amp/--no-amp", help="--no-amp forces fp32 (see --precision).")]
 _LimitBatches = Annotated[int, typer.Option(help="Batches per epoch at most (0 = all).")]
 _Cache = Annotated[str, typer.Option(help="auto, none, or a `mura prepare --cache` folder.")]
 _Out = Annotated[str, typer.Option(help="Folder for run folders.")]
@@ -207,6 +211,7 @@ def train(
     deterministic: _Deterministic = _T.deterministic,
     device: _Device = _T.device,
     workers: _Workers = _T.workers,
+    precision: _Precision = _T.precision,
     amp: _Amp = _T.amp,
     limit_batches: _LimitBatches = _T.limit_batches,
     cache: _Cache = _T.cache,
@@ -318,7 +323,7 @@ def train_view(bar: Any, tasks: dict[str, Any], table: Table) -> tuple[Any, Any,
             f"run [bold]{info['run']}[/]: {info['arch']} on {info['part']}, {info['train_images']} train / "
             f"{plural(info['tune_images'], 'tune image')} ({info['train_studies']} / "
             f"{plural(info['tune_studies'], 'study', 'studies')}), "
-            f"{info['input']} px, device {info['device']} x{info['world_size']}",
+            f"{info['input']} px, device {info['device']} x{info['world_size']}, {info['precision']}",
             soft_wrap=True,
         )
         console.print(

@@ -26,22 +26,31 @@ class Backend(Protocol):
     def __call__(self, images: Any, with_cam: bool = False) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
-def autocast_for(device: str, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``amp``; a no-op elsewhere."""
-    if amp and device.startswith("cuda"):
+def autocast_for(device: str, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA or the CPU when ``precision`` is ``bf16`` (fp32 master weights: parameters stay fp32,
+    matrix products and convolutions run in bf16); a no-op for ``fp32`` and on other devices."""
+    kind = device.split(":", 1)[0]
+    if precision == "bf16" and kind in ("cuda", "cpu"):
         import torch
 
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast(kind, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
+def default_precision(device: str) -> str:
+    """What a torch backend runs in when not told: bf16 on CUDA, fp32 elsewhere (``--engine torch-bf16`` and
+    ``auto`` ask for bf16 on a CPU)."""
+    return "bf16" if device.startswith("cuda") else "fp32"
+
+
 class TorchBackend:
-    """A :class:`~mura_cli.models.registry.MuraNet` in eval mode on ``device`` (bf16 autocast on CUDA).
+    """A :class:`~mura_cli.models.registry.MuraNet` in eval mode on ``device``.
 
     Args:
         model: the network (``forward`` gives logits, ``forward_with_cam`` logits and maps).
         device: torch device string.
-        amp: bf16 autocast on CUDA.
+        precision: ``fp32`` or ``bf16`` (autocast; the head and the map stay fp32); ``None``: bf16 on CUDA,
+            fp32 elsewhere.
         channels_last: feed channels-last tensors (faster convolutions on CPU and GPU).
         name: shown in outputs.
     """
@@ -51,13 +60,13 @@ class TorchBackend:
         model: torch.nn.Module,
         device: str = "cpu",
         *,
-        amp: bool = True,
+        precision: str | None = None,
         channels_last: bool = False,
         name: str = "",
     ) -> None:
         self.model = model.to(device).eval()
         self.device = device
-        self.amp = amp
+        self.precision = precision or default_precision(device)
         self.channels_last = channels_last
         self.name = name or type(model).__name__
 
@@ -68,7 +77,7 @@ class TorchBackend:
         x = torch.as_tensor(images).to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast_for(self.device, self.amp):
+        with torch.inference_mode(), autocast_for(self.device, self.precision):
             if with_cam:
                 logits, cam = self.model.forward_with_cam(x)
             else:

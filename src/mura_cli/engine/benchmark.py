@@ -73,7 +73,7 @@ def run_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str 
     if not cfg.data and not cfg.speed:
         raise UsageError("nothing to measure: pass --data ROOT (accuracy) and/or --speed")
     device = resolve_device(cfg.device)
-    machine = machine_info(device)
+    machine = machine_info(device, peaks=cfg.speed and device == "cpu")  # the matmul peaks for --speed rows
     report: dict[str, Any] = {
         "command": command,
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -108,7 +108,7 @@ def run_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str 
         assert index is not None
         curves, failures = _accuracy(cfg, index, models, report, hooks)
     if cfg.speed:
-        report["speed"] = {"rows": [r.to_dict() for r in _speed(cfg, index, models, device, hooks)]}
+        report["speed"] = {"rows": [r.to_dict() for r in _speed(cfg, index, models, device, hooks, machine)]}
     files = write_benchmark_report(out, report, curves, overwrite=cfg.overwrite)
     return BenchmarkReport(report, out, tuple(files), failures, write_errors(out / "report.json", failures))
 
@@ -240,7 +240,12 @@ def _predict_rows(
 
 
 def _speed(
-    cfg: BenchmarkConfig, index: Index | None, models: list[LoadedModel], device: str, hooks: Hooks
+    cfg: BenchmarkConfig,
+    index: Index | None,
+    models: list[LoadedModel],
+    device: str,
+    hooks: Hooks,
+    peaks: dict[str, Any] | None = None,
 ) -> list[Any]:
     from mura_cli.engine.speed import measure_archs, measure_speed
 
@@ -248,9 +253,8 @@ def _speed(
     hooks.on_info(f"speed: {plural(len(files), 'file')}, batch {cfg.batch_size}, device {device}")
     rows = []
     if cfg.archs:
-        rows += measure_archs(
-            cfg.archs, files, size=cfg.size, device=device, batch_size=cfg.batch_size, engine=cfg.engine
-        )
+        kw = {"size": cfg.size, "device": device, "batch_size": cfg.batch_size, "engine": cfg.engine, "peaks": peaks}
+        rows += measure_archs(cfg.archs, files, **kw)
     for m in models[:1]:
         tcfg = m.transform if cfg.size is None else replace(m.transform, size=cfg.size, center_crop=None)
         name = f"{m.config.arch} ({m.short_name})"

@@ -61,12 +61,13 @@ def predict_loader(
     loader: Iterable[dict[str, Any]],
     *,
     device: str = "cpu",
-    amp: bool = False,
+    precision: str = "fp32",
     channels_last: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`evaluate` for a torch model; returns ``(dataset indices, probabilities, valid mask)``."""
-    res = evaluate(TorchBackend(model, device, amp=amp, channels_last=channels_last), loader, on_batch=on_batch)
+    backend = TorchBackend(model, device, precision=precision, channels_last=channels_last)
+    res = evaluate(backend, loader, on_batch=on_batch)
     return res.indices, res.probabilities, res.valid
 
 

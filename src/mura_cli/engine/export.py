@@ -119,7 +119,7 @@ def sidecar(cfg: ModelConfig, result: ExportResult, weights_sha: str) -> dict[st
 
 def _quantize(folder: Path, cfg: ModelConfig, fp32: Path, target: Path, calibration: int) -> ExportResult:
     """Static int8 quantization calibrated on training images; kept only if tune AUROC holds."""
-    train, tune, root, cache = _run_rows(folder)
+    train, tune, root, cache = run_rows(folder)
     rng = np.random.default_rng(0)
     picks = [train[i] for i in rng.permutation(len(train))[:calibration]]
     quantize_onnx(fp32, target, _batches(picks, root, cache, cfg))
@@ -190,7 +190,7 @@ def _preprocessed(fp32: Path, out: Path) -> Path:
         return fp32
 
 
-def _run_rows(folder: Path) -> tuple[list[Any], list[Any], Path, Path | None]:
+def run_rows(folder: Path) -> tuple[list[Any], list[Any], Path, Path | None]:
     """The run's train and tune rows (as its training saw them), the dataset root and its cache."""
     from mura_cli.config import TrainConfig, from_dict
     from mura_cli.engine.run import TRAIN_CONFIG, find_cache, resolve_index, select_rows
@@ -218,4 +218,13 @@ def _study_auroc(backend: OnnxBackend, rows: list[Any], root: Path, cache: Path 
     return roc_auc(labels, scores)
 
 
-__all__ = ["MAX_AUROC_DROP", "SIDECAR", "ExportResult", "int8_path", "quantize_onnx", "run_export", "sidecar"]
+__all__ = [
+    "MAX_AUROC_DROP",
+    "SIDECAR",
+    "ExportResult",
+    "int8_path",
+    "quantize_onnx",
+    "run_export",
+    "run_rows",
+    "sidecar",
+]

@@ -114,7 +114,11 @@ def _finished(run: Path) -> bool:
 
 
 def load_models(
-    specs: Sequence[str], device: str = "cpu", engine: str = "torch", tta: bool | None = None
+    specs: Sequence[str],
+    device: str = "cpu",
+    engine: str = "torch",
+    tta: bool | None = None,
+    inputs: int | None = None,
 ) -> list[LoadedModel]:
     """Load ``--model`` specs: run folders, Hub repos, or a folder holding runs (per part, or the folds of
     ``mura train --folds``).
@@ -124,6 +128,8 @@ def load_models(
     ``auto`` (ONNX Runtime on CPU when it is installed, torch for a model it cannot take and on GPUs: on the
     speed benchmark, 1.5x faster end to end on 2 cores, for a one-off export of about a second).
     ``tta`` averages each image with its flip (:class:`FlipBackend`); ``None`` follows each model's config.
+    ``torch-bf16`` runs torch with bf16 autocast; ``auto`` picks it for a model where :func:`auto_bf16` says so
+    (``inputs``, the number of files to score, ``None`` when unknown).
     """
     from mura_cli.engine.onnx import resolve_engine
 
@@ -142,18 +148,26 @@ def load_models(
                 raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
             ensemble = p.resolve().name if is_ensemble(p) else None
             for d in runs:
-                m = _loaded(str(d), d, device, engine, tta, fallback)
+                m = _loaded(str(d), d, device, engine, tta, fallback, inputs)
                 out.append(replace(m, ensemble=ensemble))
         else:
             folder = resolve_model_folder(spec)
-            out.append(_loaded(spec, folder, device, engine, tta, fallback))
+            out.append(_loaded(spec, folder, device, engine, tta, fallback, inputs))
     return out
 
 
-def _loaded(name: str, folder: Path, device: str, engine: str, tta: bool | None, fallback: bool = False) -> LoadedModel:
-    """The model in ``folder`` behind ``engine``; with ``fallback`` (``--engine auto``), torch when ONNX export
-    fails. The network (and torch) is built only when the engine needs it: ONNX Runtime on a cached export
-    does not."""
+def _loaded(
+    name: str,
+    folder: Path,
+    device: str,
+    engine: str,
+    tta: bool | None,
+    fallback: bool = False,
+    inputs: int | None = None,
+) -> LoadedModel:
+    """The model in ``folder`` behind ``engine``; with ``fallback`` (``--engine auto``), bf16 where
+    :func:`auto_bf16` allows it, and torch when ONNX export fails. The network (and torch) is built only when
+    the engine needs it: ONNX Runtime on a cached export does not."""
     cfg = load_run_config(folder)
     built: list[Any] = []
 
@@ -163,7 +177,9 @@ def _loaded(name: str, folder: Path, device: str, engine: str, tta: bool | None,
         return built[0]
 
     backend: Backend | None = None
-    if engine == "onnx":
+    if engine == "torch-bf16" or (fallback and auto_bf16(folder, device, inputs)):
+        backend = TorchBackend(network(), device, precision="bf16", channels_last=True, name=name)
+    elif engine == "onnx":
         from mura_cli.engine.onnx import onnx_backend
 
         size = cfg.transform.output_size
@@ -183,6 +199,23 @@ def _loaded(name: str, folder: Path, device: str, engine: str, tta: bool | None,
     if cfg.tta if tta is None else tta:
         backend = FlipBackend(backend)
     return LoadedModel(name=name, backend=backend, config=cfg, folder=folder)
+
+
+AUTO_BF16_MIN_INPUTS = 64
+"""``--engine auto`` keeps the torch-free ONNX Runtime path below this many input files: importing torch takes
+about 4 s, more than bf16 saves on a few images (measured: see the README's engines section)."""
+
+
+def auto_bf16(folder: Path | None, device: str, inputs: int | None) -> bool:
+    """Whether ``--engine auto`` serves the run in ``folder`` with torch in bf16: on a CPU with native bf16 (AMX or
+    AVX512-BF16, read from ``/proc/cpuinfo``), for at least :data:`AUTO_BF16_MIN_INPUTS` files (or an unknown
+    number), and only when the run's bf16 check passed (``bf16_check.json`` of its current weights)."""
+    from mura_cli.engine.bf16 import bf16_passed
+    from mura_cli.hardware import cpu_info
+
+    if device != "cpu" or (inputs is not None and inputs < AUTO_BF16_MIN_INPUTS):
+        return False
+    return cpu_info().native_bf16 and bf16_passed(folder)
 
 
 def onnx_or_none(make: Callable[[], Backend], fallback: bool) -> Backend | None:

@@ -18,7 +18,7 @@ from mura_cli.errors import ModelError, UsageError
 from mura_cli.utils import atomic_path, cache_dir, default_workers, is_writable_dir, sha256_files
 
 OPSET = 17
-ENGINES = ("torch", "onnx", "onnx-int8", "auto")
+ENGINES = ("torch", "torch-bf16", "onnx", "onnx-int8", "auto")
 _INSTALL = 'ONNX Runtime is not installed; pip install "mura-cli[onnx]" (or use --engine torch)'
 
 
@@ -32,8 +32,9 @@ def onnx_available() -> bool:
 
 
 def resolve_engine(engine: str, device: str) -> str:
-    """``torch``, ``onnx`` or ``onnx-int8`` (the int8 model ``mura export --int8`` left beside the run): ``auto``
-    picks ONNX Runtime on CPU when it is installed, torch elsewhere."""
+    """``torch``, ``torch-bf16`` (bf16 autocast), ``onnx`` or ``onnx-int8`` (the int8 model ``mura export --int8``
+    left beside the run): ``auto`` picks ONNX Runtime on CPU when it is installed, torch elsewhere (per model,
+    :func:`~mura_cli.engine.load.load_models` may then choose ``torch-bf16``, as ``auto_bf16`` there says)."""
     if engine not in ENGINES:
         raise UsageError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
     if engine == "auto":

@@ -161,6 +161,7 @@ def resume_config(run: Path, changes: dict[str, Any]) -> tuple[TrainConfig, dict
         state = json.loads((run / LAST_STATE).read_text())
     except (OSError, json.JSONDecodeError):
         raise UsageError(f"{run}: not a resumable run (needs {TRAIN_CONFIG} and {LAST_STATE})") from None
+    saved.setdefault("precision", "fp32")  # runs from before --precision trained in fp32 on the CPU
     refused = sorted(set(changes) - set(RESUME_SETTINGS))
     if refused:
         raise UsageError(f"{run}: {', '.join(refused)} cannot change on resume; only {', '.join(RESUME_SETTINGS)}")
@@ -322,6 +323,7 @@ class RunInfo:
     loss_weights: dict[str, tuple[float, float]]
     start_epoch: int
     input: int
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -69,7 +69,7 @@ def run_inference(
         raise UsageError(f"no image files among {', '.join(cfg.paths)} ({counts})")
     choice = resolve_model_specs(cfg.model, runs_dir=cfg.runs_dir)
     hooks.on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
-    models = load_models(choice.specs, device, cfg.engine, cfg.tta)
+    models = load_models(choice.specs, device, cfg.engine, cfg.tta, inputs=len(files))
 
     def failed(f: Failure) -> None:
         failures.append(f)

@@ -13,7 +13,7 @@ import platform
 import resource
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,26 +41,29 @@ class SpeedRow:
     images_per_s: float
     ms_per_image: dict[str, float]
     peak_memory_mb: float
+    forward_gflops: float | None = None
+    peak_fraction: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def machine_info(device: str) -> dict[str, Any]:
-    """CPU model, cores, GPU name and library versions, for the header of a speed table."""
+def machine_info(device: str, peaks: bool = False) -> dict[str, Any]:
+    """CPU model and its bf16 features, cores, GPU name and library versions, for the header of a speed table;
+    with ``peaks``, the CPU's fp32 and bf16 matmul peaks (GFLOP/s, :func:`matmul_peak`; about 3 s)."""
     import timm
 
     from mura_cli import __version__
+    from mura_cli.hardware import cpu_info
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_info()
     gpu = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
+    peak = {f"matmul_{p}_gflops": round(matmul_peak(p) / 1e9, 1) for p in ("fp32", "bf16")} if peaks else {}
     return {
-        "cpu": cpu,
+        "cpu": cpu.model,
+        "amx_bf16": cpu.amx_bf16,
+        "avx512_bf16": cpu.avx512_bf16,
+        **peak,
         "cores": default_workers(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,
@@ -72,6 +75,29 @@ def machine_info(device: str) -> dict[str, Any]:
             "python": platform.python_version(),
         },
     }
+
+
+def matmul_peak(precision: str = "fp32", n: int = 2048, seconds: float = 1.5) -> float:
+    """FLOP/s of a large ``n`` x ``n`` matrix product on the CPU in ``fp32`` or ``bf16`` (what the hardware's
+    matrix units deliver; a network's forward pass can approach it, not beat it)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    t0, k = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        k += 1
+    return 2 * n**3 * k / (time.perf_counter() - t0)
+
+
+def flops_per_image(model: torch.nn.Module, size: int) -> float:
+    """FLOPs of one ``size`` px image through ``model`` (``torch.utils.flop_counter``: convolutions and matrix
+    products, 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    return float(fc.get_total_flops())
 
 
 def _clock(device: str) -> float:
@@ -145,7 +171,8 @@ def measure_speed(
 
 
 def engine_name(backend: Backend) -> str:
-    """``torch``, ``onnx`` or ``onnx-int8``, with ``+flip`` for test-time flips: what a speed row ran on."""
+    """``torch``, ``torch-bf16``, ``onnx`` or ``onnx-int8``, with ``+flip`` for test-time flips: what a speed row
+    ran on."""
     from mura_cli.engine.backends import FlipBackend
     from mura_cli.engine.onnx import OnnxBackend
 
@@ -153,7 +180,8 @@ def engine_name(backend: Backend) -> str:
         return engine_name(backend.inner) + "+flip"
     if isinstance(backend, OnnxBackend):
         return "onnx-int8" if "int8" in backend.path.name else "onnx"
-    return "torch"
+    on_cpu = getattr(backend, "device", "") == "cpu"
+    return "torch-bf16" if on_cpu and getattr(backend, "precision", "") == "bf16" else "torch"
 
 
 def measure_archs(
@@ -164,27 +192,49 @@ def measure_archs(
     device: str,
     batch_size: int,
     engine: str = "torch",
+    peaks: dict[str, Any] | None = None,
     on_row: Callable[[SpeedRow], None] | None = None,
 ) -> list[SpeedRow]:
     """:func:`measure_speed` for architectures with random weights at ``size`` (default: the training recipe's),
-    on ``engine`` (``torch``, or ``onnx``: each exported to a temporary file first; ``auto`` as predict resolves
-    it, torch for an arch that cannot be exported)."""
-    from mura_cli.engine.onnx import resolve_engine
+    on ``engine`` (``torch``, ``torch-bf16``, or ``onnx``: each exported to a temporary file first; ``auto`` as
+    predict resolves it, torch for an arch that cannot be exported, plus a ``torch-bf16`` row on a CPU with native
+    bf16). With ``peaks`` (:func:`machine_info`'s ``matmul_*_gflops``), each row gets its forward GFLOP/s and
+    the fraction of the matmul peak of its precision."""
     from mura_cli.models.registry import MuraNet, pretrained_cfg
 
-    fallback = engine == "auto"
-    engine = "onnx" if resolve_engine(engine, device).startswith("onnx") else "torch"
     rows = []
     for arch in archs:
         pcfg = pretrained_cfg(arch)
         side = size or TransformConfig().size
         tcfg = TransformConfig(size=side, mean=tuple(pcfg["mean"]), std=tuple(pcfg["std"]))
-        backend = _arch_backend(MuraNet(arch), arch, tcfg.output_size, device, engine, fallback)
-        row = measure_speed(backend, tcfg, files, arch=arch, device=device, batch_size=batch_size)
-        rows.append(row)
-        if on_row:
-            on_row(row)
+        net = MuraNet(arch)
+        flops = flops_per_image(net, tcfg.output_size) if peaks else None
+        for name in speed_engines(engine, device):
+            backend = _arch_backend(net, arch, tcfg.output_size, device, name, engine == "auto")
+            row = measure_speed(backend, tcfg, files, arch=arch, device=device, batch_size=batch_size)
+            if flops and peaks:
+                gflops = flops / max(row.ms_per_image["forward"], 1e-9) / 1e6
+                peak = peaks.get(f"matmul_{'bf16' if row.engine == 'torch-bf16' else 'fp32'}_gflops")
+                row = replace(
+                    row, forward_gflops=round(gflops, 1), peak_fraction=round(gflops / peak, 3) if peak else None
+                )
+            rows.append(row)
+            if on_row:
+                on_row(row)
     return rows
+
+
+def speed_engines(engine: str, device: str) -> list[str]:
+    """The engines a speed table times for ``--engine``: as predict resolves it (ONNX Runtime for int8 too), and
+    for ``auto`` on a CPU with native bf16 also ``torch-bf16``, which ``auto`` picks for runs whose check passed."""
+    from mura_cli.engine.onnx import resolve_engine
+    from mura_cli.hardware import cpu_info
+
+    resolved = resolve_engine(engine, device)
+    names = ["onnx" if resolved.startswith("onnx") else resolved]
+    if engine == "auto" and device == "cpu" and cpu_info().native_bf16:
+        names.append("torch-bf16")
+    return names
 
 
 def _arch_backend(net: Any, arch: str, size: int, device: str, engine: str, fallback: bool) -> Backend:
@@ -202,4 +252,6 @@ def _arch_backend(net: Any, arch: str, size: int, device: str, engine: str, fall
                 return OnnxBackend(export_onnx(net, size, Path(tmp) / f"{arch}.onnx"), name=arch)
 
             backend = onnx_or_none(export, fallback)
+    if backend is None and engine == "torch-bf16":
+        return TorchBackend(net, device, precision="bf16", channels_last=True, name=arch)
     return TorchBackend(net, device, name=arch) if backend is None else backend

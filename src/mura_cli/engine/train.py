@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from torch import nn
 
 from mura_cli import __version__
 from mura_cli.config import TrainConfig
+from mura_cli.engine.bf16 import check_after_training
 from mura_cli.engine.distributed import (
     Dist,
     all_gather,
@@ -45,6 +46,7 @@ from mura_cli.engine.run import (
 )
 from mura_cli.engine.train_data import TrainData, build_data
 from mura_cli.errors import UsageError
+from mura_cli.hardware import resolve_precision
 from mura_cli.metrics import (
     BinaryMetrics,
     aggregate_by_study,
@@ -160,7 +162,7 @@ def train_one_epoch(
         y = batch["label"].to(device)
         w = data.train_w[batch["index"]].to(device) * valid
         seen.extend(int(i) for i in batch["index"])
-        with autocast_for(device, cfg.amp):
+        with autocast_for(device, cfg.precision):
             if "mask" in batch:
                 logits, cam = net.forward_with_cam(x)
             else:
@@ -235,7 +237,7 @@ def evaluate_tune(
         model,
         data.tune_loader,
         device=d.device,
-        amp=cfg.amp,
+        precision=cfg.precision,
         channels_last=cfg.channels_last,
         on_batch=(lambda done, total: on_batch("tune", done, total)) if on_batch else None,
     )
@@ -270,6 +272,7 @@ def _run_info(cfg: TrainConfig, run: Path, data: TrainData, d: Dist, report: Loa
         loss_weights=data.loss_weights,
         start_epoch=start,
         input=cfg.transform.output_size,
+        precision=cfg.precision,
     )
 
 
@@ -319,6 +322,7 @@ def fit(
     if resume is not None:
         cfg, state = resume_config(Path(resume), {**(changes or {}), **({"epochs": epochs} if epochs else {})})
     d = _setup(cfg)
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, d.device) if cfg.amp else "fp32")
     cfg, data = build_data(cfg, d, resumed=state is not None)
     model, net, report = build_model(cfg, d, pretrained=state is None)
     optimizer, scheduler = build_optimizer(cfg, model, steps_per_epoch(cfg, data))
@@ -374,6 +378,7 @@ def fit(
         saved = run / CONFIG_NAME
         model_cfg = ModelConfig.from_json(saved) if saved.is_file() else model_config(cfg, data.part, data.parts, None)
         finish_run(run, cfg, model_cfg, info, progress, stopped_early=stopped_early, seconds=seconds, seen=seen)
+        check_after_training(run, d.device)  # bf16_check.json, for --engine auto on CPUs with native bf16
     return TrainResult(
         run_dir=run,
         epochs=progress.history,

@@ -156,9 +156,11 @@ class MuraNet(nn.Module):
         return self.backbone.forward_features(x)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """BxCxhxw -> B logits (pool, dropout, linear)."""
-        pooled = features.mean(dim=(2, 3))
-        return self.fc(self.dropout(pooled)).squeeze(1)
+        """BxCxhxw -> B logits (pool, dropout, linear), in fp32 even under bf16 autocast (a few thousand
+        multiply-adds: rounding the logit to bf16 would cost more agreement than it saves time)."""
+        with _fp32(features):
+            pooled = features.float().mean(dim=(2, 3))
+            return self.fc(self.dropout(pooled)).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Bx3xHxW normalized images -> B abnormality logits."""
@@ -171,8 +173,14 @@ class MuraNet(nn.Module):
         """
         feats = self.forward_features(x)
         logits = self.forward_head(feats)
-        cam = torch.einsum("bchw,c->bhw", feats.float(), self.fc.weight[0].float())
+        with _fp32(feats):  # the map in fp32 from the (possibly bf16) features, as the logit
+            cam = torch.einsum("bchw,c->bhw", feats.float(), self.fc.weight[0].float())
         return logits, cam
+
+
+def _fp32(x: torch.Tensor) -> torch.autocast:
+    """Autocast switched off on ``x``'s device: what runs inside computes in the dtype of its inputs."""
+    return torch.autocast(x.device.type, enabled=False)
 
 
 def create_model(arch: str = DEFAULT_ARCH, *, dropout: float = 0.0) -> MuraNet:

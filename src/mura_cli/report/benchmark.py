@@ -98,7 +98,15 @@ def _header(report: Mapping[str, Any]) -> list[Block]:
         ("Versions", ", ".join(f"{k} {v}" for k, v in g("versions").items()) or "n/a"),
         (
             "Machine",
-            f"{machine.get('cpu') or 'CPU ?'}, {machine.get('cores', '?')} cores, GPU: {machine.get('gpu') or 'none'}",
+            f"{machine.get('cpu') or 'CPU ?'}, {machine.get('cores', '?')} cores, GPU: {machine.get('gpu') or 'none'}"
+            + "".join(
+                f", {name}" for name, key in (("AMX", "amx_bf16"), ("AVX512-BF16", "avx512_bf16")) if machine.get(key)
+            )
+            + "".join(
+                f", {p} matmul peak {machine[f'matmul_{p}_gflops']} GFLOP/s"
+                for p in ("fp32", "bf16")
+                if machine.get(f"matmul_{p}_gflops")
+            ),
         ),
     ]
     return [("h1", "MURA benchmark report"), ("kv", rows)]
@@ -232,11 +240,12 @@ def _speed(speed: Any) -> list[Block]:
             _num(r.get("images_per_s"), 1),
             *(_num((r.get("ms_per_image") or {}).get(s), 2) for s in stages),
             _num(r.get("peak_memory_mb"), 0),
+            _num(r.get("peak_fraction"), 2),
         ]
         for r in rows_in
     ]
     stage_cols = [f"{s} ms/img" for s in stages]
-    headers = ["arch", "engine", "input", "batch", "device", "images/s", *stage_cols, "peak memory MB"]
+    headers = ["arch", "engine", "input", "batch", "device", "images/s", *stage_cols, "peak memory MB", "forward/peak"]
     return [("h2", "Speed"), ("table", Table(headers, rows))]
 
 
