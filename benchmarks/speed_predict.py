@@ -1,6 +1,7 @@
 """CPU screening speed, as ratios measured in one run: a naive loop, ``mura predict`` per engine (whole process),
-``mura localize`` (in alternating pairs with predict), the bare forward pass, int8 against fp32, the machine's
-matmul peak, and predict's peak memory over 10x more images.
+``mura localize`` (in alternating pairs with predict), the bare forward pass, int8 against fp32, bf16 (torch
+autocast, on CPUs with AMX or AVX512-BF16) against fp32, the machine's fp32 and bf16 matmul peaks, and
+predict's peak memory over 10x more images (``--memory-images 0`` skips it).
 
 The images are real (``../shared/data/mura-sample`` PNGs and ``../shared/data/dicom`` files), linked under
 new names until there are ``--images`` of them. The model is a run folder with random DenseNet-169 weights
@@ -33,6 +34,8 @@ import numpy as np
 import torch
 
 from mura_cli.engine.load import load_models
+from mura_cli.engine.speed import flops_per_image, matmul_peak
+from mura_cli.hardware import cpu_info
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
 
@@ -172,25 +175,6 @@ def bare_forward(arch: str, size: int, batch: int, engine: str, run: Path) -> fl
     return n / (time.perf_counter() - t0)
 
 
-def flops_per_image(arch: str, size: int) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model = MuraNet(arch).eval()
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
-        model(torch.zeros(1, 3, size, size))
-    return float(fc.get_total_flops())
-
-
-def matmul_peak(n: int = 2048, seconds: float = 5.0) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    t0, k = time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds:
-        torch.mm(a, b)
-        k += 1
-    return 2 * n**3 * k / (time.perf_counter() - t0)
-
-
 def memory_growth(out: Path, run: Path, engine: str, n: int) -> dict:
     """Peak memory of ``mura predict`` over ``n`` and ``10 n`` images, and the growth (the ONNX export is made
     first, so neither run pays for it)."""
@@ -211,7 +195,7 @@ def main() -> None:
     ap.add_argument("--arch", default="densenet169")
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--engines", default="torch,onnx")
+    ap.add_argument("--engines", default="torch,onnx,torch-bf16" if cpu_info().native_bf16 else "torch,onnx")
     ap.add_argument("--memory-images", type=int, default=100)
     ap.add_argument("--only", choices=("memory",))
     ap.add_argument("--out", type=Path, default=Path("bench-speed"))
@@ -225,7 +209,9 @@ def main() -> None:
         return
     files = make_inputs(a.images, a.out / "inputs")
     n = len(files)
-    res = {"images": n, "arch": a.arch, "size": a.size, "batch": a.batch_size, "cores": os.cpu_count()}
+    cpu = cpu_info()
+    res = {"images": n, "arch": a.arch, "size": a.size, "batch": a.batch_size, "cores": os.cpu_count(),
+           "cpu": cpu.model, "amx_bf16": cpu.amx_bf16, "avx512_bf16": cpu.avx512_bf16}  # fmt: skip
     res["naive_s"] = naive_loop(files, a.arch, a.size)
     engines = a.engines.split(",")
     for engine in engines:
@@ -254,9 +240,11 @@ def main() -> None:
         for _ in range(2)
     ]
     res["predict_paired_s"], res["localize_s"] = min(p for p, _ in pairs), min(q for _, q in pairs)
-    res.update(memory_growth(a.out, run, best, a.memory_images))
-    res["flops_per_image"] = flops_per_image(a.arch, a.size)
-    res["matmul_flops"] = matmul_peak()
+    if a.memory_images:
+        res.update(memory_growth(a.out, run, best, a.memory_images))
+    res["flops_per_image"] = flops_per_image(MuraNet(a.arch), a.size)
+    res["matmul_flops"] = matmul_peak("fp32", seconds=5)
+    res["matmul_bf16_flops"] = matmul_peak("bf16", seconds=5)
     res["decode_s"] = decode_seconds(sources() * 2, a.size)
     fwd = res[f"forward_{best}_ips"]
     res["ceiling_ips"] = 1 / (res["decode_s"] / res["cores"] + 1 / fwd)
@@ -266,14 +254,26 @@ def main() -> None:
         "predict_vs_naive": res["naive_s"] / res[f"predict_{best}_s"],
         "predict_vs_bare_forward": predict_ips / fwd,
         "predict_vs_ceiling": predict_ips / res["ceiling_ips"],
-        "forward_fraction_of_peak": fwd * res["flops_per_image"] / res["matmul_flops"],
+        "forward_fraction_of_peak": fwd * res["flops_per_image"] / _peak(res, best),
         "localize_over_predict": res["localize_s"] / res["predict_paired_s"] - 1,
-        "memory_10x_over_1x": res["memory_10x_over_1x"],
     }
+    if "memory_10x_over_1x" in res:
+        res["ratios"]["memory_10x_over_1x"] = res["memory_10x_over_1x"]
+    for engine in engines:  # each engine's forward against the peak of its own precision
+        res["ratios"][f"forward_{engine}_fraction_of_peak"] = (
+            res[f"forward_{engine}_ips"] * res["flops_per_image"] / _peak(res, engine)
+        )
+    if "forward_torch-bf16_ips" in res and "forward_onnx_ips" in res:
+        res["ratios"]["bf16_vs_onnx_fp32_forward"] = res["forward_torch-bf16_ips"] / res["forward_onnx_ips"]
+        res["ratios"]["bf16_predict_vs_naive"] = res["naive_s"] / res["predict_torch-bf16_s"]
     if "forward_onnx-int8_ips" in res:
         res["ratios"]["int8_vs_fp32_forward"] = res["forward_onnx-int8_ips"] / res["forward_onnx_ips"]
     print(json.dumps(res, indent=1))
     (a.out / "speed.json").write_text(json.dumps(res, indent=1))
+
+
+def _peak(res: dict, engine: str) -> float:
+    return res["matmul_bf16_flops"] if engine == "torch-bf16" else res["matmul_flops"]
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ class Bf16Check:
         return bool(auroc_ok and self.max_probability_diff <= self.max_allowed_diff and self.images > 0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        """JSON-ready: an undefined AUROC (one class only) is ``null``."""
+        data = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
+        return {**data, "passed": self.passed}
 
     def describe(self) -> str:
         verdict = "passed" if self.passed else "failed: auto keeps fp32"
@@ -97,7 +99,7 @@ def load_bf16_check(folder: Path) -> Bf16Check | None:
     try:
         data = read_json(path, "bf16 check")
         data.pop("passed", None)
-        check = Bf16Check(**data)
+        check = Bf16Check(**{k: math.nan if v is None else v for k, v in data.items()})
     except (MuraError, TypeError):  # damaged or from another version: as if never checked
         return None
     return check if check.weights_sha256 == sha256_files([folder / WEIGHTS_NAME]) else None
