@@ -80,7 +80,8 @@ def test_bf16_engine_agrees_with_fp32_on_real_radiographs():
     for img, a, b in zip(frames, c32, c16, strict=True):
         h, w = img.size
         g = eval_geometry(h, w, tcfg)
-        box32, box16 = (image_box(cam_on_grid(c, g, h, w), h, w) for c in (a, b))
+        box32, box16 = (image_box(cam_on_grid(c, g, h, w), h, w)[0] for c in (a, b))
+        assert box32 is not None and box16 is not None
         cell = max(h, w) / a.shape[0]  # original pixels per feature-grid cell (the longer side sets the scale)
         for u, v in zip(
             (box32.x0, box32.y0, box32.x1, box32.y1), (box16.x0, box16.y0, box16.x1, box16.y1), strict=True
