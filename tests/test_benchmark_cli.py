@@ -67,7 +67,7 @@ def test_benchmark_boxes_on_fracatlas_and_speed_of_archs(tmp_path, tiny_run):
     report = json.loads((tmp_path / "sp" / "report.json").read_text())
     native = report["machine"]["amx_bf16"] or report["machine"]["avx512_bf16"]
     # auto on a CPU with native bf16 adds the engine auto picks for checked runs; each row against its peak
-    assert [r["engine"] for r in report["speed"]["rows"]] == ["onnx", "torch-bf16"] if native else ["onnx"]
+    assert [r["engine"] for r in report["speed"]["rows"]] == (["onnx", "torch-bf16"] if native else ["onnx"])
     assert report["machine"]["matmul_bf16_gflops"] > 0 and all(r["peak_fraction"] > 0 for r in report["speed"]["rows"])
     assert ("AMX" in res.stdout or "AVX512-BF16" in res.stdout) if native else "no native bf16" in res.stdout
     res = mura("benchmark", "--speed", "--arch", "test_resnet", "--size", "32", "--data", fa, "--out", "sp2",
