@@ -197,6 +197,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--engines", default="torch,onnx,torch-bf16" if cpu_info().native_bf16 else "torch,onnx")
     ap.add_argument("--memory-images", type=int, default=100)
+    ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True, help="Time int8 too (with onnx).")
     ap.add_argument("--only", choices=("memory",))
     ap.add_argument("--out", type=Path, default=Path("bench-speed"))
     a = ap.parse_args()
@@ -222,7 +223,7 @@ def main() -> None:
         cmd = ["predict", str(a.out / "inputs"), "--model", str(run), "--engine", engine, "--overwrite"]
         res[f"predict_{engine}_s"] = whole_process([*cmd, "--out", str(a.out / f"predict-{engine}.csv")])
         res[f"forward_{engine}_ips"] = bare_forward(a.arch, a.size, a.batch_size, engine, run)
-    if "onnx" in engines:
+    if "onnx" in engines and a.int8:
         t0 = time.perf_counter()
         make_int8(run, files, a.size)
         res["quantize_s"] = time.perf_counter() - t0
