@@ -121,7 +121,7 @@ def test_auto_picks_bf16_only_where_the_check_passed(tmp_path):
 
 @pytest.mark.slow
 def test_precision_through_the_real_executable(tmp_path):
-    data = make_mura_tree(tmp_path / "data", patients_per_part=4, valid_patients=0)
+    data = make_mura_tree(tmp_path / "data", patients_per_part=10, valid_patients=0)
     base = ("train", "--data", data, "--arch", "test_resnet", "--weights", "none", "--size", "32", "--epochs", "1",
             "--batch-size", "4", "--workers", "0", "--part", "elbow")  # fmt: skip
     bad = mura(*base, "--precision", "fp16", cwd=tmp_path)
