@@ -337,6 +337,7 @@ __all__ = [
     "IMAGENET_STD",
     "KEEP_EPOCHS",
     "OUTPUT_STRIDES",
+    "PRECISIONS",
     "PREDICT_FORMATS",
     "RANDOM_INIT_RECIPE",
     "RESIZE_MODES",

@@ -15,6 +15,7 @@ from mura_cli.cli._console import choice, console, err_console, progress, typed_
 from mura_cli.config import (
     KEEP_EPOCHS,
     OUTPUT_STRIDES,
+    PRECISIONS,
     RESIZE_MODES,
     RESUME_SETTINGS,
     SCHEDULES,
@@ -137,7 +138,10 @@ _Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 _Workers = Annotated[int, typer.Option(help="Data-loader processes (-1 = per core, at most 8).")]
 _Precision = Annotated[
     str,
-    typer.Option(help="auto (bf16 on GPUs and on CPUs with AMX or AVX512-BF16, else fp32), fp32 or bf16 (autocast)."),
+    typer.Option(
+        click_type=choice(PRECISIONS),
+        help="auto: bf16 autocast on GPUs and on CPUs with AMX or AVX512-BF16, else fp32.",
+    ),
 ]
 _Amp = Annotated[bool, typer.Option("--amp/--no-amp", help="--no-amp forces fp32 (see --precision).")]
 _LimitBatches = Annotated[int, typer.Option(help="Batches per epoch at most (0 = all).")]
