@@ -201,7 +201,7 @@ def _loaded(
     return LoadedModel(name=name, backend=backend, config=cfg, folder=folder)
 
 
-AUTO_BF16_MIN_INPUTS = 64
+AUTO_BF16_MIN_INPUTS = 100
 """``--engine auto`` keeps the torch-free ONNX Runtime path below this many input files: importing torch takes
 about 4 s, more than bf16 saves on a few images (measured: see the README's engines section)."""
 
