@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, TypeVar
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mura_cli.config_file import check_settings, field_default, load_config_file
 from mura_cli.errors import UsageError
@@ -25,7 +25,10 @@ SCHEDULES = ("plateau", "cosine")
 KEEP_EPOCHS = ("best", "last")
 OUTPUT_STRIDES = (8, 16, 32)
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass(frozen=True)
@@ -265,12 +268,12 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     user wrote is checked first (:func:`~mura_cli.config_file.load_config_file`).
     """
     kwargs: dict[str, Any] = {}
-    for f in fields(cls):  # type: ignore[arg-type]
+    for f in fields(cls):
         if f.name not in data:
             continue
         value = data[f.name]
         default = field_default(f)
-        if hasattr(default, "__dataclass_fields__") and isinstance(value, dict):
+        if is_dataclass(default) and not isinstance(default, type) and isinstance(value, dict):
             value = from_dict(type(default), value)
         elif isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
@@ -281,13 +284,13 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
 def merge(cfg: T, overrides: dict[str, Any]) -> T:
     """``cfg`` with ``overrides`` applied; ``None`` values mean 'not given' and are skipped."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    names = {f.name for f in fields(cfg)}  # type: ignore[arg-type]
+    names = {f.name for f in fields(cfg)}
     unknown = sorted(set(given) - names)
     if unknown:
         raise UsageError(
             f"unknown {'setting' if len(unknown) == 1 else 'settings'} {', '.join(unknown)} for {type(cfg).__name__}"
         )
-    return replace(cfg, **given)  # type: ignore[type-var]
+    return replace(cfg, **given)
 
 
 RESUME_SETTINGS = ("epochs", "early_stop", "device", "workers")

@@ -24,15 +24,19 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+# Inputs the metrics accept: plain sequences or 1-D numpy arrays (converted with np.asarray inside).
+Labels = Sequence[int] | np.ndarray
+Scores = Sequence[float] | np.ndarray
 
-def confusion(y_true: Sequence[int], y_pred: Sequence[int]) -> tuple[int, int, int, int]:
+
+def confusion(y_true: Labels, y_pred: Labels) -> tuple[int, int, int, int]:
     """``(tn, fp, fn, tp)`` for binary labels."""
     t = np.asarray(y_true, dtype=bool)
     p = np.asarray(y_pred, dtype=bool)
     return int((~t & ~p).sum()), int((~t & p).sum()), int((t & ~p).sum()), int((t & p).sum())
 
 
-def cohen_kappa(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+def cohen_kappa(y_true: Labels, y_pred: Labels) -> float:
     """Cohen's kappa between two binary raters: (p_o - p_e) / (1 - p_e); 0 when p_e == 1 and p_o == 1.
 
     When p_e == 1 (both raters use one and the same class only) scikit-learn gives NaN instead of 0;
@@ -49,7 +53,7 @@ def cohen_kappa(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     return (po - pe) / (1.0 - pe)
 
 
-def roc_auc(y_true: Sequence[int], scores: Sequence[float]) -> float:
+def roc_auc(y_true: Labels, scores: Scores) -> float:
     """Area under the ROC curve (Mann-Whitney U with midranks for ties); NaN with only one class present."""
     t = np.asarray(y_true, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
@@ -86,7 +90,7 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
-def binary_metrics(y_true: Sequence[int], scores: Sequence[float], threshold: float = 0.5) -> BinaryMetrics:
+def binary_metrics(y_true: Labels, scores: Scores, threshold: float = 0.5) -> BinaryMetrics:
     """Precision, recall (sensitivity), specificity, F1, accuracy, Cohen's kappa and AUROC."""
     t = np.asarray(y_true, dtype=int)
     s = np.asarray(scores, dtype=np.float64)
@@ -109,7 +113,7 @@ def binary_metrics(y_true: Sequence[int], scores: Sequence[float], threshold: fl
 
 
 def aggregate_by_study(
-    studies: Sequence[str], labels: Sequence[int], scores: Sequence[float], how: str = "mean"
+    studies: Sequence[str], labels: Labels, scores: Scores, how: str = "mean"
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Image predictions -> study predictions: ``(study ids, study labels, study scores)``.
 
@@ -165,7 +169,7 @@ def cohen_kappa_from_counts(
     return 1.0 - _safe_div(n * (fp + fn), expected)
 
 
-def kappa_threshold(y_true: Sequence[int], scores: Sequence[float]) -> float:
+def kappa_threshold(y_true: Labels, scores: Scores) -> float:
     """The threshold that maximises Cohen's kappa of ``scores >= threshold`` against ``y_true``.
 
     Candidates are midpoints between consecutive distinct scores (so the choice does not sit on one case);
@@ -229,7 +233,7 @@ def count_metrics(
 
 
 def classification_report(
-    y_true: Sequence[int], y_pred: Sequence[int], target_names: tuple[str, str] = CLASS_NAMES
+    y_true: Labels, y_pred: Labels, target_names: tuple[str, str] = CLASS_NAMES
 ) -> dict[str, dict[str, float | int] | float]:
     """scikit-learn's ``classification_report(..., labels=[0, 1], output_dict=True, zero_division=0)``.
 
@@ -248,7 +252,7 @@ def classification_report(
         target_names[0]: (m["npv"], m["specificity"], f1_normal, tn + fp),
         target_names[1]: (m["precision"], m["recall"], m["f1"], tp + fn),
     }
-    report: dict[str, dict[str, float | int] | float] = {
+    classes: dict[str, dict[str, float | int]] = {
         name: {
             "precision": float(np.nan_to_num(precision, nan=0.0)),
             "recall": float(np.nan_to_num(recall, nan=0.0)),
@@ -257,9 +261,9 @@ def classification_report(
         }
         for name, (precision, recall, f1, support) in per_class.items()
     }
-    report["accuracy"] = float(m["accuracy"])
+    report: dict[str, dict[str, float | int] | float] = {**classes, "accuracy": float(m["accuracy"])}
     report["macro avg"] = {
-        **{k: sum(report[c][k] for c in target_names) / 2 if n else math.nan for k in ("precision", "recall")},
+        **{k: sum(classes[c][k] for c in target_names) / 2 if n else math.nan for k in ("precision", "recall")},
         "f1-score": float(m["macro_f1"]),
         "support": n,
     }
@@ -273,7 +277,7 @@ def classification_report(
 
 
 def roc_curve(
-    y_true: Sequence[int], scores: Sequence[float], drop_intermediate: bool = False
+    y_true: Labels, scores: Scores, drop_intermediate: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(fpr, tpr, thresholds)`` as scikit-learn's ``roc_curve``: one point per distinct score, descending.
 
@@ -299,7 +303,7 @@ def roc_curve(
     return _safe_div(fps, fps[-1]), _safe_div(tps, tps[-1]), np.r_[np.inf, thresholds]
 
 
-def calibration_bin_ids(probs: Sequence[float], n_bins: int = 10) -> np.ndarray:
+def calibration_bin_ids(probs: Scores, n_bins: int = 10) -> np.ndarray:
     """The bin of each probability among ``n_bins`` uniform bins on [0, 1], as scikit-learn's
     ``calibration_curve`` assigns them: ``[0, 1/n]``, ``(1/n, 2/n]``, ..., ``((n-1)/n, 1]``.
 
@@ -312,9 +316,7 @@ def calibration_bin_ids(probs: Sequence[float], n_bins: int = 10) -> np.ndarray:
     return np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], p)
 
 
-def calibration_bins(
-    y_true: Sequence[int], probs: Sequence[float], n_bins: int = 10
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def calibration_bins(y_true: Labels, probs: Scores, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reliability diagram data: ``(mean predicted probability, fraction of positives, count)`` per bin.
 
     Bins as :func:`calibration_bin_ids`; empty bins are dropped, so the first two arrays equal
@@ -330,7 +332,7 @@ def calibration_bins(
     return sums / counts[keep], positives / counts[keep], counts[keep]
 
 
-def expected_calibration_error(y_true: Sequence[int], probs: Sequence[float], n_bins: int = 10) -> float:
+def expected_calibration_error(y_true: Labels, probs: Scores, n_bins: int = 10) -> float:
     """ECE: the count-weighted mean of ``|fraction of positives - mean probability|`` over the bins of
     :func:`calibration_bins`; NaN for empty input."""
     mean_pred, frac_pos, counts = calibration_bins(y_true, probs, n_bins)
@@ -346,9 +348,7 @@ def _weights_2d(weights: np.ndarray | Sequence[float], n_rows: int) -> np.ndarra
     return w
 
 
-def weighted_roc_auc(
-    y_true: Sequence[int], scores: Sequence[float], weights: np.ndarray | Sequence[float]
-) -> np.ndarray:
+def weighted_roc_auc(y_true: Labels, scores: Scores, weights: np.ndarray | Sequence[float]) -> np.ndarray:
     """AUROC of weighted rows (Mann-Whitney U, ties count half), for many weightings at once.
 
     Args:
@@ -375,7 +375,7 @@ def weighted_roc_auc(
 
 
 def weighted_calibration_error(
-    y_true: Sequence[int], probs: Sequence[float], weights: np.ndarray | Sequence[float], n_bins: int = 10
+    y_true: Labels, probs: Scores, weights: np.ndarray | Sequence[float], n_bins: int = 10
 ) -> np.ndarray:
     """ECE of weighted rows, for many weightings at once; unit weights give :func:`expected_calibration_error`.
 

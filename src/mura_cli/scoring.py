@@ -291,6 +291,11 @@ def box_iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _best_iou(pred: Box | None, truths: Sequence[Box]) -> float:
+    """The best IoU of ``pred`` with any of ``truths``; 0 without a prediction."""
+    return max(box_iou(pred, t) for t in truths) if pred is not None else 0.0
+
+
 def covered_fraction(boxes: Sequence[Box], width: float, height: float) -> float:
     """The fraction of a ``width x height`` image inside the union of ``boxes`` (clipped to the image):
     the chance that a uniformly random point lands in a box. NaN for an empty image."""
@@ -368,16 +373,16 @@ def score_boxes(
     if not len(pred_boxes) == len(peaks) == len(sizes) == len(parts) == len(groups) == n:
         raise ValueError("pred_boxes, peaks, gt_boxes, sizes, parts and groups must have one entry per image")
     keep = np.array([len(b) > 0 for b in gt_boxes], dtype=bool)
-    rows = np.flatnonzero(keep)
-    best = [max(box_iou(pred_boxes[i], t) for t in gt_boxes[i]) if pred_boxes[i] is not None else 0.0 for i in rows]
+    rows = np.flatnonzero(keep).tolist()  # Python ints: they index the caller's sequences
+    best = [_best_iou(pred_boxes[i], gt_boxes[i]) for i in rows]
     iou = np.array(best, dtype=np.float64)
     inside = np.array([peak_in_boxes(peaks[i], gt_boxes[i]) for i in rows], dtype=np.float64)
     chance = np.array([covered_fraction(gt_boxes[i], *sizes[i]) for i in rows], dtype=np.float64)
-    has_box = np.array([pred_boxes[i] is not None for i in rows], dtype=bool)
+    has_box = np.array([pred_boxes[i] is not None for i in rows], dtype=np.bool_)
     hit = (iou >= iou_hit).astype(np.float64)
     g = np.asarray(groups)[keep]
     out = {}
-    for name, mask in _part_masks(np.asarray(parts)[keep], rows.size):
+    for name, mask in _part_masks(np.asarray(parts)[keep], len(rows)):
         cols = (iou[mask], hit[mask], inside[mask])
         point = _box_batch(np.ones((1, int(mask.sum()))), *cols)
         ci = bootstrap_batched(_box_batch, g[mask], *cols, n_resamples=n_resamples, seed=seed, alpha=alpha)
@@ -389,4 +394,4 @@ def score_boxes(
             **{k: Estimate(point[k][0], *ci.get(k, (math.nan, math.nan))).to_dict() for k in _BOX_METRICS},
             "pointing_chance": float(finite.mean()) if finite.size else None,
         }
-    return {"iou_hit": iou_hit, "no_ground_truth": int(n - rows.size), "parts": out}
+    return {"iou_hit": iou_hit, "no_ground_truth": int(n - len(rows)), "parts": out}

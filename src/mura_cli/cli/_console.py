@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import typer
@@ -30,7 +30,10 @@ from mura_cli.errors import PartialFailure
 from mura_cli.report.document import MINUS, OUTSIDE, format_interval
 from mura_cli.utils import plural
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 # Wide enough for tables when output is a pipe or a file (README snippets, CI logs).
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "120"))
@@ -66,7 +69,7 @@ def config_from(cls: type[T], params: dict[str, Any], **renames: str) -> T:
     Lists become tuples and paths strings, as the configs hold them; parameters the config has no field for
     are left out.
     """
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in fields(cls)}
     values: dict[str, Any] = {}
     for key, value in params.items():
         field_name = renames.get(key, key)

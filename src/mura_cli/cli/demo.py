@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -38,7 +38,8 @@ def demo(
     from mura_cli.engine.demo import DemoHooks, run_demo
 
     cfg = config_from(DemoConfig, ctx.params)
-    bar, tasks, table = progress(), {}, epoch_table()
+    bar, table = progress(), epoch_table()
+    tasks: dict[str, Any] = {}
     _, on_batch, on_epoch = train_view(bar, tasks, table)
     with bar:
         hooks = DemoHooks(

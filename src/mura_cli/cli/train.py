@@ -257,7 +257,8 @@ def train(
             "lower accuracy than from ImageNet weights"
         )
 
-    bar, tasks, table = progress(), {}, epoch_table()
+    bar, table = progress(), epoch_table()
+    tasks: dict[str, Any] = {}
     on_start, on_batch, on_epoch = train_view(bar, tasks, table)
     if cfg.folds or (resume is not None and _is_folds_run(resume)):
         from mura_cli.cli.train_folds import train_folds

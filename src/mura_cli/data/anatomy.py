@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from itertools import pairwise
 
 import numpy as np
+import numpy.typing as npt
 from scipy.ndimage import gaussian_filter
 
 PHANTOM_PARTS = ("humerus", "forearm", "hand")
@@ -66,7 +67,14 @@ def create_anatomy(part: str, rng: np.random.Generator) -> tuple[list[Bone], lis
 
 def _hand(rng: np.random.Generator) -> tuple[list[Bone], list[Limb], list[tuple[int, ...]]]:
     bones = [Bone((-0.06, 0.66), (-0.05, 0.42), 0.036, 0.2, 0.8), Bone((0.06, 0.66), (0.055, 0.44), 0.026, 0.2, 0.5)]
-    carpals = ((-0.07, 0.37), (-0.025, 0.38), (0.02, 0.38), (0.06, 0.37), (-0.08, 0.32), (-0.03, 0.33))
+    carpals: tuple[tuple[float, float], ...] = (
+        (-0.07, 0.37),
+        (-0.025, 0.38),
+        (0.02, 0.38),
+        (0.06, 0.37),
+        (-0.08, 0.32),
+        (-0.03, 0.33),
+    )
     carpals += ((0.015, 0.33), (0.055, 0.32))
     bones += [Bone((x, y), (x + 0.012, y + 0.01), 0.022, 0.2, 0.2) for x, y in carpals]
     tissue: list[Limb] = [((0.0, 0.04), (0.0, 0.3), 0.17, 0.17), ((0.0, 0.3), (0.0, 0.72), 0.13, 0.12)]
@@ -88,7 +96,7 @@ def _hand(rng: np.random.Generator) -> tuple[list[Bone], list[Limb], list[tuple[
         tissue.append((tuple(head), tuple(tip), 0.04, 0.032))
     thumb = np.array([-0.5, -0.55]) / np.hypot(0.5, 0.55)
     start = np.array([-0.09, 0.3])
-    sites = [(a, b) for group in (metacarpals, phalanges) for a, b in pairwise(group)]
+    sites: list[tuple[int, ...]] = [(a, b) for group in (metacarpals, phalanges) for a, b in pairwise(group)]
     sites.append((len(bones),))  # the thumb's metacarpal
     for length, radius in ((0.13, 0.019), (0.1, 0.016), (0.07, 0.014)):
         end = start + length * thumb
@@ -105,12 +113,14 @@ def _hand(rng: np.random.Generator) -> tuple[list[Bone], list[Limb], list[tuple[
     return bones, tissue, sites
 
 
-def pose_points(pts: np.ndarray, height: int, width: int, angle: float, scale: float, shift: np.ndarray, flip: bool):
+def pose_points(
+    pts: npt.ArrayLike, height: int, width: int, angle: float, scale: float, shift: npt.ArrayLike, flip: bool
+) -> np.ndarray:
     """Template units -> pixels: flip, rotate, scale by the height, translate to the image centre."""
     pts = np.asarray(pts, dtype=np.float64) * (-1.0 if flip else 1.0, 1.0)
     c, s = np.cos(angle), np.sin(angle)
     rotated = pts @ np.array([[c, s], [-s, c]])
-    return rotated * scale * height + np.array([width / 2, height / 2]) + shift * height
+    return rotated * scale * height + np.array([width / 2, height / 2]) + np.asarray(shift) * height
 
 
 # ============================================================================================ primitives

@@ -147,8 +147,8 @@ def build_cache(
                 if on_progress:
                     on_progress(done, total)
     written = 0
-    for src, err in results:
-        rel = src_to_rel[src]
+    for src_key, err in results:
+        rel = src_to_rel[src_key]
         if err is None:
             manifest[rel] = stamps[rel]
             written += 1

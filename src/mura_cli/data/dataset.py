@@ -39,7 +39,7 @@ class MuraDataset(Dataset):
         self,
         rows: Sequence[IndexRow],
         root: str | Path,
-        transform: Callable[[Any], torch.Tensor],
+        transform: Callable[[Any], Any],
         cache: str | Path | None = None,
         masks: bool = False,
     ) -> None:

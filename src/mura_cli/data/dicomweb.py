@@ -162,7 +162,7 @@ def _study_instances(client: Any, address: str, study: str, query: Query) -> lis
     series = client.search_for_series(study, fields=fields)
     wanted_mod = {m.upper() for m in query.modalities}
     wanted_part = {p.upper() for p in query.body_parts}
-    out = []
+    out: list[RemoteInstance] = []
     for s in sorted(series, key=lambda s: int(_value(s, "00200011") or 0)):
         modality = _value(s, "00080060").upper()
         if modality in NOT_IMAGES or _value(s, "0008103E") == RESULT_SERIES:

@@ -71,8 +71,8 @@ def _dtype_top(arr: np.ndarray) -> float:
     return 1.0
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line, cut at ``limit`` characters."""
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """An exception's message (or a text) on one line, cut at ``limit`` characters."""
     reason = " ".join(str(exc).split())
     return reason[:limit] + "..." if len(reason) > limit else reason
 

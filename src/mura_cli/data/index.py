@@ -208,6 +208,12 @@ def write_index(index: Index, out_dir: str | Path) -> tuple[Path, Path]:
     return index_path, summary_path
 
 
+def _box(values: Sequence[float]) -> tuple[float, float, float, float]:
+    """One stored box as ``(x0, y0, x1, y1)``; anything but four numbers is a ValueError (a damaged index)."""
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return x0, y0, x1, y1
+
+
 def load_index(path: str | Path) -> Index:
     """Read an index written by :func:`write_index` (the folder, its ``index.csv`` or ``summary.json``)."""
     p = Path(path)
@@ -220,7 +226,7 @@ def load_index(path: str | Path) -> Index:
         rows = []
         with open(index_path, newline="", encoding="utf-8") as f:
             for rec in csv.DictReader(f):
-                boxes = tuple(tuple(float(v) for v in b) for b in json.loads(rec["boxes"])) if rec.get("boxes") else ()
+                boxes = tuple(_box(b) for b in json.loads(rec["boxes"])) if rec.get("boxes") else ()
                 rows.append(
                     IndexRow(
                         path=rec["path"],

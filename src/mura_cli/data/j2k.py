@@ -50,6 +50,7 @@ def decode_reduced(ds: Any, min_side: int) -> tuple[np.ndarray, int] | None:
     if r == 0:
         return None
     from PIL import Image as PILImage
+    from PIL.Jpeg2KImagePlugin import Jpeg2KImageFile
     from pydicom.encaps import generate_frames
 
     try:
@@ -62,6 +63,8 @@ def decode_reduced(ds: Any, min_side: int) -> tuple[np.ndarray, int] | None:
     for level in range(r, 0, -1):
         try:
             with PILImage.open(io.BytesIO(frame)) as im:
+                if not isinstance(im, Jpeg2KImageFile):  # only its decoder can skip resolution levels
+                    return None
                 im.reduce = level
                 im.load()
                 arr = np.asarray(im)

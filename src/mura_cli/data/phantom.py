@@ -15,6 +15,7 @@ Pure functions of a ``numpy.random.Generator``: the same generator state renders
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -138,6 +139,8 @@ def _hardware(rng: np.random.Generator, bones: list[Bone], t: float, part: str, 
     bone = bones[int(rng.integers(len(bones)))]
     p0, u, n, length = _frame(bone)
     r, centre = bone.r, p0 + t * length * u
+    kinds: tuple[str, ...]
+    weights: tuple[float, ...]
     if part == "hand":
         kinds, weights = ("plate", "wires", "transfix"), (0.45, 0.25, 0.3 if len(bones) > 1 else 0.0)
     else:
@@ -298,7 +301,11 @@ def _pose(rng: np.random.Generator, shape: tuple[int, int], site: list[Bone], t:
     """A random pose (angle, scale, shift, flip) that keeps the lesion site well inside the image."""
     height, width = shape
     for _ in range(50):
-        pose = {"angle": rng.uniform(-0.3, 0.3), "scale": rng.uniform(0.9, 1.05), "flip": bool(rng.random() < 0.5)}
+        pose: dict[str, Any] = {
+            "angle": rng.uniform(-0.3, 0.3),
+            "scale": rng.uniform(0.9, 1.05),
+            "flip": bool(rng.random() < 0.5),
+        }
         pose["shift"] = rng.uniform(-0.04, 0.04, 2)
         spots = [np.asarray(b.p0) + t * (np.asarray(b.p1) - np.asarray(b.p0)) for b in site]
         xy = [pose_points(p, height, width, **pose) for p in spots]

@@ -39,6 +39,7 @@ def read_raster(p: Path, *, max_pixels: int) -> Image:
     data = p.read_bytes()
     truncated = False
     try:
+        im: PILImage.Image
         with _pil_limits(max_pixels, allow_truncated=False), PILImage.open(io.BytesIO(data)) as im:
             check_pixel_limit(p, im.height, im.width, max_pixels)
             fmt = (im.format or p.suffix.lstrip(".")).lower()

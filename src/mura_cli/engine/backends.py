@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 if TYPE_CHECKING:  # torch is imported by the torch engine only: ONNX Runtime serves without it
-    import torch
+    from mura_cli.models.registry import MuraNet
 
 
 class Backend(Protocol):
@@ -57,7 +57,7 @@ class TorchBackend:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: MuraNet,
         device: str = "cpu",
         *,
         precision: str | None = None,

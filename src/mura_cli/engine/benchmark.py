@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,11 @@ def _curves(parts: list[str], labels: Any, probs: Any) -> dict[str, tuple[list[i
     return out
 
 
+def _offset_progress(report: Callable[[int, int], None], base: int, total: int, done: int, _part_total: int) -> None:
+    """A part's progress as progress over all parts: ``base`` images were done before it."""
+    report(base + done, total)
+
+
 def _predict_rows(
     index: Index, rows: list[IndexRow], models: list[LoadedModel], cfg: BenchmarkConfig, with_boxes: bool, hooks: Hooks
 ) -> _Scored:
@@ -208,9 +215,9 @@ def _predict_rows(
     for part in sorted({r.part for r in rows}):
         part_rows = [r for r in rows if r.part == part]
         truth = {path_of[id(r)]: r for r in part_rows}
-        files = list(truth)
+        files = [Path(f) for f in truth]
         sub = Hooks(
-            on_progress=lambda n, _t, base=done: hooks.on_progress(base + n, len(rows)), on_failure=failures.append
+            on_progress=partial(_offset_progress, hooks.on_progress, done, len(rows)), on_failure=failures.append
         )
         for p in predict(files, models, replace(infer_cfg, part=part), per_image=True, with_cam=with_boxes, hooks=sub):
             row = truth[p.path]

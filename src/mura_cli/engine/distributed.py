@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
+
+if TYPE_CHECKING:
+    from mura_cli.data.dataset import MuraDataset
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def seed_worker(worker_id: int) -> None:
 
 
 def shard_loaders(
-    train: Dataset, tune: Dataset, d: Dist, *, batch_size: int, workers: int, seed: int
+    train: MuraDataset, tune: MuraDataset, d: Dist, *, batch_size: int, workers: int, seed: int
 ) -> tuple[DataLoader, DataLoader]:
     """This rank's loaders: ``train`` shuffled (a :class:`DistributedSampler` under torchrun, so the ranks see
     different images), ``tune`` in order, every ``world``-th image from ``rank`` (batches of ``2 * batch_size``).
@@ -109,7 +112,7 @@ def shard_loaders(
     if workers > 0:
         kw["persistent_workers"] = True
     train_loader = DataLoader(train, batch_size=batch_size, sampler=sampler, drop_last=False, **kw)
-    shard = Subset(tune, list(range(d.rank, len(tune), d.world)))  # type: ignore[arg-type]
+    shard = Subset(tune, list(range(d.rank, len(tune), d.world)))
     return train_loader, DataLoader(shard, batch_size=batch_size * 2, shuffle=False, **kw)
 
 

@@ -7,7 +7,7 @@ activation maps); :func:`evaluate` runs it over a loader of index rows (training
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ def evaluate(
 ) -> EvalResult:
     """Run ``backend`` over ``batches`` of ``{"image", "index", "valid"}`` (a loader of :class:`MuraDataset`)."""
     idx, probs, valid = [], [], []
-    total = len(batches) if hasattr(batches, "__len__") else 0
+    total = len(batches) if isinstance(batches, Sized) else 0
     for b, batch in enumerate(batches):
         probs.append(infer(backend, batch["image"]).probabilities)
         idx.append(np.asarray(batch["index"]))

@@ -106,8 +106,8 @@ def fit_folds(
         if state == "done":
             results.append(None)
             continue
-        kw = {"on_epoch": on_epoch, "on_batch": on_batch, "on_start": on_start}
-        results.append(fit(fold_cfg, resume=folder, **kw) if state == "resume" else fit(fold_cfg, **kw))  # type: ignore[arg-type]
+        kw: dict[str, Any] = {"on_epoch": on_epoch, "on_batch": on_batch, "on_start": on_start}
+        results.append(fit(fold_cfg, resume=folder, **kw) if state == "resume" else fit(fold_cfg, **kw))
     oof_rows = out_of_fold(run, cfg)
     decided = decide(oof_rows, cfg)
     _finish(run, cfg, oof_rows, decided, time.perf_counter() - t0)

@@ -232,10 +232,10 @@ def onnx_or_none(make: Callable[[], Backend], fallback: bool) -> Backend | None:
 
 def weights_sha256(models: Sequence[LoadedModel]) -> str | None:
     """One SHA-256 over the weights files of ``models`` (in order): which model a report speaks of."""
-    files = [None if m.folder is None else m.folder / WEIGHTS_NAME for m in models]
-    if any(f is None or not f.is_file() for f in files):
+    files = [m.folder / WEIGHTS_NAME for m in models if m.folder is not None]
+    if len(files) < len(models) or not all(f.is_file() for f in files):
         return None
-    return sha256_files(files)  # type: ignore[arg-type]
+    return sha256_files(files)
 
 
 def models_for_part(models: list[LoadedModel], part: str | None) -> list[LoadedModel]:

@@ -114,18 +114,22 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
         row = loc.to_row()
         name = overlay_name(p.path, p.frame)
         full = resize_map(p.cam, p.height, p.width) if cfg.overlay or cfg.heatmap or capture else None
-        if cfg.overlay:
+        if full is not None and cfg.overlay:
             target = overlay_dir / name
             ensure_new(target, cfg.overwrite)
             save_overlay(target, p.meta["pixels"], full, loc.box, p.probability)
             row["overlay"] = str(target)
-        if cfg.heatmap:
+        if full is not None and cfg.heatmap:
             target = overlay_dir / name.replace("_cam.png", f"_heatmap.{cfg.heatmap}")
             ensure_new(target, cfg.overwrite)
             save_heatmap(target, full)
             row["heatmap"] = str(target)
         if sink:
-            sc = np.asarray(render_overlay(p.meta["pixels"], full, loc.box, p.probability)) if capture else None
+            sc = (
+                np.asarray(render_overlay(p.meta["pixels"], full, loc.box, p.probability))
+                if capture and full is not None
+                else None
+            )
             sink.add(p, loc.box, sc)
         rows.append(row)
         return replace(p, cam=None, meta={k: v for k, v in p.meta.items() if k != "pixels"})

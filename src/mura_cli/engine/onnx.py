@@ -10,12 +10,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mura_cli.errors import ModelError, UsageError
 from mura_cli.utils import atomic_path, cache_dir, default_workers, is_writable_dir, sha256_files
+
+if TYPE_CHECKING:
+    from mura_cli.models.registry import MuraNet
 
 OPSET = 17
 ENGINES = ("torch", "torch-bf16", "onnx", "onnx-int8", "auto")
@@ -59,7 +62,7 @@ def export_onnx(model: Any, size: int, path: Path, opset: int = OPSET) -> Path:
     import torch
 
     class _WithCam(torch.nn.Module):
-        def __init__(self, net: torch.nn.Module) -> None:
+        def __init__(self, net: MuraNet) -> None:
             super().__init__()
             self.net = net
 

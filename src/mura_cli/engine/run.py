@@ -105,13 +105,15 @@ def fold_rows(index: Index, part: str, cfg: TrainConfig) -> tuple[list[IndexRow]
 def find_cache(index_dir: Path | None, cfg: TrainConfig) -> Path | None:
     """The ``mura prepare --cache`` folder to read from: the smallest one at least the input size that keeps
     the geometry of ``--resize`` (a square cache only serves ``stretch``)."""
-    if cfg.cache == "none" or (index_dir is None and cfg.cache == "auto"):
+    if cfg.cache == "none":
         return None
     if cfg.cache != "auto":
         p = Path(cfg.cache)
         if not p.is_dir():
             raise UsageError(f"--cache {cfg.cache}: no such folder")
         return p
+    if index_dir is None:
+        return None
     best: tuple[int, Path] | None = None
     for d in (index_dir / "cache").glob("*-*") if (index_dir / "cache").is_dir() else []:
         mode, _, size = d.name.partition("-")
@@ -181,7 +183,7 @@ class Progress:
     def record(self, result: EpochResult) -> Progress:
         """The progress after ``result`` (its ``best`` flag says whether its tune loss improved)."""
         if result.best:
-            best = {"best_loss": result.tune_loss, "best_epoch": result.epoch, "bad_epochs": 0}
+            best: dict[str, Any] = {"best_loss": result.tune_loss, "best_epoch": result.epoch, "bad_epochs": 0}
         else:
             best = {"bad_epochs": self.bad_epochs + 1}
         return replace(self, epoch=result.epoch, history=(*self.history, result), **best)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from mura_cli.config import InferConfig, PredictConfig
 from mura_cli.data.inputs import mura_path_warnings
@@ -77,8 +78,13 @@ def run_inference(
 
     if journal is None:
         hooks_in = Hooks(on_progress=hooks.on_progress, on_failure=failed)
-        kw = {"per_image": per_image, "with_cam": with_cam, "keep_pixels": keep_pixels, "hooks": hooks_in}
-        preds = [consume(p) if consume else p for p in predict(files, models, cfg, **kw)]  # type: ignore[arg-type]
+        kw: dict[str, Any] = {
+            "per_image": per_image,
+            "with_cam": with_cam,
+            "keep_pixels": keep_pixels,
+            "hooks": hooks_in,
+        }
+        preds = [consume(p) if consume else p for p in predict(files, models, cfg, **kw)]
     else:
         preds = _journalled(files, models, cfg, per_image, journal, hooks, failures)
     run = InferenceRun(tuple(preds), tuple(failures), tuple(skipped), tuple(models), choice)

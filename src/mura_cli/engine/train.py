@@ -102,7 +102,7 @@ def build_model(cfg: TrainConfig, d: Dist, *, pretrained: bool) -> tuple[MuraNet
         broadcast(None, d)
         if not d.main:
             report = load_backbone_weights(model, cfg.weights)
-    model = model.to(d.device, memory_format=_memory_format(cfg))
+    model = model.to(d.device).to(memory_format=_memory_format(cfg))
     return model, wrap_model(model, d), report
 
 
@@ -164,6 +164,8 @@ def train_one_epoch(
         seen.extend(int(i) for i in batch["index"])
         with autocast_for(device, cfg.precision):
             if "mask" in batch:
+                if not isinstance(net, MuraNet):  # DistributedDataParallel has no forward_with_cam
+                    raise UsageError("--box-loss needs a single process: run `mura train` without torchrun")
                 logits, cam = net.forward_with_cam(x)
             else:
                 logits, cam = net(x), None
@@ -267,7 +269,9 @@ def _run_info(cfg: TrainConfig, run: Path, data: TrainData, d: Dist, report: Loa
         tune_images=len(data.tune_rows),
         train_studies=len({r.study for r in data.train_rows}),
         tune_studies=len({r.study for r in data.tune_rows}),
-        weights="none (random init)" if cfg.weights.lower() == "none" else (report.file if report else "resumed"),
+        weights="none (random init)"
+        if cfg.weights.lower() == "none"
+        else ((report.file or report.source) if report else "resumed"),
         cache=str(data.cache) if data.cache else None,
         loss_weights=data.loss_weights,
         start_epoch=start,
@@ -366,7 +370,16 @@ def fit(
         progress = progress.record(result)
         if d.main:
             kept = model_config(cfg, data.part, data.parts, tune.metrics(epoch)) if best else None
-            save_epoch(run, model, optimizer, scheduler, progress, arch=cfg.arch, best=kept, average=average and scored)
+            save_epoch(
+                run,
+                model,
+                optimizer,
+                scheduler,
+                progress,
+                arch=cfg.arch,
+                best=kept,
+                average=scored if average else None,
+            )
             if on_epoch:
                 on_epoch(result)
         if cfg.early_stop and progress.bad_epochs >= cfg.early_stop:

@@ -8,6 +8,7 @@ Every model is ``timm backbone features -> global average pooling -> dropout -> 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -121,6 +122,19 @@ def list_backbones(names: tuple[str, ...] = LISTED) -> list[BackboneInfo]:
     return out
 
 
+def _timm_backbone(arch: str, timm_name: str, output_stride: int | None) -> Any:
+    """The timm model without head or pooling. Typed ``Any``: timm backbones share ``forward_features`` and
+    ``num_features`` by convention, not through a typed base class."""
+    import timm
+
+    kwargs: dict[str, Any] = {} if output_stride is None else {"output_stride": output_stride}
+    try:
+        return timm.create_model(timm_name.split(".", 1)[0], pretrained=False, num_classes=0, global_pool="", **kwargs)
+    except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
+        extra = f" with output stride {output_stride}" if output_stride else ""
+        raise ModelError(f"cannot build {arch!r}{extra} with timm: {exc}") from None
+
+
 class MuraNet(nn.Module):
     """A timm backbone's last feature map, global average pooling, dropout and one abnormality logit.
 
@@ -132,19 +146,10 @@ class MuraNet(nn.Module):
     """
 
     def __init__(self, arch: str, dropout: float = 0.0, output_stride: int | None = None) -> None:
-        import timm
-
         super().__init__()
         self.arch = arch
         self.timm_name = resolve_arch(arch)
-        kwargs = {} if output_stride is None else {"output_stride": output_stride}
-        try:
-            self.backbone = timm.create_model(
-                self.timm_name.split(".", 1)[0], pretrained=False, num_classes=0, global_pool="", **kwargs
-            )
-        except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
-            extra = f" with output stride {output_stride}" if output_stride else ""
-            raise ModelError(f"cannot build {arch!r}{extra} with timm: {exc}") from None
+        self.backbone = _timm_backbone(arch, self.timm_name, output_stride)
         if type(getattr(self.backbone, "pre_logits", None)).__name__ == "ConvMlp":  # VGG fc6/fc7: unused by our head
             self.backbone.pre_logits = nn.Identity()
         self.num_features = int(self.backbone.num_features)

@@ -207,7 +207,7 @@ def _boxes(boxes: Any) -> list[Block]:
         m = entry.get("metrics") or entry  # {"metrics": {...}} (scoring.score_boxes) or the metrics inline
         chance = m.get("pointing_chance")
         chance = chance.get("value") if isinstance(chance, Mapping) else chance
-        row = [p, str(entry.get("images", "n/a"))]
+        row: list[str | Interval] = [p, str(entry.get("images", "n/a"))]
         row += [_interval(m.get(k)) for k in ("mean_iou", "hit_rate", "pointing")] + [_num(chance)]
         rows.append(row)
     skipped = boxes.get("no_ground_truth")

@@ -50,10 +50,10 @@ def label_size(height: int) -> int:
     return max(12, round(0.028 * height))
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | None:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont | None:
     """A scalable font at ``size`` px: Pillow's bundled one (Pillow >= 10.1 with FreeType), else DejaVu Sans."""
     try:
-        return ImageFont.load_default(size=size)  # type: ignore[return-value]
+        return ImageFont.load_default(size=size)
     except (TypeError, ImportError, OSError, AttributeError):  # Pillow < 10.1, or no FreeType
         pass
     for name in ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf"):
@@ -95,7 +95,7 @@ def _glyphs(text: str, size: int, max_width: int) -> Image.Image:
 
 def _mask(text: str, font: Any) -> Image.Image:
     x0, y0, x1, y1 = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
-    mask = Image.new("L", (max(1, x1 - x0), max(1, y1 - y0)), 0)
+    mask = Image.new("L", (max(1, int(x1 - x0)), max(1, int(y1 - y0))), 0)
     ImageDraw.Draw(mask).text((-x0, -y0), text, fill=255, font=font)
     return mask
 

@@ -108,8 +108,11 @@ def part_color(index: int, part: str) -> tuple[int, int, int]:
     return _INK if part == "all" else _PALETTE[index % len(_PALETTE)]
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=size)  # type: ignore[return-value]
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
+def _font(size: int) -> Font:
+    return ImageFont.load_default(size=size)
 
 
 def _clean(curve: Curve) -> tuple[np.ndarray, np.ndarray]:
@@ -120,9 +123,9 @@ def _clean(curve: Curve) -> tuple[np.ndarray, np.ndarray]:
     return t[keep] > 0.5, np.clip(p[keep], 0.0, 1.0)
 
 
-def _vertical_text(img: Image.Image, center: tuple[float, float], text: str, font: ImageFont.FreeTypeFont) -> None:
+def _vertical_text(img: Image.Image, center: tuple[float, float], text: str, font: Font) -> None:
     _, _, right, bottom = font.getbbox(text)
-    mask = Image.new("L", (right + 2, bottom + 2), 0)
+    mask = Image.new("L", (int(right) + 2, int(bottom) + 2), 0)
     ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=font)
     mask = mask.rotate(90, expand=True)
     x, y = round(center[0] - mask.width / 2), round(center[1] - mask.height / 2)
@@ -188,8 +191,8 @@ def draw_roc(curves: Mapping[str, Curve], title: str) -> Image.Image:
     draw = ImageDraw.Draw(img)
     draw.text(((box[0] + box[2]) / 2, 18), title, fill=_INK, font=_font(19), anchor="mt")
     _unit_axes(img, box, "false positive rate (1 - specificity)", "true positive rate (sensitivity)")
-    for part, pts, color in sorted(lines, key=lambda line: line[0] == "all"):
-        draw.line(pts, fill=color, width=4 if part == "all" else 3, joint="curve")
+    for part, pts, line_color in sorted(lines, key=lambda line: line[0] == "all"):
+        draw.line(pts, fill=line_color, width=4 if part == "all" else 3, joint="curve")
     x, y = box[2] + 40, box[1] + 4
     for text, color in legend:
         if color is _CHANCE:
@@ -228,7 +231,7 @@ def _confusion_panel(draw: ImageDraw.ImageDraw, img: Image.Image, origin: tuple[
             share = count / total if total else 0.0
             fill = tuple(round(255 - (255 - b) * share) for b in (31, 119, 180))
             x, y = mx + sq * j, my + sq * i
-            draw.rectangle([x, y, x + sq, y + sq], fill=fill, outline=_INK)  # type: ignore[arg-type]
+            draw.rectangle([x, y, x + sq, y + sq], fill=fill, outline=_INK)
             ink = (255, 255, 255) if share > 0.55 else _INK
             draw.text((x + sq / 2, y + sq / 2 - 4), str(count), fill=ink, font=_font(24), anchor="mb")
             draw.text((x + sq / 2, y + sq / 2 + 6), f"{share:.0%} of row" if total else "-", fill=ink, font=_font(13),

@@ -199,7 +199,7 @@ def _read_boxes(path: Path, prefix: str, problems: Problems) -> dict[str, list[B
         if len(box) != 4 or not (0 <= box[0] < box[2] < math.inf and 0 <= box[1] < box[3] < math.inf):
             bad.append(",".join(row))
             continue
-        found[_strip_prefix(row[0].strip(), prefix)].append(box)  # type: ignore[arg-type]
+        found[_strip_prefix(row[0].strip(), prefix)].append(box)
     problems.add(
         "bad_csv_row", f"{path.name}: rows that are not path,x0,y0,x1,y1 with 0 <= x0 < x1 and 0 <= y0 < y1", bad
     )
