@@ -77,16 +77,20 @@ def benchmark_cmd(
     CAM boxes against ground truth with --boxes, speed with --speed.
     With no options: speed, and a check of the demo model on the built-in demo set.
     """
-    from mura_cli.engine.benchmark import run_benchmark
+    from mura_cli.api import benchmark
     from mura_cli.engine.demo import run_bare_benchmark
 
     command = "mura " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     cfg = config_from(
         BenchmarkConfig, {**ctx.params, "archs": tuple(a.strip() for a in (arch or "").split(",") if a.strip())}
     )
-    run = run_benchmark if (data or model or speed or cfg.archs) else run_bare_benchmark
+    bare = not (data or model or speed or cfg.archs)
     with inference_hooks() as hooks:
-        result = run(cfg, hooks, command=command)
+        result = (
+            run_bare_benchmark(cfg, hooks, command=command)
+            if bare
+            else benchmark(config=cfg, hooks=hooks, command=command)
+        )
     render_benchmark(result.report)
     console.print(f"report: [bold]{result.out / 'index.html'}[/] (and report.md, report.json, plots)")
     finish_inference(result.failures, (), result.errors)

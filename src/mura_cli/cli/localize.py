@@ -84,11 +84,11 @@ def localize_cmd(
     The largest region above it is boxed (--component peak: the region holding the maximum).
     Boxes go to --out, one row per image; --overlay draws them on the radiograph.
     """
-    from mura_cli.engine.localize import run_localize
+    from mura_cli.api import localize
 
     cfg = config_from(LocalizeConfig, ctx.params)
     with inference_hooks() as hooks:
-        report = run_localize(cfg, hooks)
+        report = localize(cfg.paths, config=cfg, hooks=hooks)
     summary_table(
         f"{plural(len(report.rows), 'image')} -> {report.out}",
         [

@@ -132,11 +132,11 @@ def predict_cmd(
     Writes one row per study: the mean of its images' probabilities (--aggregate max), labelled at the threshold
     stored with the model that scored it (--threshold overrides). Existing outputs are kept unless --overwrite.
     """
-    from mura_cli.engine.screen import run_predict
+    from mura_cli.api import predict
 
     cfg = config_from(PredictConfig, ctx.params)
     with inference_hooks() as hooks:
-        report = run_predict(cfg, hooks)
+        report = predict(cfg.paths, config=cfg, hooks=hooks)
     run = report.run
     summary_table(
         f"{plural(len(run.predictions), 'image')} -> {report.out}",

@@ -19,10 +19,10 @@ import numpy as np
 
 from mura_cli.config import BenchmarkConfig, InferConfig
 from mura_cli.data.index import Index, IndexRow, part_from_name
-from mura_cli.engine.load import LoadedModel, load_models, resolve_model_specs, weights_sha256
+from mura_cli.engine.load import LoadedModel, Model, load_model, weights_sha256
 from mura_cli.engine.localize import localize
 from mura_cli.engine.predict import ImagePrediction, part_mismatch_warnings, predict
-from mura_cli.engine.results import Failure, Hooks, write_errors
+from mura_cli.engine.results import Failure, Hooks, to_pandas, write_errors
 from mura_cli.errors import UsageError
 from mura_cli.metrics import aggregate_by_study
 from mura_cli.utils import plural
@@ -40,6 +40,20 @@ class BenchmarkReport:
     files: tuple[Path, ...]
     failures: tuple[Failure, ...]
     errors: Path | None = None
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """The accuracy tables in long form: one row per level (study, image), part and metric, with the point
+        value and its 95% bootstrap interval (``None`` where undefined). Empty for a speed-only run."""
+        rows = []
+        for level, table in (self.report.get("levels") or {}).items():
+            for part, entry in table["parts"].items():
+                for metric, est in entry["metrics"].items():
+                    rows.append({"level": level, "part": part, "metric": metric, "n": entry["n"], **est})
+        return rows
+
+    def to_pandas(self) -> Any:
+        """:meth:`to_records` as a ``pandas.DataFrame`` (needs pandas)."""
+        return to_pandas(self.to_records())
 
 
 @dataclass(frozen=True)
@@ -63,8 +77,13 @@ def choose_split(index: Index, split: str | None) -> str:
     return split
 
 
-def run_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str = "") -> BenchmarkReport:
-    """Score and/or time a model as ``cfg`` says and write the report folder ``cfg.out``."""
+def run_benchmark(
+    cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str = "", model: Model | None = None
+) -> BenchmarkReport:
+    """Score and/or time a model as ``cfg`` says and write the report folder ``cfg.out``.
+
+    A loaded ``model`` is used as it is (``cfg.model``, ``engine`` and ``tta`` then do not apply).
+    """
     from mura_cli.engine.speed import machine_info
     from mura_cli.report.benchmark import write_benchmark_report
     from mura_cli.utils import resolve_device
@@ -97,10 +116,12 @@ def run_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str 
     # --arch without --model: a speed run with random weights, --data only gives the images to time
     scoring = bool(cfg.data) and (bool(cfg.model) or not cfg.archs)
     if scoring or not cfg.archs:
-        choice = resolve_model_specs(cfg.model, runs_dir=cfg.runs_dir)
-        hooks.on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
-        models = load_models(choice.specs, device, cfg.engine, cfg.tta)
-        report["model"] = _model_info(choice.specs, models)
+        if model is None:
+            model = load_model(
+                cfg.model, device=device, engine=cfg.engine, tta=cfg.tta, runs_dir=cfg.runs_dir, on_info=hooks.on_info
+            )
+        models = list(model.members)
+        report["model"] = _model_info(model.choice.specs, models)
     index = None
     if cfg.data:
         from mura_cli.engine.run import resolve_index
@@ -260,7 +281,13 @@ def _speed(
     hooks.on_info(f"speed: {plural(len(files), 'file')}, batch {cfg.batch_size}, device {device}")
     rows = []
     if cfg.archs:
-        kw = {"size": cfg.size, "device": device, "batch_size": cfg.batch_size, "engine": cfg.engine, "peaks": peaks}
+        kw: dict[str, Any] = {
+            "size": cfg.size,
+            "device": device,
+            "batch_size": cfg.batch_size,
+            "engine": cfg.engine,
+            "peaks": peaks,
+        }
         rows += measure_archs(cfg.archs, files, **kw)
     for m in models[:1]:
         tcfg = m.transform if cfg.size is None else replace(m.transform, size=cfg.size, center_crop=None)

@@ -99,7 +99,8 @@ def load_bf16_check(folder: Path) -> Bf16Check | None:
     try:
         data = read_json(path, "bf16 check")
         data.pop("passed", None)
-        check = Bf16Check(**{k: math.nan if v is None else v for k, v in data.items()})
+        values: dict[str, Any] = {k: math.nan if v is None else v for k, v in data.items()}
+        check = Bf16Check(**values)
     except (MuraError, TypeError):  # damaged or from another version: as if never checked
         return None
     return check if check.weights_sha256 == sha256_files([folder / WEIGHTS_NAME]) else None

@@ -143,7 +143,7 @@ def run_demo(cfg: DemoConfig, hooks: DemoHooks = DemoHooks()) -> DemoReport:
 def run_bare_benchmark(cfg: BenchmarkConfig, hooks: Hooks = Hooks(), *, command: str = "") -> BenchmarkReport:
     """The bare ``mura benchmark``: the default arch's speed on built-in images, then accuracy and boxes of the
     demo model on the demo set's valid split (trained once into :func:`cache_dir` when not there yet)."""
-    from mura_cli import __version__
+    from mura_cli._version import __version__
     from mura_cli.models.checkpoint import WEIGHTS_NAME
     from mura_cli.models.registry import DEFAULT_ARCH
 

@@ -193,7 +193,7 @@ class DicomSink:
 
 
 def _version() -> str:
-    from mura_cli import __version__
+    from mura_cli._version import __version__
 
     return __version__
 

@@ -106,6 +106,73 @@ def resolve_model_specs(
     )
 
 
+@dataclass(frozen=True, repr=False)
+class Model:
+    """A model, or an ensemble, loaded once for inference: what :func:`mura_cli.predict`, :func:`mura_cli.localize`
+    and :func:`mura_cli.benchmark` take as ``model=`` (:func:`load_model` makes one).
+
+    Attributes:
+        members: the loaded models; several serving one part are averaged, a folder of per-part runs routes by part.
+        choice: the specs loaded and why they were chosen (``--model``, ``$MURA_MODEL`` or the newest run).
+        device: the torch device the members run on (resolved: never ``auto``).
+    """
+
+    members: tuple[LoadedModel, ...]
+    choice: ModelChoice
+    device: str
+
+    @property
+    def name(self) -> str:
+        """How outputs name it: its members' short names, joined by ``+``."""
+        return "+".join(dict.fromkeys(m.short_name for m in self.members))
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The body parts its members saw in training."""
+        return tuple(dict.fromkeys(p for m in self.members for p in m.parts))
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """Each member's abnormal threshold (chosen on its tune split)."""
+        return tuple(m.threshold for m in self.members)
+
+    def __repr__(self) -> str:
+        return f"Model(name={self.name!r}, parts={self.parts}, members={len(self.members)}, device={self.device!r})"
+
+
+def load_model(
+    model: str | Path | Sequence[str | Path] | None = None,
+    *,
+    device: str = "auto",
+    engine: str = "auto",
+    tta: bool | None = None,
+    runs_dir: str | Path = "runs",
+    inputs: int | None = None,
+    on_info: Callable[[str], None] | None = None,
+) -> Model:
+    """Load a model for inference, as ``--model`` names it: a run folder, ``org/name`` or ``hf-hub:org/name`` on
+    the Hub, a folder of per-part runs, or several of these (an ensemble); ``None``: ``$MURA_MODEL``, else the
+    newest finished run under ``runs_dir``.
+
+    ``device`` is ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; ``engine`` ``torch``, ``onnx``, ``onnx-int8``
+    or ``auto`` (:func:`load_models`); ``tta`` averages each image with its flip (``None``: as each model says).
+    ``inputs``, the number of files it will score (``None``: unknown), lets ``engine="auto"`` choose bf16 where it
+    pays (:func:`load_models`). ``on_info`` hears which model was chosen and why (``model: SPEC (REASON)``),
+    before the loading starts.
+
+    Raises:
+        ModelError: no model given and none found, or one that cannot be loaded (the message says what to do).
+    """
+    from mura_cli.utils import resolve_device
+
+    specs = [str(model)] if isinstance(model, str | Path) else [str(m) for m in model or ()]
+    choice = resolve_model_specs(specs, runs_dir=runs_dir)
+    if on_info:
+        on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
+    resolved = resolve_device(device)
+    return Model(tuple(load_models(choice.specs, resolved, engine, tta, inputs)), choice, resolved)
+
+
 def _finished(run: Path) -> bool:
     """A run ``mura train`` finished: one model (config, weights, summary) or a ``--folds`` ensemble."""
     if is_ensemble(run):

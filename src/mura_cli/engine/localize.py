@@ -17,8 +17,9 @@ import numpy as np
 from mura_cli.cam import Box, cam_peak, image_box, resize_map
 from mura_cli.config import LocalizeConfig
 from mura_cli.engine.dicom_sink import DicomReport, close_sink, open_sink
+from mura_cli.engine.load import Model
 from mura_cli.engine.predict import ImagePrediction
-from mura_cli.engine.results import Hooks, errors_path, write_errors
+from mura_cli.engine.results import Failure, Hooks, errors_path, to_pandas, write_errors
 from mura_cli.engine.screen import InferenceRun, run_inference
 from mura_cli.errors import UsageError
 from mura_cli.utils import ensure_new, write_csv, write_json
@@ -75,19 +76,34 @@ def localize(pred: ImagePrediction, threshold_frac: float = 0.2, component: str 
 
 @dataclass(frozen=True)
 class LocalizeReport:
-    """The ``mura localize`` job: one box row per image written to ``out``, and what else was written
-    (``errors``: the failed and skipped inputs, beside ``out``)."""
+    """The ``mura localize`` job: one box row per image written to ``out`` (``None``: not written, as
+    :func:`mura_cli.localize` does by default), and what else was written (``errors``: the failed and skipped
+    inputs, beside ``out``). ``localizations`` holds the same boxes typed, one per image."""
 
     run: InferenceRun
     rows: tuple[dict[str, Any], ...]
-    out: Path
+    out: Path | None
     overlays: int
     errors: Path | None = None
     dicom: DicomReport | None = None
+    localizations: tuple[Localization, ...] = ()
 
     @property
     def boxes(self) -> int:
         return sum(1 for r in self.rows if r["x0"] is not None)
+
+    @property
+    def failures(self) -> tuple[Failure, ...]:
+        """Inputs that could not be scored (the others were)."""
+        return self.run.failures
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One row per image, as ``boxes.json`` lists them (with ``overlay``/``heatmap`` paths when written)."""
+        return [dict(r) for r in self.rows]
+
+    def to_pandas(self) -> Any:
+        """:meth:`to_records` as a ``pandas.DataFrame`` (needs pandas)."""
+        return to_pandas(self.to_records())
 
 
 def overlay_name(path: str, frame: int) -> str:
@@ -97,14 +113,18 @@ def overlay_name(path: str, frame: int) -> str:
     return f"{name}{f'_f{frame}' if frame else ''}_cam.png"
 
 
-def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
-    """Box the class activation map of every image in ``cfg.paths``; write boxes, overlays and heatmaps."""
+def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks(), *, model: Model | None = None) -> LocalizeReport:
+    """Box the class activation map of every image in ``cfg.paths``; write boxes, overlays and heatmaps.
+
+    An empty ``cfg.out`` writes no boxes file; ``model``: see :func:`~mura_cli.engine.screen.run_inference`.
+    """
     from mura_cli.report.overlay import render_overlay, save_heatmap, save_overlay
 
     sink = open_sink(cfg, ("sr", "pr", "sc"))
-    ensure_new(cfg.out, cfg.overwrite)
-    ensure_new(errors_path(cfg.out), cfg.overwrite)
+    ensure_new(cfg.out or None, cfg.overwrite)
+    ensure_new(errors_path(cfg.out) if cfg.out else None, cfg.overwrite)
     rows, overlay_dir = [], Path(cfg.overlay_dir)
+    locs: list[Localization] = []
     capture = sink is not None and "sc" in sink.kinds
 
     def box(p: ImagePrediction) -> ImagePrediction:
@@ -132,14 +152,17 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
             )
             sink.add(p, loc.box, sc)
         rows.append(row)
+        locs.append(loc)
         return replace(p, cam=None, meta={k: v for k, v in p.meta.items() if k != "pixels"})
 
-    keep = cfg.overlay or capture
-    run = run_inference(cfg, per_image=True, with_cam=True, keep_pixels=keep, hooks=hooks, consume=box)
+    kw: dict[str, Any] = {"with_cam": True, "keep_pixels": cfg.overlay or capture, "hooks": hooks, "consume": box}
+    run = run_inference(cfg, per_image=True, model=model, **kw)
     dicom = close_sink(sink, run.models, send=cfg.send)
     if dicom is not None:
         run = replace(run, failures=run.failures + dicom.failures)
     written = sum(1 for r in rows if "overlay" in r)
+    if not cfg.out:
+        return LocalizeReport(run, tuple(rows), None, written, None, dicom, tuple(locs))
     out = Path(cfg.out)
     if out.suffix.lower() == ".csv":
         write_csv(out, rows)
@@ -147,4 +170,4 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks()) -> LocalizeReport:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, {"threshold_frac": cfg.threshold_frac, "component": cfg.component, "boxes": rows})
     errors = write_errors(out, (*run.failures, *run.skipped))
-    return LocalizeReport(run, tuple(rows), out, written, errors, dicom)
+    return LocalizeReport(run, tuple(rows), out, written, errors, dicom, tuple(locs))

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mura_cli.errors import UsageError
+
 
 @dataclass(frozen=True)
 class EpochResult:
@@ -121,3 +123,12 @@ def write_errors(out: str | Path, failures: Sequence[Failure]) -> Path | None:
         target.unlink(missing_ok=True)
         return None
     return write_csv(target, [f.to_row() for f in failures])
+
+
+def to_pandas(records: Sequence[dict[str, Any]]) -> Any:
+    """``records`` as a ``pandas.DataFrame``. pandas is not a dependency: without it, a UsageError says so."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise UsageError("to_pandas() needs pandas: pip install pandas (or use to_records())") from None
+    return pd.DataFrame.from_records(list(records))

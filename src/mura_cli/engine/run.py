@@ -346,7 +346,7 @@ def finish_run(
 
     ``seen`` holds the train images each rank saw in the first epoch (their overlap should be 0).
     """
-    from mura_cli import __version__
+    from mura_cli._version import __version__
     from mura_cli.report.card import write_model_card
 
     overlap = len(set(seen[0]).intersection(*map(set, seen[1:]))) if len(seen) > 1 else 0

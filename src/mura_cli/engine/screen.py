@@ -13,7 +13,7 @@ from mura_cli.data.inputs import mura_path_warnings
 from mura_cli.data.sources import Input, scan_sources, source_query
 from mura_cli.engine.dicom_sink import DicomReport, close_sink, open_sink
 from mura_cli.engine.journal import Journal, journal_path
-from mura_cli.engine.load import LoadedModel, ModelChoice, load_models, resolve_model_specs, weights_sha256
+from mura_cli.engine.load import LoadedModel, Model, ModelChoice, load_model, weights_sha256
 from mura_cli.engine.predict import (
     ImagePrediction,
     StudyPrediction,
@@ -21,7 +21,7 @@ from mura_cli.engine.predict import (
     part_mismatch_warnings,
     predict,
 )
-from mura_cli.engine.results import Failure, Hooks, errors_path, write_errors
+from mura_cli.engine.results import Failure, Hooks, errors_path, to_pandas, write_errors
 from mura_cli.errors import DataError, UsageError
 from mura_cli.utils import ensure_new, hash_id, plural, write_csv
 
@@ -47,17 +47,16 @@ def run_inference(
     hooks: Hooks = Hooks(),
     journal: Journal | None = None,
     consume: Callable[[ImagePrediction], ImagePrediction] | None = None,
+    model: Model | None = None,
 ) -> InferenceRun:
     """Discover the inputs, choose and load the model(s), predict every file; shared by predict and localize.
 
     With a ``journal`` every scored frame and failed file is recorded as it happens, and files an earlier run
     journalled are not scored again: their rows come back from the journal, in input order. Without a journal,
     ``consume`` sees each prediction as it is made and returns what to keep of it (localize boxes the map and
-    drops it, so memory does not grow with the number of inputs).
+    drops it, so memory does not grow with the number of inputs). A loaded ``model`` is used as it is
+    (``cfg.model``, ``device``, ``engine`` and ``tta`` then do not apply); else :func:`load_model` loads ``cfg.model``.
     """
-    from mura_cli.utils import resolve_device
-
-    device = resolve_device(cfg.device)
     scan = scan_sources(cfg.paths, source_query(cfg))
     files = scan.images
     failures, skipped = ([Failure(str(i.path), f"{i.path}: {i.reason}", "discover") for i in v] for v in scan.split)
@@ -68,9 +67,17 @@ def run_inference(
         if failures:
             raise DataError(f"no readable image files among {', '.join(cfg.paths)} ({counts})")
         raise UsageError(f"no image files among {', '.join(cfg.paths)} ({counts})")
-    choice = resolve_model_specs(cfg.model, runs_dir=cfg.runs_dir)
-    hooks.on_info(f"model: {', '.join(choice.specs)} ({choice.reason})")
-    models = load_models(choice.specs, device, cfg.engine, cfg.tta, inputs=len(files))
+    if model is None:
+        model = load_model(
+            cfg.model,
+            device=cfg.device,
+            engine=cfg.engine,
+            tta=cfg.tta,
+            runs_dir=cfg.runs_dir,
+            inputs=len(files),
+            on_info=hooks.on_info,
+        )
+    choice, models = model.choice, list(model.members)
 
     def failed(f: Failure) -> None:
         failures.append(f)
@@ -136,19 +143,44 @@ def _journalled(
     return preds
 
 
+def _images(preds: tuple[ImagePrediction, ...], level: str) -> tuple[ImagePrediction, ...]:
+    if level != "image":
+        raise UsageError(f"level={level!r}: expected 'study' or 'image'")
+    return preds
+
+
 _JOURNAL_FIELDS = ("path", "frame", "study", "part", "probability", "model", "width", "height", "threshold")
 
 
 @dataclass(frozen=True)
 class PredictReport:
-    """The ``mura predict`` job: studies written to ``out`` (and images to ``images``, failures to ``errors``)."""
+    """The ``mura predict`` job: its studies and images, and the files written: studies to ``out`` (``None``: not
+    written, as :func:`mura_cli.predict` does by default), images to ``images``, failures to ``errors``."""
 
     run: InferenceRun
     studies: tuple[StudyPrediction, ...]
-    out: Path
+    out: Path | None
     images: Path | None
     errors: Path | None = None
     dicom: DicomReport | None = None
+
+    @property
+    def predictions(self) -> tuple[ImagePrediction, ...]:
+        """One per image (per frame of a multi-frame DICOM), in input order."""
+        return self.run.predictions
+
+    @property
+    def failures(self) -> tuple[Failure, ...]:
+        """Inputs that could not be scored (the others were)."""
+        return self.run.failures
+
+    def to_records(self, level: str = "study") -> list[dict[str, Any]]:
+        """The rows of the CSVs: one per study (``level="study"``, as ``--out``) or per image (``"image"``)."""
+        return [r.to_row() for r in (self.studies if level == "study" else _images(self.run.predictions, level))]
+
+    def to_pandas(self, level: str = "study") -> Any:
+        """:meth:`to_records` as a ``pandas.DataFrame`` (needs pandas)."""
+        return to_pandas(self.to_records(level))
 
     @property
     def threshold_label(self) -> str:
@@ -159,31 +191,39 @@ class PredictReport:
         return f"{used[0]:.2f}" if len(used) == 1 else f"per model, {used[0]:.2f}-{used[-1]:.2f}"
 
 
-def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks()) -> PredictReport:
-    """Screen ``cfg.paths``: predict every image, group studies, write the study CSV (and the image CSV)."""
+def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks(), *, model: Model | None = None) -> PredictReport:
+    """Screen ``cfg.paths``: predict every image, group studies, write the study CSV (and the image CSV).
+
+    An empty ``cfg.out`` writes no study CSV (nor a journal: nothing to resume); ``model``: see :func:`run_inference`.
+    """
+    if cfg.resume and not cfg.out:
+        raise UsageError("resume needs the output file of the killed run: pass out")
     sink = open_sink(cfg, ("sr",))
-    ensure_new(cfg.out, cfg.overwrite)
+    ensure_new(cfg.out or None, cfg.overwrite)
     ensure_new(cfg.images, cfg.overwrite)
-    ensure_new(errors_path(cfg.out), cfg.overwrite)
-    journal = Journal(journal_path(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite)
-    run = run_inference(cfg, per_image=cfg.per_image, hooks=hooks, journal=journal)
-    journal.close(remove=False)
+    ensure_new(errors_path(cfg.out) if cfg.out else None, cfg.overwrite)
+    journal = Journal(journal_path(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite) if cfg.out else None
+    run = run_inference(cfg, per_image=cfg.per_image, hooks=hooks, journal=journal, model=model)
+    if journal:
+        journal.close(remove=False)
     if sink:
         for p in run.predictions:
             sink.add(p)
     studies = group_studies(run.predictions, cfg.threshold, cfg.aggregate)
-    if cfg.fmt == "mura":
+    if cfg.fmt == "mura" and cfg.out:
         for message in mura_path_warnings([p.path for p in run.predictions], cfg.per_image):
             hooks.on_warning(message)
         write_csv(cfg.out, [{"Study": s.study, "Model": s.prediction} for s in studies], header=False)
-    else:
+    elif cfg.out:
         write_csv(cfg.out, [s.to_row() for s in studies])
     if cfg.images:
         write_csv(cfg.images, [p.to_row() for p in run.predictions])
     dicom = close_sink(sink, run.models, cfg.threshold, cfg.aggregate, cfg.send)
     if dicom is not None:
         run = replace(run, failures=run.failures + dicom.failures)
-    errors = write_errors(cfg.out, (*run.failures, *run.skipped))
-    journal.close(remove=True)
+    errors = write_errors(cfg.out, (*run.failures, *run.skipped)) if cfg.out else None
+    if journal:
+        journal.close(remove=True)
+    out = Path(cfg.out) if cfg.out else None
     images = Path(cfg.images) if cfg.images else None
-    return PredictReport(run, tuple(studies), Path(cfg.out), images, errors, dicom)
+    return PredictReport(run, tuple(studies), out, images, errors, dicom)

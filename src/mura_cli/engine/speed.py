@@ -53,7 +53,7 @@ def machine_info(device: str, peaks: bool = False) -> dict[str, Any]:
     with ``peaks``, the CPU's fp32 and bf16 matmul peaks (GFLOP/s, :func:`matmul_peak`; about 3 s)."""
     import timm
 
-    from mura_cli import __version__
+    from mura_cli._version import __version__
     from mura_cli.hardware import cpu_info
 
     cpu = cpu_info()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mura_cli import __version__
+from mura_cli._version import __version__
 from mura_cli.config import TrainConfig
 from mura_cli.engine.bf16 import check_after_training
 from mura_cli.engine.distributed import (
@@ -332,6 +332,7 @@ def fit(
     optimizer, scheduler = build_optimizer(cfg, model, steps_per_epoch(cfg, data))
     average = WeightAverage(model, cfg.ema) if cfg.ema else None
     scored = average.model if average else model  # what is evaluated and saved
+    averaged = average.model if average else None
 
     def after_step() -> None:
         scheduler.step()
@@ -370,16 +371,7 @@ def fit(
         progress = progress.record(result)
         if d.main:
             kept = model_config(cfg, data.part, data.parts, tune.metrics(epoch)) if best else None
-            save_epoch(
-                run,
-                model,
-                optimizer,
-                scheduler,
-                progress,
-                arch=cfg.arch,
-                best=kept,
-                average=scored if average else None,
-            )
+            save_epoch(run, model, optimizer, scheduler, progress, arch=cfg.arch, best=kept, average=averaged)
             if on_epoch:
                 on_epoch(result)
         if cfg.early_stop and progress.bad_epochs >= cfg.early_stop:

@@ -60,7 +60,7 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None, *, hi
     """
     from huggingface_hub import constants, hf_hub_download
 
-    from mura_cli import __version__
+    from mura_cli._version import __version__
 
     what = f"hf-hub:{repo_id}/{filename}"
 

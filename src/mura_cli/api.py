@@ -1,0 +1,156 @@
+"""The Python API: what ``mura predict``, ``mura localize`` and ``mura benchmark`` do, callable from a notebook.
+
+Each function takes what its command takes (paths; a run folder, Hub id or loaded :class:`Model`; the command's
+options as keyword arguments, named as the config fields) and returns the job's typed, frozen result. The
+commands call these same functions. Nothing is written unless asked: ``predict`` and ``localize`` write their
+CSV/JSON only when ``out=`` is given (``benchmark`` always writes its report folder, ``out`` by default
+``benchmark``). Warnings and notices go to the ``mura_cli`` logger unless ``hooks`` says otherwise.
+
+Example:
+    >>> import mura_cli
+    >>> model = mura_cli.load_model("mura-demo/runs/demo")
+    >>> result = mura_cli.predict("mura-demo/data/valid", model=model)
+    >>> result.to_pandas().head()  # one row per study; to_records() without pandas
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mura_cli.config import BenchmarkConfig, LocalizeConfig, PredictConfig, merge
+from mura_cli.engine.benchmark import BenchmarkReport, run_benchmark
+from mura_cli.engine.load import Model, load_model
+from mura_cli.engine.localize import LocalizeReport, run_localize
+from mura_cli.engine.results import Hooks
+from mura_cli.engine.screen import PredictReport, run_predict
+
+log = logging.getLogger("mura_cli")
+
+Paths = str | Path | Sequence[str | Path]
+ModelArg = Model | str | Path | Sequence[str | Path] | None
+C = TypeVar("C", PredictConfig, LocalizeConfig, BenchmarkConfig)
+
+
+def predict(
+    paths: Paths,
+    model: ModelArg = None,
+    *,
+    config: PredictConfig | None = None,
+    hooks: Hooks | None = None,
+    **options: Any,
+) -> PredictReport:
+    """Score images and studies, as ``mura predict`` does.
+
+    Args:
+        paths: files, folders (recursive) or globs: PNG/JPEG/BMP/TIFF and DICOM.
+        model: a :class:`Model` from :func:`load_model`, or what it takes (a run folder, ``org/name`` on the Hub,
+            a folder of per-part runs, or several); ``None``: ``$MURA_MODEL``, else the newest run under ``runs``.
+        config: start from these settings instead of the defaults (the CLI passes its parsed options).
+        hooks: progress, notices, warnings and failures as they happen (default: notices and warnings logged).
+        **options: any :class:`~mura_cli.config.PredictConfig` field: ``out`` (write the study CSV there),
+            ``images``, ``part``, ``per_image``, ``aggregate``, ``threshold``, ``device``, ``engine``, ``tta``,
+            ``batch_size``, ``workers``...
+
+    Returns:
+        The studies (:class:`~mura_cli.engine.predict.StudyPrediction`), the images (``.predictions``), the
+        failures; ``.to_records()`` and ``.to_pandas()`` give one row per study (``level="image"``: per image).
+
+    Raises:
+        MuraError: a usage, data or model problem, with a message that says what to do. Unreadable files do not
+            raise: they are listed in ``.failures`` and the others are scored.
+
+    Example:
+        >>> result = predict(["scan1.dcm", "xrays/"], model="runs/elbow", part="elbow")
+        >>> [(s.study, s.probability) for s in result.studies]
+    """
+    cfg = _config(config or PredictConfig(out=""), paths, model, options)
+    return run_predict(cfg, _hooks(hooks), model=_loaded(model))
+
+
+def localize(
+    paths: Paths,
+    model: ModelArg = None,
+    *,
+    config: LocalizeConfig | None = None,
+    hooks: Hooks | None = None,
+    **options: Any,
+) -> LocalizeReport:
+    """Box each image's class activation map, as ``mura localize`` does.
+
+    Args:
+        paths, model, config, hooks: as for :func:`predict`.
+        **options: any :class:`~mura_cli.config.LocalizeConfig` field: ``out`` (write the boxes there, JSON or
+            CSV by suffix), ``overlay`` (a heatmap-and-box PNG per image in ``overlay_dir``), ``heatmap``,
+            ``threshold_frac``, ``component``, ``part``, ``device``...
+
+    Returns:
+        One :class:`~mura_cli.engine.localize.Localization` per image (``.localizations``), the failures;
+        ``.to_records()`` and ``.to_pandas()`` give the rows of ``boxes.json``.
+    """
+    cfg = _config(config or LocalizeConfig(out=""), paths, model, options)
+    return run_localize(cfg, _hooks(hooks), model=_loaded(model))
+
+
+def benchmark(
+    data: str | Path | None = None,
+    model: ModelArg = None,
+    *,
+    config: BenchmarkConfig | None = None,
+    hooks: Hooks | None = None,
+    command: str = "",
+    **options: Any,
+) -> BenchmarkReport:
+    """Score a model on a labelled dataset (and/or time it), as ``mura benchmark`` does; writes the report folder.
+
+    Args:
+        data: a dataset root (MURA, FracAtlas) or a ``mura prepare`` folder; ``None``: speed only (``speed=True``).
+        model, config, hooks: as for :func:`predict`.
+        command: how the report names the command that made it.
+        **options: any :class:`~mura_cli.config.BenchmarkConfig` field: ``out`` (the report folder), ``split``,
+            ``part``, ``boxes``, ``speed``, ``resamples``, ``overwrite``...
+
+    Returns:
+        The report (``.report``, JSON-ready) and the files written; ``.to_records()`` and ``.to_pandas()`` give
+        every metric per level, part and metric with its 95% bootstrap interval.
+    """
+    base = config or BenchmarkConfig()
+    cfg = merge(base, {**_strings(options), "data": str(data) if data is not None else None, **_specs(model)})
+    return run_benchmark(cfg, _hooks(hooks), command=command, model=_loaded(model))
+
+
+def _config(base: C, paths: Paths, model: ModelArg, options: dict[str, Any]) -> C:
+    """``base`` with ``paths``, the model specs and ``options`` (paths as strings, sequences as tuples)."""
+    given = [paths] if isinstance(paths, str | Path) else list(paths)
+    return merge(base, {**_strings(options), "paths": tuple(str(p) for p in given), **_specs(model)})
+
+
+def _strings(options: dict[str, Any]) -> dict[str, Any]:
+    """Option values as the configs hold them: paths as strings, lists as tuples."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        out[key] = value
+    return out
+
+
+def _specs(model: ModelArg) -> dict[str, Any]:
+    if model is None or isinstance(model, Model):
+        return {}
+    return {"model": (str(model),) if isinstance(model, str | Path) else tuple(str(m) for m in model)}
+
+
+def _loaded(model: ModelArg) -> Model | None:
+    return model if isinstance(model, Model) else None
+
+
+def _hooks(hooks: Hooks | None) -> Hooks:
+    return hooks if hooks is not None else Hooks(on_info=log.info, on_warning=log.warning)
+
+
+__all__ = ["Model", "benchmark", "load_model", "localize", "predict"]
