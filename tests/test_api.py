@@ -84,7 +84,7 @@ def test_predict_options_are_the_config_fields(run_dir, xrays, tmp_path):
     model = load_model(run_dir, device="cpu", engine="torch")
     with pytest.raises(MuraError, match="unknown setting thresold"):
         predict(xrays, model=model, thresold=0.3)
-    with pytest.raises(MuraError, match="--aggregate takes mean or max"):
+    with pytest.raises(MuraError, match="--aggregate median: expected one of mean, max"):
         predict(xrays, model=model, aggregate="median")
     out = tmp_path / "studies.csv"
     result = predict(xrays, model=model, out=out, per_image=True, threshold=0.25, workers=0)
