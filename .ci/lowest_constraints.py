@@ -3,8 +3,8 @@
     python3 .ci/lowest_constraints.py            # print a pip constraints file: name==floor, one a line
     python3 .ci/lowest_constraints.py --check    # in the environment under test: each installed version == floor
 
-Direct dependencies are ``[project].dependencies`` plus the ``test``, ``onnx`` and ``pacs`` extras. Every one must declare
-a ``>=`` floor that is a released version (``name==floor`` must install). torch and torchvision are the
+Direct dependencies are ``[project].dependencies`` plus the ``test``, ``onnx`` and ``pacs`` extras. Every one
+must declare a ``>=`` floor that is a released version (``name==floor`` must install). torch and torchvision are the
 exception: their floors would mean downloading an old multi-GB torch, so they are pinned to the pair installed
 on this machine (the CI venv sees it through --system-site-packages) and the check skips them.
 """
