@@ -1,19 +1,25 @@
-"""The project's training recipe against a naive 60-line torchvision loop, by 5-fold out-of-fold predictions.
+"""The project's training recipe against a naive 60-line torchvision loop, by nested and shifted cross-validation.
 
-Both see the same patient-level folds (``mura_cli.data.index.patient_folds``, seed 0) of the same images, so
-every study is scored by a model that never saw its patient. The naive loop is the obvious script: resnet18
-from random init, Adam 1e-3, flips, a fixed number of epochs on all training folds, plain BCE, threshold 0.5.
-The project side is the README's command line, ``mura train ... --folds 5``, scored from its ``oof.csv``.
+Both sides see the same patient folds (``mura_cli.data.index.patient_folds``, seed 0, ``--folds-by``), so every
+study is scored by a model that never saw its patient. ``--folds-by later`` (the default) makes fold K the last
+block of patient numbers of each label, a proxy for a later intake (MURA numbers its patients in intake
+order; its valid patients come after all train patients), and folds 1..K-1 random: the tables give the
+random folds and the later block apart. ``--folds-by region`` leaves one FracAtlas region out per fold.
 
-Kappa is reported twice for the project: at the threshold ``mura train`` stored (chosen on all out-of-fold
-predictions, so slightly optimistic) and cross-fitted (each fold's studies at the threshold that maximises
-kappa on the other folds' predictions), which is the honest estimate. 95% CIs: 2,000 bootstrap resamples
-of studies.
+The naive loop is the obvious script: resnet18 from random init, Adam 1e-3, flips, a fixed number of epochs
+on all training folds, plain BCE, threshold 0.5. It chooses nothing on its predictions, so its out-of-fold
+figures are already honest. The project side is ``mura train ... --folds K --folds-by S --nested``: its
+choices (flips, temperature, kappa threshold, operating points sens:0.9 / spec:0.9) are scored three ways:
+- ``chosen on OOF``: made once on all out-of-fold predictions and scored on them (what a plain ``--folds``
+  run could print; optimistic);
+- ``cross-fitted``: fold k under choices made on the other folds' out-of-fold predictions;
+- ``nested``: fold k under choices made on inner folds whose models never saw fold k (the estimate).
+95% CIs: 2,000 bootstrap resamples of studies. Calibration (ECE) is shown before and after the temperature.
 
     python benchmarks/recipe_vs_naive.py ../shared/data/mura-humerus-64 --size 64 --out bench-recipe
-    python benchmarks/recipe_vs_naive.py DATA --only naive          # the naive loop alone
-    python benchmarks/recipe_vs_naive.py DATA --train-args "--epochs 20 --rotation 30"   # another recipe
-    python benchmarks/recipe_vs_naive.py DATA --only project --run runs/resnet18-humerus  # score a finished run
+    python benchmarks/recipe_vs_naive.py DATA --only naive                 # the naive loop alone
+    python benchmarks/recipe_vs_naive.py DATA --train-args "--epochs 20"   # another recipe
+    python benchmarks/recipe_vs_naive.py DATA --only project --run runs/cv  # score a finished --nested run
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,8 +40,10 @@ import torchvision
 from PIL import Image
 
 from mura_cli.data.index import build_index, patient_folds
-from mura_cli.metrics import aggregate_by_study, kappa_threshold
-from mura_cli.scoring import score_table
+from mura_cli.engine.nested import Choices, choose, cross_fitted_choices, inner_rows, nested_estimate
+from mura_cli.metrics import format_estimate
+
+SCOPES = ("random", "later", "folds", "all")
 
 
 def naive_fold(train: list, held: list, root: Path, size: int, epochs: int, seed: int) -> np.ndarray:
@@ -64,78 +73,106 @@ def naive_fold(train: list, held: list, root: Path, size: int, epochs: int, seed
         return torch.cat([torch.sigmoid(model(b).squeeze(1)) for b in load(held).split(128)]).numpy()
 
 
-def run_naive(data: str, part: str, folds: int, size: int, epochs: int) -> list[dict]:
+def run_naive(data: str, part: str, folds: int, split: str, size: int, epochs: int) -> list[dict]:
     index = build_index(data)
     rows = [r for r in index.rows if r.split in ("train", "tune") and part in ("all", r.part)]
-    fold_of = patient_folds(rows, folds, seed=0)
+    fold_of = patient_folds(rows, folds, seed=0, scheme=split)
     out = []
     for k in range(1, folds + 1):
         held = [r for r in rows if fold_of[r.patient] == k]
         probs = naive_fold([r for r in rows if fold_of[r.patient] != k], held, Path(index.root), size, epochs, k)
         out += [
-            {"study": r.study, "part": r.part, "label": r.label, "fold": k, "p": float(p)}
+            {"study": r.study, "part": r.part, "label": r.label, "fold": k, "probability": float(p)}
             for r, p in zip(held, probs, strict=True)
         ]
     return out
 
 
-def run_project(data: str, part: str, folds: int, size: int, extra: str, out: Path) -> list[dict]:
+def run_project(data: str, part: str, folds: int, split: str, size: int, extra: str, out: Path) -> Path:
     name = f"recipe-{int(time.time())}"
-    cmd = [
-        "mura",
-        "train",
-        "--data",
-        data,
-        "--arch",
-        "resnet18",
-        "--part",
-        part,
-        "--weights",
-        "none",
-        "--size",
-        str(size),
-        "--folds",
-        str(folds),
-        "--out",
-        str(out / "runs"),
-        "--name",
-        name,
-        *shlex.split(extra),
-    ]
+    cmd = ["mura", "train", "--data", data, "--arch", "resnet18", "--part", part, "--weights", "none"]
+    cmd += ["--size", str(size), "--folds", str(folds), "--folds-by", split, "--nested"]
+    cmd += ["--out", str(out / "runs"), "--name", name, *shlex.split(extra)]
     print("$", shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return read_oof(out / "runs" / name)
+    return out / "runs" / name
 
 
-def read_oof(run: Path) -> list[dict]:
-    """The out-of-fold rows of a ``mura train --folds`` run (flipped views when the run chose flips)."""
-    tta = json.loads((run / "ensemble.json").read_text())["tta"]
-    with open(run / "oof.csv") as f:
+def read_rows(path: Path) -> list[dict]:
+    """``oof.csv`` or ``inner.csv`` of a ``mura train --folds`` run, numbers parsed."""
+    with open(path) as f:
         return [
             {
-                "study": r["study"],
-                "part": r["part"],
+                **r,
                 "label": int(r["label"]),
                 "fold": int(r["fold"]),
-                "p": float(r["probability_tta" if tta else "probability"]),
+                "probability": float(r["probability"]),
+                "probability_tta": float(r["probability_tta"]),
             }
             for r in csv.DictReader(f)
         ]
 
 
-def score(rows: list[dict], threshold: float | None) -> dict:
-    """Study AUROC and kappa with CIs; kappa at ``threshold``, or cross-fitted when ``None``."""
-    ids, lab, prob = aggregate_by_study([r["study"] for r in rows], [r["label"] for r in rows], [r["p"] for r in rows])
-    fold = {r["study"]: r["fold"] for r in rows}
-    f = np.array([fold[s] for s in ids])
-    if threshold is None:  # cross-fitted: fold k at the threshold chosen on the other folds
-        thr = np.empty(len(ids))
-        for k in np.unique(f):
-            thr[f == k] = kappa_threshold(lab[f != k], prob[f != k])
-    else:
-        thr = np.full(len(ids), threshold)
-    table = score_table(lab, prob, ids, ["x"] * len(ids), thr)["parts"]["all"]["metrics"]
-    return {"studies": len(ids), "auroc": table["auroc"], "kappa": table["kappa"]}
+def scope_of(split: str, folds: int, rows: list[dict]) -> dict[int, str]:
+    if split == "later":
+        return {k: "later" if k == folds else "random" for k in range(1, folds + 1)}
+    if split == "region":
+        return {int(r["fold"]): str(r["part"]) for r in rows}
+    return dict.fromkeys(range(1, folds + 1), "folds")
+
+
+def project_estimates(outer: list[dict], inner: list[dict] | None, scope: dict[int, str]) -> dict[str, Any]:
+    """The project's three scorings (chosen on OOF, cross-fitted, nested where inner rows exist)."""
+    folds = sorted(scope)
+    once = choose(outer)
+    out = {
+        "chosen on OOF": nested_estimate(outer, dict.fromkeys(folds, once), scope=scope),
+        "cross-fitted": nested_estimate(outer, cross_fitted_choices(outer), scope=scope),
+    }
+    if inner:
+        pairs: dict[tuple[int, int], list[dict]] = {}
+        for r in inner:
+            j, k = (int(x) for x in str(r["model"]).split("-"))
+            pairs.setdefault((j, k), []).append(r)
+        nested = {k: choose(inner_rows(pairs, k)) for k in folds if inner_rows(pairs, k)}
+        sub = [r for r in outer if r["fold"] in nested]
+        out["nested"] = nested_estimate(sub, nested, scope=scope)
+        out["nested"]["inner_folds"] = {str(k): sorted({r["fold"] for r in inner_rows(pairs, k)}) for k in nested}
+    return out
+
+
+def naive_estimate(rows: list[dict], scope: dict[int, str]) -> dict[str, Any]:
+    rows = [{**r, "probability_tta": r["probability"]} for r in rows]
+    return nested_estimate(rows, dict.fromkeys(sorted(scope), Choices()), scope=scope)
+
+
+def print_tables(results: dict[str, dict[str, Any]]) -> None:
+    """One table per scope: AUROC, kappa, sensitivity/specificity, ECE before/after, each with its 95% CI."""
+    head = f"{'':28s} {'studies':>7s}  {'AUROC':18s}  {'kappa':18s}  {'sens@sens:0.9':18s}  {'spec@spec:0.9':18s}  ECE"
+    scopes = [s for s in SCOPES if any(s in e["table"]["parts"] for e in results.values())]
+    scopes += sorted({p for e in results.values() for p in e["table"]["parts"]} - set(SCOPES))
+    for scope in scopes:
+        print(f"\n== {scope} ==\n{head}")
+        for name, est in results.items():
+            part = est["table"]["parts"].get(scope)
+            if part is None:
+                continue
+            m = part["metrics"]
+            ops = est["operating_points"]
+            sens = ops.get("sens:0.9", {}).get(scope, {}).get("sensitivity")
+            spec = ops.get("spec:0.9", {}).get(scope, {}).get("specificity")
+            ece = f"{_v(est['ece_before'][scope])}->{_v(m['ece'])}"
+            cells = [
+                format_estimate(m["auroc"]),
+                format_estimate(m["kappa"]),
+                format_estimate(sens),
+                format_estimate(spec),
+            ]
+            print(f"{name:28s} {part['studies']:7d}  " + "  ".join(f"{c:18s}" for c in cells) + f"  {ece}")
+
+
+def _v(e: dict | None) -> str:
+    return "-" if not e or e.get("value") is None else f"{e['value']:.3f}"
 
 
 def main() -> None:
@@ -143,29 +180,32 @@ def main() -> None:
     ap.add_argument("data")
     ap.add_argument("--part", default="all")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--folds-by", dest="split", default="later", choices=("random", "later", "region"))
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--naive-epochs", type=int, default=15)
     ap.add_argument("--train-args", default="", help="extra `mura train` flags (the recipe under test)")
     ap.add_argument("--only", choices=("naive", "project"))
-    ap.add_argument("--run", type=Path, help="score this finished `mura train --folds` run instead of training one")
+    ap.add_argument("--run", type=Path, help="score this finished `mura train --folds --nested` run instead")
     ap.add_argument("--out", type=Path, default=Path("bench-recipe"))
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results: dict[str, Any] = {}
+    seconds = {}
     if a.only != "project":
         t = time.perf_counter()
-        rows = run_naive(a.data, a.part, a.folds, a.size, a.naive_epochs)
-        results["naive"] = {**score(rows, 0.5), "seconds": round(time.perf_counter() - t)}
+        rows = run_naive(a.data, a.part, a.folds, a.split, a.size, a.naive_epochs)
+        results["naive (chooses nothing)"] = naive_estimate(rows, scope_of(a.split, a.folds, rows))
+        seconds["naive"] = round(time.perf_counter() - t)
     if a.only != "naive":
         t = time.perf_counter()
-        rows = read_oof(a.run) if a.run else run_project(a.data, a.part, a.folds, a.size, a.train_args, a.out)
-        results["project"] = {**score(rows, None), "seconds": round(time.perf_counter() - t), "args": a.train_args}
-    for name, r in results.items():
-        au, ka = r["auroc"], r["kappa"]
-        print(
-            f"{name:8s} {r['studies']} studies  AUROC {au['value']:.3f} [{au['low']:.3f}, {au['high']:.3f}]  "
-            f"kappa {ka['value']:.3f} [{ka['low']:.3f}, {ka['high']:.3f}]  {r['seconds']} s"
-        )
+        run = a.run or run_project(a.data, a.part, a.folds, a.split, a.size, a.train_args, a.out)
+        outer = read_rows(run / "oof.csv")
+        inner = read_rows(run / "inner.csv") if (run / "inner.csv").is_file() else None
+        est = project_estimates(outer, inner, scope_of(a.split, a.folds, outer))
+        results.update({f"project, {k}": v for k, v in est.items()})
+        seconds["project"] = round(time.perf_counter() - t)
+    print_tables(results)
+    print("\nseconds:", seconds)
     (a.out / f"results-{int(time.time())}.json").write_text(json.dumps(results, indent=1, default=str))
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
+from mura_cli.calibration import parse_operating_point
 from mura_cli.errors import UsageError
 
 # The closed sets of values a setting takes; the CLI offers exactly these as choices.
@@ -93,7 +95,8 @@ class PredictConfig(InferConfig):
         fmt: ``csv`` or ``mura`` (headerless ``Study,Model`` rows for the official MURA scorer).
         per_image: every image is its own study.
         aggregate: study probability from its images: ``mean`` (paper) or ``max``.
-        threshold: abnormal threshold for every study (default: the threshold of the model that scored it).
+        threshold: abnormal threshold for every study (default: the threshold of the model that scored it), or
+            an operating point the model stores (``sens:0.9``, ``spec:0.9``: chosen out of fold by ``--folds``).
         resume: continue a killed run from the journal it left beside ``out`` (``<out>.partial.jsonl``).
     """
 
@@ -102,7 +105,7 @@ class PredictConfig(InferConfig):
     fmt: str = "csv"
     per_image: bool = False
     aggregate: str = "mean"
-    threshold: float | None = None
+    threshold: float | str | None = None
     resume: bool = False
 
     def __post_init__(self) -> None:
@@ -111,7 +114,15 @@ class PredictConfig(InferConfig):
             raise UsageError(f"--format {self.fmt}: expected one of {', '.join(PREDICT_FORMATS)}")
         if self.aggregate not in AGGREGATES:
             raise UsageError(f"--aggregate {self.aggregate}: expected one of {', '.join(AGGREGATES)}")
-        if self.threshold is not None and not 0 < self.threshold < 1:
+        if isinstance(self.threshold, str):
+            with contextlib.suppress(ValueError):  # the command line gives text: a number, or an operating point
+                object.__setattr__(self, "threshold", float(self.threshold))
+        if isinstance(self.threshold, str):
+            try:
+                parse_operating_point(self.threshold)
+            except ValueError as exc:
+                raise UsageError(f"--threshold {exc}, or a number in (0, 1)") from None
+        elif self.threshold is not None and not 0 < self.threshold < 1:
             raise UsageError(f"--threshold {self.threshold}: must be in (0, 1)")
 
 

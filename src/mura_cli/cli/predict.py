@@ -106,7 +106,14 @@ def predict_cmd(
     aggregate: Annotated[
         str, typer.Option(click_type=choice(AGGREGATES), help="Study probability from its images (paper: mean).")
     ] = _P.aggregate,
-    threshold: ThresholdOpt = None,
+    threshold: Annotated[
+        str | None,
+        typer.Option(
+            help="Abnormal threshold: a number, or sens:0.9 / spec:0.9 (operating points a --folds run chose "
+            "out of fold).",
+            show_default="the model's",
+        ),
+    ] = None,
     device: DeviceOpt = _P.device,
     engine: EngineOpt = _P.engine,
     tta: TtaOpt = None,

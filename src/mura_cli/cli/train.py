@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mura_cli.cli._console import choice, console, err_console, progress, typed_params
 from mura_cli.config import (
+    FOLD_SCHEMES,
     KEEP_EPOCHS,
     OUTPUT_STRIDES,
     PRECISIONS,
@@ -107,6 +108,21 @@ _Ema = Annotated[float, typer.Option(help="EMA decay of the weights per step; th
 _Keep = Annotated[str, typer.Option(click_type=choice(KEEP_EPOCHS), help="Which epoch is the model (best: tune loss).")]
 _Folds = Annotated[
     int, typer.Option(help="K models by patient-level K-fold CV: an ensemble with out-of-fold scores (0 = one model).")
+]
+_FoldsBy = Annotated[
+    str,
+    typer.Option(
+        click_type=choice(FOLD_SCHEMES),
+        help="How --folds deals patients: random; later: fold K is the last block of patient numbers per label; "
+        "region: one part per fold.",
+    ),
+]
+_Nested = Annotated[
+    bool,
+    typer.Option(
+        "--nested/--no-nested",
+        help="With --folds K, also train the K(K-1)/2 inner models of nested CV: an estimate no choice saw.",
+    ),
 ]
 _OutputStride = Annotated[
     int | None,
@@ -206,6 +222,8 @@ def train(
     ema: _Ema = _T.ema,
     keep: _Keep = _T.keep,
     folds: _Folds = _T.folds,
+    folds_by: _FoldsBy = _T.folds_by,
+    nested: _Nested = _T.nested,
     dropout: _Dropout = _T.dropout,
     box_loss: _BoxLoss = _T.box_loss,
     output_stride: _OutputStride = _T.output_stride,

@@ -19,22 +19,33 @@ def train_folds(cfg: TrainConfig, resume: Path | None, bar: Any, callbacks: tupl
 
     on_start, on_batch, on_epoch = callbacks
 
-    def on_fold(k: int, total: int, state: str) -> None:
+    def on_fold(name: str, i: int, total: int, state: str) -> None:
         word = {"train": "training", "resume": "resuming", "done": "already trained"}[state]
-        bar.console.print(f"[bold]fold {k}/{total}[/] {word} (held out: fold {k}'s patients)")
+        folds = name.split("-")[1:]
+        held = " and ".join(f"fold {f}" for f in folds)
+        bar.console.print(f"[bold]{name}[/] ({i}/{total}) {word} (held out: {held}'s patients)")
 
     try:
         result = fit_folds(cfg, resume=resume, on_fold=on_fold, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
     finally:
         bar.stop()
     console.print(oof_table(result.oof, result.threshold))
-    a = result.auroc
+    if result.nested:
+        console.print(nested_table(result.nested))
+    a, ch = result.auroc, result.choices
+    ops = ", ".join(f"{k} {v:.3f}" for k, v in ch.operating_points.items() if v == v)
     console.print(
-        f"out-of-fold study AUROC {format_metric(a['plain'])}, with flips {format_metric(a['tta'])}: "
-        f"test-time flips {'on' if result.tta else 'off'}; threshold {result.threshold:.3f} (max kappa out of fold); "
-        f"{result.seconds:.0f} s",
+        f"chosen out of fold: test-time flips {'on' if result.tta else 'off'} (study AUROC "
+        f"{format_metric(a['plain'])}, with flips {format_metric(a['tta'])}); temperature {ch.temperature}; "
+        f"threshold {result.threshold:.3f} (max kappa); operating points {ops or 'none'}; {result.seconds:.0f} s",
         soft_wrap=True,
     )
+    if not result.nested:
+        console.print(
+            "[yellow]no nested estimate:[/] the out-of-fold table scores the predictions the choices were made "
+            "on; add --nested for an estimate that no choice saw",
+            soft_wrap=True,
+        )
     console.print(
         f"saved [bold]{result.run_dir}[/] (fold-1 ... fold-{len(result.folds)}, oof.csv, ensemble.json, summary.json); "
         f"use it as one model: mura predict FILES --model {result.run_dir}",
@@ -46,7 +57,7 @@ def oof_table(oof: dict[str, Any], threshold: float) -> Table:
     """Out-of-fold study metrics per part with 95% bootstrap CIs."""
     table = Table(
         title=f"out-of-fold, study level (threshold {threshold:.3f}; 95% CI by study)",
-        caption="kappa, F1 and accuracy at the threshold chosen on these same predictions (slightly optimistic)",
+        caption="flips, temperature and threshold were chosen on these same predictions: not a generalization estimate",
     )
     keys = ("auroc", "kappa", "f1", "accuracy")
     for col in ("part", "studies", *(METRIC_LABELS[k] for k in keys)):
@@ -57,4 +68,30 @@ def oof_table(oof: dict[str, Any], threshold: float) -> Table:
             continue
         m = entry["metrics"]
         table.add_row(part, str(entry["studies"]), *(interval(m[k]) for k in keys))
+    return table
+
+
+def nested_table(nested: dict[str, Any]) -> Table:
+    """The nested estimate per scope: AUROC, kappa at each outer fold's own threshold, and sensitivity and
+    specificity at the operating points chosen inside."""
+    table = Table(
+        title="nested cross-validation, study level (95% CI by study)",
+        caption="each outer fold under choices made on inner folds of the other patients: the estimate",
+    )
+    for col in ("scope", "studies", "AUROC", "kappa", "sens @ sens:0.9", "spec @ spec:0.9", "ECE before/after"):
+        table.add_column(col, justify="right")
+    ops = nested["operating_points"]
+    for scope, entry in nested["table"]["parts"].items():
+        m = entry["metrics"]
+        ece = f"{format_metric(nested['ece_before'][scope]['value'])}/{format_metric(m['ece']['value'])}"
+        sens, spec = ops["sens:0.9"][scope]["sensitivity"], ops["spec:0.9"][scope]["specificity"]
+        table.add_row(
+            scope,
+            str(entry["studies"]),
+            interval(m["auroc"]),
+            interval(m["kappa"]),
+            interval(sens),
+            interval(spec),
+            ece,
+        )
     return table

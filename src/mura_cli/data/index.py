@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mura_cli.config import FOLD_SCHEMES
 from mura_cli.data.formats import DatasetReader, find_reader
 from mura_cli.data.records import FRACATLAS_REGIONS as FRACATLAS_REGIONS
 from mura_cli.data.records import INDEX_COLUMNS as INDEX_COLUMNS
@@ -134,20 +135,38 @@ def _patient_strata(rows: Iterable[IndexRow]) -> dict[tuple[str, int], list[str]
     return strata
 
 
-def patient_folds(rows: Sequence[IndexRow], k: int, seed: int = 0) -> dict[str, int]:
+def patient_folds(rows: Sequence[IndexRow], k: int, seed: int = 0, scheme: str = "random") -> dict[str, int]:
     """Assign each patient of ``rows`` to one of ``k`` folds (1..k), stratified by (part, label); seeded.
+
+    ``scheme`` (:data:`~mura_cli.config.FOLD_SCHEMES`): ``random`` (stratified), ``later`` (fold ``k`` is the last
+    block of each stratum's patients in patient-number order, a proxy for a later intake), ``region`` (one fold
+    per body part or region: leave-one-region-out, for data without patient ids such as FracAtlas).
 
     Every study and image of a patient lands in the same fold, so a fold's model never saw its held-out
     patients. Within each stratum patients are shuffled and dealt round-robin, continuing where the previous
-    stratum stopped, so fold sizes differ by at most one patient per stratum.
+    stratum stopped, so fold sizes differ by at most one patient per stratum. ``later`` first puts the last
+    ``1/k`` of every stratum's patients, ordered by the number in their id, in fold ``k`` and deals the rest to
+    folds ``1..k-1``; ``region`` makes fold ``i`` the ``i``-th part (sorted), so ``k`` must equal the number of
+    parts.
     """
     if k < 2:
         raise DataError(f"--folds {k}: needs at least 2 folds")
+    if scheme not in FOLD_SCHEMES:
+        raise DataError(f"--folds-by {scheme}: expected one of {', '.join(FOLD_SCHEMES)}")
     strata = _patient_strata(rows)
     if sum(len(p) for p in strata.values()) < k:
         raise DataError(f"--folds {k}: only {plural(sum(len(p) for p in strata.values()), 'patient')} to split")
-    rng = np.random.default_rng(seed)
+    if scheme == "region":
+        return _region_folds(strata, k)
     out: dict[str, int] = {}
+    if scheme == "later":
+        for key in sorted(strata):
+            ordered = sorted(strata[key], key=_patient_number)
+            n_late = round(len(ordered) / k)
+            out.update((p, k) for p in ordered[len(ordered) - n_late :])
+            strata[key] = [p for p in strata[key] if p not in out]
+        k -= 1
+    rng = np.random.default_rng(seed)
     dealt = 0
     for key in sorted(strata):
         patients = strata[key]
@@ -155,6 +174,20 @@ def patient_folds(rows: Sequence[IndexRow], k: int, seed: int = 0) -> dict[str, 
             out[patients[i]] = dealt % k + 1
             dealt += 1
     return out
+
+
+def _region_folds(strata: dict[tuple[str, int], list[str]], k: int) -> dict[str, int]:
+    parts = sorted({part for part, _ in strata})
+    if len(parts) != k:
+        n = len(parts)
+        raise DataError(f"--folds-by region: the data has {n} parts ({', '.join(parts)}); pass --folds {n}")
+    return {p: parts.index(part) + 1 for (part, _), patients in strata.items() for p in patients}
+
+
+def _patient_number(patient: str) -> tuple[int, str]:
+    """``patient01234`` -> ``(1234, patient01234)``: the order of intake where ids are numbered."""
+    digits = "".join(c for c in patient if c.isdigit())
+    return (int(digits) if digits else -1, patient)
 
 
 # ============================================================================================ summary / io

@@ -109,6 +109,19 @@ class FlipBackend:
         return logits.astype(np.float32), (cams_a + cams_b[..., ::-1]) / 2
 
 
+class TemperatureBackend:
+    """Calibration: ``inner``'s logits divided by a temperature fitted out of fold (ranking unchanged)."""
+
+    def __init__(self, inner: Backend, temperature: float) -> None:
+        self.inner = inner
+        self.temperature = temperature
+        self.name = inner.name
+
+    def __call__(self, images: Any, with_cam: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        logits, cams = self.inner(images, with_cam)
+        return (np.asarray(logits, dtype=np.float64) / self.temperature).astype(np.float32), cams
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logits -> probabilities, in float64."""
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))

@@ -110,7 +110,10 @@ def sidecar(cfg: ModelConfig, result: ExportResult, weights_sha: str) -> dict[st
         },
         "threshold": cfg.threshold,
         "tta": cfg.tta,
-        "study_probability": "mean of its images' probabilities",
+        "temperature": cfg.temperature,
+        "operating_points": dict(cfg.operating_points),
+        "study_probability": "mean of its images' probabilities, each sigmoid(logit / temperature) (flips averaged "
+        "first when tta)",
         "int8_check": {"study_auroc": result.auroc, "max_drop": MAX_AUROC_DROP, "note": result.note}
         if result.auroc
         else None,

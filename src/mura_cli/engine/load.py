@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mura_cli.config import TransformConfig
-from mura_cli.engine.backends import Backend, FlipBackend, TorchBackend
+from mura_cli.engine.backends import Backend, FlipBackend, TemperatureBackend, TorchBackend
 from mura_cli.errors import ModelError, UsageError
 from mura_cli.models.checkpoint import (
     CONFIG_NAME,
@@ -39,6 +39,7 @@ class LoadedModel:
     config: ModelConfig
     folder: Path | None = None
     ensemble: str | None = None
+    operating_point: str | None = None
 
     @property
     def transform(self) -> TransformConfig:
@@ -46,6 +47,9 @@ class LoadedModel:
 
     @property
     def threshold(self) -> float:
+        """The stored threshold, or the one stored for :attr:`operating_point` (``sens:0.9``)."""
+        if self.operating_point is not None:
+            return self.config.operating_points[self.operating_point]
         return self.config.threshold
 
     @property
@@ -265,6 +269,8 @@ def _loaded(
         backend = TorchBackend(network(), device, channels_last=True, name=name)  # measured faster on CPU and GPU
     if cfg.tta if tta is None else tta:
         backend = FlipBackend(backend)
+    if cfg.temperature != 1.0:
+        backend = TemperatureBackend(backend, cfg.temperature)
     return LoadedModel(name=name, backend=backend, config=cfg, folder=folder)
 
 
@@ -283,6 +289,22 @@ def auto_bf16(folder: Path | None, device: str, inputs: int | None) -> bool:
     if device != "cpu" or (inputs is not None and inputs < AUTO_BF16_MIN_INPUTS):
         return False
     return cpu_info().native_bf16 and bf16_passed(folder)
+
+
+def at_operating_point(models: Sequence[LoadedModel], spec: str) -> list[LoadedModel]:
+    """``models`` labelling at their stored operating point ``spec`` (``sens:0.9``, chosen out of fold).
+
+    Raises:
+        UsageError: a model has no such operating point stored.
+    """
+    for m in models:
+        if spec not in m.config.operating_points:
+            stored = ", ".join(sorted(m.config.operating_points)) or "none"
+            raise UsageError(
+                f"--threshold {spec}: {m.name} stores no such operating point (it has: {stored}); operating points "
+                "are chosen out of fold by `mura train --folds K`; pass a number instead"
+            )
+    return [replace(m, operating_point=spec) for m in models]
 
 
 def onnx_or_none(make: Callable[[], Backend], fallback: bool) -> Backend | None:

@@ -88,14 +88,15 @@ def select_rows(index: Index, cfg: TrainConfig) -> tuple[str, list[IndexRow], li
 def fold_rows(index: Index, part: str, cfg: TrainConfig) -> tuple[list[IndexRow], list[IndexRow], list[IndexRow]]:
     """Fold ``cfg.fold`` of ``cfg.folds`` over the train and tune rows of ``part``: ``(train, tune, held out)``.
 
-    Patients are dealt to folds by :func:`~mura_cli.data.index.patient_folds`. The held-out fold is never
-    trained on. When the recipe decides something on a tune split (:attr:`TrainConfig.needs_tune`), the tune
-    split is 10% of the training folds' patients; otherwise the held-out fold is the tune split, watched only.
+    Patients are dealt to folds by :func:`~mura_cli.data.index.patient_folds` (``cfg.folds_by``). The held-out
+    fold, and the ``cfg.inner`` fold of a nested run, are never trained on. When the recipe decides something on
+    a tune split (:attr:`TrainConfig.needs_tune`), the tune split is 10% of the training folds' patients;
+    otherwise the held-out fold is the tune split, watched only.
     """
     rows = [replace(r, split="train") for r in index.rows if r.split in ("train", "tune") and part in ("all", r.part)]
-    folds = patient_folds(rows, cfg.folds, cfg.seed)
+    folds = patient_folds(rows, cfg.folds, cfg.seed, cfg.folds_by)
     held = [r for r in rows if folds[r.patient] == cfg.fold]
-    rest = [r for r in rows if folds[r.patient] != cfg.fold]
+    rest = [r for r in rows if folds[r.patient] not in (cfg.fold, cfg.inner)]
     if not cfg.needs_tune:
         return rest, held, held
     split = split_by_patient(rest, tune_fraction=0.1, seed=cfg.seed)

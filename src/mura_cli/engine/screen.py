@@ -13,7 +13,7 @@ from mura_cli.data.inputs import mura_path_warnings
 from mura_cli.data.sources import Input, scan_sources, source_query
 from mura_cli.engine.dicom_sink import DicomReport, close_sink, open_sink
 from mura_cli.engine.journal import Journal, journal_path
-from mura_cli.engine.load import LoadedModel, Model, ModelChoice, load_model, weights_sha256
+from mura_cli.engine.load import LoadedModel, Model, ModelChoice, at_operating_point, load_model, weights_sha256
 from mura_cli.engine.predict import (
     ImagePrediction,
     StudyPrediction,
@@ -78,6 +78,8 @@ def run_inference(
             on_info=hooks.on_info,
         )
     choice, models = model.choice, list(model.members)
+    if isinstance(getattr(cfg, "threshold", None), str):  # an operating point: each model's stored threshold
+        models = at_operating_point(models, cfg.threshold)  # type: ignore[attr-defined]
 
     def failed(f: Failure) -> None:
         failures.append(f)
@@ -209,7 +211,8 @@ def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks(), *, model: Model | No
     if sink:
         for p in run.predictions:
             sink.add(p)
-    studies = group_studies(run.predictions, cfg.threshold, cfg.aggregate)
+    fixed = cfg.threshold if not isinstance(cfg.threshold, str) else None
+    studies = group_studies(run.predictions, fixed, cfg.aggregate)
     if cfg.fmt == "mura" and cfg.out:
         for message in mura_path_warnings([p.path for p in run.predictions], cfg.per_image):
             hooks.on_warning(message)

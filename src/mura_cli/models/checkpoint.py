@@ -53,6 +53,9 @@ class ModelConfig:
         parts: the body parts seen in training.
         threshold: probability at or above which a study is labelled abnormal.
         tta: average each image with its horizontal flip at inference (set when it paid out of fold).
+        temperature: image probabilities become ``sigmoid(logit(p) / temperature)`` (fitted out of fold; 1 = none).
+        operating_points: study thresholds that hold a sensitivity or specificity out of fold
+            (``{"sens:0.9": t, "spec:0.9": t}``), for ``predict --threshold sens:0.9``.
         weights: the initial weights training started from (``None`` when not recorded).
         metrics: tune-split metrics of the saved epoch.
         library: the library that wrote the config.
@@ -74,6 +77,8 @@ class ModelConfig:
     parts: tuple[str, ...] = ("all",)
     threshold: float = 0.5
     tta: bool = False
+    temperature: float = 1.0
+    operating_points: Mapping[str, float] = field(default_factory=dict, hash=False)
     weights: str | None = None
     metrics: Mapping[str, Any] = field(default_factory=dict, hash=False)
     library: str = "mura-cli"
@@ -102,12 +107,17 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict written as ``config.json`` (tuples become lists; an unset ``output_stride``, the
-        arch's own, and ``tta`` when off are left out so configs of ordinary models keep their keys)."""
+        arch's own, ``tta`` when off, temperature 1 and no operating points are left out, so configs of ordinary
+        models keep their keys)."""
         out = to_dict(self)
         if out.get("output_stride") is None:
             out.pop("output_stride", None)
         if not out.get("tta"):
             out.pop("tta", None)
+        if out.get("temperature") == 1.0:
+            out.pop("temperature", None)
+        if not out.get("operating_points"):
+            out.pop("operating_points", None)
         return out
 
 
@@ -142,6 +152,8 @@ def _normalized(data: dict[str, Any], where: str) -> dict[str, Any]:
         "parts": tuple(str(p) for p in data.get("parts") or [part]),
         "threshold": float(data.get("threshold", 0.5)),
         "tta": bool(data.get("tta", False)),
+        "temperature": float(data.get("temperature", 1.0)),
+        "operating_points": {str(k): float(v) for k, v in (data.get("operating_points") or {}).items()},
         "dropout": float(data.get("dropout", 0.0)),
         "output_stride": None if data.get("output_stride") is None else int(data["output_stride"]),
         "num_classes": int(data.get("num_classes", 1)),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from mura_cli.metrics import format_metric
+from mura_cli.metrics import format_estimate, format_metric
 from mura_cli.utils import write_text
 
 if TYPE_CHECKING:
@@ -106,3 +106,36 @@ Not a medical device; for research use.
 </details>
 """
     return write_text(run / "README.md", text)
+
+
+def write_ensemble_card(run: Path, cfg: TrainConfig, info: Mapping[str, Any]) -> Path:
+    """Write ``run/README.md`` of a ``--folds`` ensemble: its choices and its figures, each labelled with what
+    it is (``info`` is the ``ensemble.json`` content: ``oof`` and, with ``--nested``, ``nested``)."""
+    ops = ", ".join(f"{k} at {v:.3f}" for k, v in info["operating_points"].items() if v is not None) or "none"
+    lines = [
+        f"# {run.name}: {cfg.folds}-fold ensemble ({cfg.arch}, {cfg.part})",
+        "",
+        f"The mean of {cfg.folds} models, each trained on the other folds' patients (`{cfg.folds_by}` folds). "
+        f"Chosen on the out-of-fold predictions: test-time flips {'on' if info['tta'] else 'off'}, "
+        f"temperature {info['temperature']}, threshold {info['threshold']:.3f} (max kappa); operating points "
+        f"{ops} (`mura predict --threshold sens:0.9`).",
+        "",
+        _estimate_lines("Out-of-fold (the data the choices were fitted to)", info["oof"]),
+    ]
+    if "nested" in info:
+        lines.append(_estimate_lines("Nested cross-validation (the estimate)", info["nested"]["table"], info["nested"]))
+    else:
+        lines.append("No nested estimate was computed (`mura train --folds K --nested` computes one).")
+    lines.append("\nAll figures are on the training data's own patients and source; not a medical device.\n")
+    return write_text(run / "README.md", "\n".join(lines))
+
+
+def _estimate_lines(title: str, table: Mapping[str, Any], labelled: Mapping[str, Any] | None = None) -> str:
+    label = (labelled or table).get("label", "")
+    out = [f"## {title}", "", label, "", "| scope | studies | AUROC | kappa | sensitivity | specificity |"]
+    out.append("| --- | --- | --- | --- | --- | --- |")
+    for scope, e in table["parts"].items():
+        m = e["metrics"]
+        cells = [format_estimate(m[k]) for k in ("auroc", "kappa", "sensitivity", "specificity")]
+        out.append(f"| {scope} | {e['studies']} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"

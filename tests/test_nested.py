@@ -1,0 +1,172 @@
+"""Issue 19: fold schemes (later block, region), operating points and temperature chosen out of fold, nested
+cross-validation, and ``mura train --folds K --nested`` / ``mura predict --threshold sens:0.9`` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from mura_cli.calibration import apply_temperature, fit_temperature, parse_operating_point, threshold_at
+from mura_cli.config import TrainConfig
+from mura_cli.config_infer import PredictConfig
+from mura_cli.data.index import IndexRow, patient_folds
+from mura_cli.engine.nested import Choices, choose, inner_rows, nested_estimate, pair_members
+from mura_cli.errors import DataError, UsageError
+from mura_cli.metrics import roc_auc
+
+from synth import make_mura_tree, mura, one_error_line
+
+
+def _rows(n_patients: int = 40) -> list[IndexRow]:
+    return [
+        IndexRow(f"p{p:05d}/s.png", "train", "elbow" if p % 2 else "hand", f"patient{p:05d}", f"p{p}/s", p % 3 == 0)
+        for p in range(n_patients)
+    ]
+
+
+def test_later_folds_hold_out_the_last_patient_numbers_of_every_stratum():
+    rows = _rows()
+    folds = patient_folds(rows, 4, seed=0, scheme="later")
+    strata: dict[tuple[str, bool], list[int]] = {}
+    for r in rows:
+        strata.setdefault((r.part, r.label), []).append(int(r.patient[7:]))
+    for numbers in strata.values():
+        late = {n for n in numbers if folds[f"patient{n:05d}"] == 4}
+        assert late and min(late) > max(n for n in numbers if n not in late)  # a block at the end of each stratum
+    assert set(folds.values()) == {1, 2, 3, 4}
+    assert patient_folds(rows, 4, seed=0, scheme="later") == folds  # seeded
+
+
+def test_region_folds_leave_one_part_out():
+    rows = _rows()
+    folds = patient_folds(rows, 2, scheme="region")
+    assert {folds[r.patient] for r in rows if r.part == "elbow"} == {1}
+    assert {folds[r.patient] for r in rows if r.part == "hand"} == {2}
+    with pytest.raises(DataError, match="pass --folds 2"):
+        patient_folds(rows, 3, scheme="region")
+    with pytest.raises(DataError, match="--folds-by"):
+        patient_folds(rows, 3, scheme="by-moon")
+
+
+def test_operating_points_hold_their_target_on_the_data_they_are_chosen_on():
+    y = np.array([0, 0, 0, 0, 1, 0, 1, 1, 1, 1])
+    s = np.linspace(0.05, 0.95, 10)
+    t = threshold_at(y, s, "sens:0.8")
+    assert ((s >= t) & (y == 1)).sum() / 5 >= 0.8 and ((s >= t + 0.1) & (y == 1)).sum() / 5 < 0.8
+    t = threshold_at(y, s, "spec:0.8")
+    assert ((s < t) & (y == 0)).sum() / 5 >= 0.8
+    assert np.isnan(threshold_at([1, 1], [0.2, 0.4], "sens:0.9"))
+    assert parse_operating_point("spec:0.95") == ("spec", 0.95)
+    for bad in ("sens:1.5", "ppv:0.9", "sens", "sens:x"):
+        with pytest.raises(ValueError, match="sens:T or spec:T"):
+            parse_operating_point(bad)
+
+
+def test_temperature_undoes_overconfidence_and_keeps_the_ranking():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-z))).astype(int)
+    over = 1 / (1 + np.exp(-3 * z))  # logits three times too large
+    t = fit_temperature(y, over)
+    assert t == pytest.approx(3, rel=0.1)
+    cal = apply_temperature(over, t)
+    assert roc_auc(y, cal) == pytest.approx(roc_auc(y, over), abs=1e-6)  # the ranking stays
+    assert fit_temperature([1, 1], [0.3, 0.9]) == 1.0
+
+
+def _pred_rows(rng: np.random.Generator, fold: int, n: int, shift: float = 0.0) -> list[dict]:
+    y = rng.random(n) < 0.5
+    p = np.clip(0.5 + (y - 0.5) * 0.4 + rng.normal(shift, 0.2, n), 0.01, 0.99)
+    return [
+        {
+            "study": f"f{fold}s{i}",
+            "part": "elbow",
+            "label": int(y[i]),
+            "fold": fold,
+            "probability": float(p[i]),
+            "probability_tta": float(p[i]),
+        }
+        for i in range(n)
+    ]
+
+
+def test_nested_choices_never_see_the_fold_they_score():
+    rng = np.random.default_rng(1)
+    k = 4
+    outer = [r for f in range(1, k + 1) for r in _pred_rows(rng, f, 60)]
+    pairs = {(j, i): _pred_rows(rng, j, 60) + _pred_rows(rng, i, 60) for j, i in pair_members(k)}
+    assert len(pairs) == 6 and (1, 4) in pairs
+    inner = inner_rows(pairs, 2)
+    assert {r["fold"] for r in inner} == {1, 3, 4}
+    choices = {f: choose(inner_rows(pairs, f)) for f in range(1, k + 1)}
+    flipped = [{**r, "label": 1 - r["label"]} if r["fold"] == 2 else r for r in outer]  # fold 2's labels change...
+    assert choose(inner_rows(pairs, 2)) == choices[2]  # ...and its choices cannot
+    est = nested_estimate(outer, choices, scope={1: "random", 2: "random", 3: "random", 4: "later"})
+    assert set(est["table"]["parts"]) == {"later", "random", "all"}
+    assert est["table"]["parts"]["all"]["studies"] == 240 and est["table"]["parts"]["later"]["studies"] == 60
+    assert est["table"]["parts"]["all"]["metrics"]["auroc"]["value"] > 0.8
+    assert nested_estimate(flipped, choices)["table"]["parts"]["all"]["metrics"]["auroc"]["value"] < 0.8
+    sens = est["operating_points"]["sens:0.9"]["all"]["sensitivity"]
+    assert sens["low"] <= sens["value"] <= sens["high"]
+    assert set(est["choices"]) == {"1", "2", "3", "4"} and est["ece_before"]["all"]["value"] >= 0
+
+
+def test_nested_configs_are_checked():
+    assert TrainConfig(folds=5, fold=5, inner=2, folds_by="later").inner == 2
+    with pytest.raises(UsageError, match="inner fold"):
+        TrainConfig(folds=5, fold=2, inner=2)
+    with pytest.raises(UsageError, match="--nested needs"):
+        TrainConfig(folds=2, nested=True)
+    with pytest.raises(UsageError, match="--folds-by"):
+        TrainConfig(folds=3, folds_by="sideways")
+    assert PredictConfig(paths=("x",), threshold="0.3").threshold == 0.3
+    assert PredictConfig(paths=("x",), threshold="spec:0.9").threshold == "spec:0.9"
+    with pytest.raises(UsageError, match="sens:T or spec:T"):
+        PredictConfig(paths=("x",), threshold="sens:2")
+    assert Choices().to_dict()["temperature"] == 1.0
+
+
+@pytest.mark.slow
+def test_train_folds_nested_stores_a_labelled_estimate_and_predict_takes_operating_points(tmp_path):
+    data = make_mura_tree(tmp_path / "data", patients_per_part=6, valid_patients=1, size=(40, 36))
+    work = tmp_path / "work"
+    work.mkdir()
+    args = ("--arch", "test_resnet", "--part", "all", "--weights", "none", "--size", "32", "--epochs", "1")
+    cv = ("--folds", "3", "--nested", "--folds-by", "later", "--workers", "0", "--name", "cv")
+    res = mura("train", "--data", data, *args, *cv, cwd=work)
+    assert res.returncode == 0, res.stderr
+    assert "nested cross-validation" in res.stdout and "not a generalization estimate" in res.stdout
+    run = work / "runs" / "cv"
+    info = json.loads((run / "summary.json").read_text())
+    assert info["folds_by"] == "later" and info["members"] == ["fold-1", "fold-2", "fold-3"]
+    assert "not a generalization estimate" in info["oof"]["label"] and "nested" in info["nested"]["label"]
+    assert set(info["nested"]["table"]["parts"]) == {"random", "later", "all"}
+    assert sorted(p.name for p in (run / "nested").iterdir()) == ["inner-1-2", "inner-1-3", "inner-2-3"]
+    with open(run / "inner.csv") as f:
+        inner = list(csv.DictReader(f))
+    for r in inner:  # a pair model predicts only the two folds it never saw
+        assert r["fold"] in r["model"].split("-")
+    card = (run / "README.md").read_text()
+    assert "Nested cross-validation (the estimate)" in card and "fitted to" in card
+    member = json.loads((run / "fold-1" / "config.json").read_text())
+    assert member["temperature"] == info["temperature"] and set(member.get("operating_points", {})) <= {
+        "sens:0.9",
+        "spec:0.9",
+    }
+    if "sens:0.9" in member.get("operating_points", {}):
+        res = mura("predict", data / "valid", "--out", "r.csv", "--threshold", "sens:0.9", "--workers", "0", cwd=work)
+        assert res.returncode == 0, res.stderr
+        with open(work / "r.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert rows and all(
+            float(r["threshold"]) == pytest.approx(member["operating_points"]["sens:0.9"]) for r in rows
+        )
+    res = mura("predict", data / "valid", "--out", "r2.csv", "--threshold", "sens:1.2", cwd=work)
+    assert res.returncode == 2 and "sens:T or spec:T" in one_error_line(res)
+    single = ("train", "--data", data, *args, "--workers", "0", "--name", "one")
+    assert mura(*single, cwd=work).returncode == 0
+    res = mura("predict", data / "valid", "--model", "runs/one", "--out", "r3.csv", "--threshold", "spec:0.9", cwd=work)
+    assert res.returncode == 2 and "stores no such operating point" in one_error_line(res)
