@@ -133,14 +133,17 @@ def nested_estimate(
             thr[op] += [ch.operating_points.get(op, np.nan)] * len(s_ids)
     y, p, p0 = np.concatenate(lab), np.concatenate(cal), np.concatenate(raw)
     table = score_table(y, p, ids, parts, np.array(thr["kappa"]), seed=seed)
-    at = {op: score_table(y, p, ids, parts, np.nan_to_num(np.array(thr[op]), nan=1.0), seed=seed) for op in thr}
+    # an operating point that could not be chosen (one label only) labels nothing abnormal
+    at = {
+        op: score_table(y, p, ids, parts, np.nan_to_num(np.array(thr[op]), nan=1.0), seed=seed)
+        for op in OPERATING_POINTS
+    }
     uncal = score_table(y, p0, ids, parts, 0.5, seed=seed)
     return {
         "table": table,
         "operating_points": {
             op: {name: _pick(e, ("sensitivity", "specificity")) for name, e in t["parts"].items()}
             for op, t in at.items()
-            if op != "kappa"
         },
         "ece_before": {name: e["metrics"]["ece"] for name, e in uncal["parts"].items()},
         "ece_after": {name: e["metrics"]["ece"] for name, e in table["parts"].items()},
