@@ -41,7 +41,7 @@ from PIL import Image
 
 from mura_cli.data.index import build_index, patient_folds
 from mura_cli.engine.nested import Choices, choose, cross_fitted_choices, inner_rows, nested_estimate
-from mura_cli.metrics import format_estimate
+from mura_cli.report.document import format_interval
 
 SCOPES = ("random", "later", "folds", "all")
 
@@ -163,16 +163,21 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
             spec = ops.get("spec:0.9", {}).get(scope, {}).get("specificity")
             ece = f"{_v(est['ece_before'][scope])}->{_v(m['ece'])}"
             cells = [
-                format_estimate(m["auroc"]),
-                format_estimate(m["kappa"]),
-                format_estimate(sens),
-                format_estimate(spec),
+                _ci(m["auroc"]),
+                _ci(m["kappa"]),
+                _ci(sens),
+                _ci(spec),
             ]
             print(f"{name:28s} {part['studies']:7d}  " + "  ".join(f"{c:18s}" for c in cells) + f"  {ece}")
 
 
 def _v(e: dict | None) -> str:
     return "-" if not e or e.get("value") is None else f"{e['value']:.3f}"
+
+
+def _ci(e: dict | None) -> str:
+    e = e or {}
+    return format_interval(e.get("value"), e.get("low"), e.get("high"), minus="-", mark="+")
 
 
 def main() -> None:

@@ -19,9 +19,8 @@ Conventions on edge cases (checked against scikit-learn 1.9 in tests/test_metric
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
@@ -143,15 +142,6 @@ def finite_or_none(x: float) -> float | None:
 def format_metric(x: float) -> str:
     """A metric for tables: three decimals, ``n/a`` when undefined (NaN, inf or not a float)."""
     return f"{x:.3f}" if isinstance(x, float) and math.isfinite(x) else "n/a"
-
-
-def format_estimate(e: Mapping[str, Any] | None) -> str:
-    """``{"value", "low", "high"}`` for tables: ``0.912 [0.88, 0.94]``; ``-`` when undefined."""
-    if not e or e.get("value") is None:
-        return "-"
-    low, high = e.get("low"), e.get("high")
-    bounds = f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""
-    return f"{e['value']:.3f}{bounds}"
 
 
 CLASS_NAMES = ("normal", "abnormal")

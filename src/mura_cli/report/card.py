@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mura_cli.metrics import format_estimate, format_metric
+from mura_cli.metrics import format_metric
+from mura_cli.report.document import format_interval
 from mura_cli.utils import write_text
 
 if TYPE_CHECKING:
@@ -136,6 +137,11 @@ def _estimate_lines(title: str, table: Mapping[str, Any], labelled: Mapping[str,
     out.append("| --- | --- | --- | --- | --- | --- |")
     for scope, e in table["parts"].items():
         m = e["metrics"]
-        cells = [format_estimate(m[k]) for k in ("auroc", "kappa", "sensitivity", "specificity")]
+        cells = [_interval(m[k]) for k in ("auroc", "kappa", "sensitivity", "specificity")]
         out.append(f"| {scope} | {e['studies']} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+def _interval(e: Mapping[str, Any] | None) -> str:
+    e = e or {}
+    return format_interval(e.get("value"), e.get("low"), e.get("high"))
