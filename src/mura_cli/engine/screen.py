@@ -221,7 +221,7 @@ def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks(), *, model: Model | No
         write_csv(cfg.out, [s.to_row() for s in studies])
     if cfg.images:
         write_csv(cfg.images, [p.to_row() for p in run.predictions])
-    dicom = close_sink(sink, run.models, cfg.threshold, cfg.aggregate, cfg.send)
+    dicom = close_sink(sink, run.models, fixed, cfg.aggregate, cfg.send)
     if dicom is not None:
         run = replace(run, failures=run.failures + dicom.failures)
     errors = write_errors(cfg.out, (*run.failures, *run.skipped)) if cfg.out else None
