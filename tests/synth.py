@@ -113,6 +113,18 @@ def make_fracatlas(root: Path, *, n_fractured: int = 4, n_normal: int = 6, seed:
 MURA = shutil.which("mura") or "mura"
 
 
+TINY_TRAIN = ("--arch", "test_resnet", "--part", "all", "--weights", "none", "--size", "32", "--epochs", "1")
+"""``mura train`` flags for a one-epoch run of the tiny test network."""
+
+
+def mura_tree_and_workdir(tmp_path: Path, patients_per_part: int) -> tuple[Path, Path]:
+    """A small MURA tree (one valid patient, 40x36 images) and an empty working folder beside it."""
+    data = make_mura_tree(tmp_path / "data", patients_per_part=patients_per_part, valid_patients=1, size=(40, 36))
+    work = tmp_path / "work"
+    work.mkdir()
+    return data, work
+
+
 def mura(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed ``mura`` as a user would; returns the finished process."""
     full_env = {k: v for k, v in os.environ.items() if k != "MURA_MODEL"}

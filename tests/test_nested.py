@@ -17,7 +17,7 @@ from mura_cli.engine.nested import Choices, choose, inner_rows, nested_estimate,
 from mura_cli.errors import DataError, UsageError
 from mura_cli.metrics import roc_auc
 
-from synth import make_mura_tree, mura, one_error_line
+from synth import TINY_TRAIN, mura, mura_tree_and_workdir, one_error_line
 
 
 def _rows(n_patients: int = 40) -> list[IndexRow]:
@@ -131,10 +131,8 @@ def test_nested_configs_are_checked():
 
 @pytest.mark.slow
 def test_train_folds_nested_stores_a_labelled_estimate_and_predict_takes_operating_points(tmp_path):
-    data = make_mura_tree(tmp_path / "data", patients_per_part=6, valid_patients=1, size=(40, 36))
-    work = tmp_path / "work"
-    work.mkdir()
-    args = ("--arch", "test_resnet", "--part", "all", "--weights", "none", "--size", "32", "--epochs", "1")
+    data, work = mura_tree_and_workdir(tmp_path, patients_per_part=6)
+    args = TINY_TRAIN
     cv = ("--folds", "3", "--nested", "--folds-by", "later", "--workers", "0", "--name", "cv")
     res = mura("train", "--data", data, *args, *cv, cwd=work)
     assert res.returncode == 0, res.stderr

@@ -22,7 +22,7 @@ from mura_cli.engine.train import box_loss
 from mura_cli.errors import DataError, UsageError
 from mura_cli.metrics import cohen_kappa, kappa_threshold
 
-from synth import make_fracatlas, make_mura_tree, mura, one_error_line
+from synth import TINY_TRAIN, make_fracatlas, mura, mura_tree_and_workdir, one_error_line
 
 
 def _rows(n_patients: int = 23) -> list[IndexRow]:
@@ -161,10 +161,8 @@ def test_random_init_recipe_sits_under_file_and_flags():
 
 @pytest.mark.slow
 def test_train_folds_makes_an_ensemble_that_predict_uses(tmp_path):
-    data = make_mura_tree(tmp_path / "data", patients_per_part=4, valid_patients=1, size=(40, 36))
-    work = tmp_path / "work"
-    work.mkdir()
-    args = ("--arch", "test_resnet", "--part", "all", "--weights", "none", "--size", "32", "--epochs", "1")
+    data, work = mura_tree_and_workdir(tmp_path, patients_per_part=4)
+    args = TINY_TRAIN
     res = mura("train", "--data", data, *args, "--folds", "2", "--workers", "0", "--name", "cv", cwd=work)
     assert res.returncode == 0, res.stderr
     run = work / "runs" / "cv"
