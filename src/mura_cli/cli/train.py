@@ -276,8 +276,7 @@ def train(
         )
 
     bar, table = progress(), epoch_table()
-    tasks: dict[str, Any] = {}
-    on_start, on_batch, on_epoch = train_view(bar, tasks, table)
+    on_start, on_batch, on_epoch = train_view(bar, {}, table)
     if cfg.folds or (resume is not None and _is_folds_run(resume)):
         from mura_cli.cli.train_folds import train_folds
 
@@ -293,8 +292,7 @@ def train(
     b = result.best
     console.print(
         f"best epoch {b.epoch}: tune kappa {format_metric(b.tune_kappa)}, AUROC {format_metric(b.tune_auroc)} "
-        "(study level); "
-        f"{'stopped early; ' if result.stopped_early else ''}{result.seconds:.0f} s"
+        f"(study level); {'stopped early; ' if result.stopped_early else ''}{result.seconds:.0f} s"
     )
     console.print(
         f"saved [bold]{result.run_dir}[/] (model.safetensors, config.json, README.md, metrics.csv, "
