@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import click
@@ -153,3 +154,101 @@ def test_a_toml_config_sets_what_a_json_one_does(tmp_path):
     from_toml = train_config(load_config_file(tmp_path / "c.toml", TrainConfig), {})
     assert from_toml == train_config(load_config_file(tmp_path / "c.json", TrainConfig), {})
     assert from_toml.lr == 5e-4 and from_toml.transform.rotation == 5
+
+
+# ------------------------------------------------------------------------------------------ output conventions
+
+
+@pytest.fixture(scope="module")
+def screened(tmp_path_factory):
+    """A tiny finished run and a MURA valid folder with one broken image: ``(folder, run, images)``."""
+    from test_cli_usage import make_run
+
+    from synth import make_mura_tree
+
+    root = tmp_path_factory.mktemp("conv")
+    run = make_run(root / "run", parts=["elbow", "wrist"])
+    valid = make_mura_tree(root / "d", patients_per_part=2, valid_patients=1) / "valid"
+    (valid / "XR_ELBOW" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return valid, run, len(list(valid.rglob("image*.png")))
+
+
+def _predict(screened, *args, cwd):
+    valid, run, _ = screened
+    return mura("predict", valid, "--model", run, "--workers", "0", *args, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_predict_out_dash_writes_only_the_csv_to_stdout(tmp_path, screened):
+    import csv
+    import io
+
+    res = _predict(screened, "--out", "-", cwd=tmp_path)
+    assert res.returncode == 6, res.stderr  # the broken image
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert rows and set(rows[0]) >= {"study", "probability", "prediction"} and len(rows) == 3
+    assert "-> stdout" in res.stderr and "failed" in res.stderr and "broken.png" in res.stderr
+    assert not list(tmp_path.iterdir())  # no file, no journal, no errors CSV
+    res = _predict(screened, "--out", "-", "--format", "jsonl", cwd=tmp_path)
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(records) == screened[2] and {"path", "probability", "study_probability", "prediction"} <= set(records[0])
+
+
+@pytest.mark.slow
+def test_predict_json_is_the_only_thing_on_stdout(tmp_path, screened):
+    res = _predict(screened, "--json", "--format", "jsonl", cwd=tmp_path)
+    assert res.returncode == 6
+    summary = json.loads(res.stdout)
+    assert summary["images"] == screened[2] and summary["studies"] == 3 and summary["failed"] == 1
+    assert summary["out"] == "results.jsonl" and summary["failures"][0]["path"].endswith("broken.png")
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == screened[2]
+    assert "model:" in res.stderr and one_error_line(res).startswith("error: 1 input failed")
+    res = _predict(screened, "--json", "--out", "-", cwd=tmp_path)
+    assert res.returncode == 2 and "--json" in one_error_line(res)
+
+
+@pytest.mark.slow
+def test_quiet_prints_errors_and_the_final_line_only(tmp_path, screened):
+    res = _predict(screened, "--quiet", cwd=tmp_path)
+    assert res.returncode == 6
+    assert res.stdout.splitlines() == [f"{screened[2]} images -> results.csv: 3 studies, 3 abnormal, 1 failed"]
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("failed: ") and lines[1].startswith("error: "), lines
+    res = mura("prepare", screened[0].parent, "-q", "--out", "idx", cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.splitlines() == ["index: idx/index.csv"] and not res.stderr
+
+
+@pytest.mark.slow
+def test_localize_out_dash_and_json(tmp_path, screened):
+    valid, run, n = screened
+    res = mura("localize", valid, "--model", run, "--workers", "0", "--out", "-", cwd=tmp_path)
+    assert res.returncode == 6 and len(json.loads(res.stdout)["boxes"]) == n
+    res = mura("localize", valid, "--model", run, "--workers", "0", "--json", "-q", cwd=tmp_path)
+    summary = json.loads(res.stdout)
+    assert summary["images"] == n and summary["failed"] == 1 and summary["out"] == "boxes.json"
+
+
+@pytest.mark.slow
+def test_benchmark_json_and_the_interval_notation(tmp_path, screened):
+    data = screened[0].parent
+    args = ("benchmark", "--data", data, "--model", screened[1], "--workers", "0", "--resamples", "50")
+    res = mura(*args, "--out", "rep", cwd=tmp_path)
+    interval = r"\d\.\d{3} \[[−-]?\d\.\d{3}, [−-]?\d\.\d{3}\]"
+    assert re.search(interval, res.stdout) and "weighted F1" in res.stdout and "w. F1" not in res.stdout
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert re.search(rf"\| Cohen's kappa \| {interval}", md) and "| weighted precision |" in md
+    assert res.stdout.rstrip().endswith("report: rep/index.html (and report.md, report.json, plots)")
+    res = mura(*args, "--out", "rep2", "--json", cwd=tmp_path)
+    summary = json.loads(res.stdout)
+    assert summary["out"] == "rep2" and "study" in summary["report"]["levels"]
+    assert "−" not in res.stdout  # JSON keeps plain numbers
+
+
+def test_no_color_is_honoured(tmp_path):
+    color = re.compile(r"\x1b\[[0-9;]*(3[0-7]|9[0-7]|38;)[0-9;]*m")
+    forced = mura("predict", "x", "--aggregate", "median", cwd=tmp_path, env={"FORCE_COLOR": "1"})
+    assert color.search(forced.stderr)  # the check below would pass on a colourless build too
+    plain = mura("predict", "x", "--aggregate", "median", cwd=tmp_path, env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert "error:" in plain.stderr and not color.search(plain.stderr)
+    help_text = mura("predict", "-h", cwd=tmp_path, env={"FORCE_COLOR": "1", "NO_COLOR": "1"}).stdout
+    assert "--aggregate" in help_text and not color.search(help_text)

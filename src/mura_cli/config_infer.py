@@ -10,7 +10,7 @@ from mura_cli.calibration import parse_operating_point
 from mura_cli.errors import UsageError
 
 # The closed sets of values a setting takes; the CLI offers exactly these as choices.
-PREDICT_FORMATS = ("csv", "mura")
+PREDICT_FORMATS = ("csv", "mura", "jsonl")
 AGGREGATES = ("mean", "max")
 HEATMAP_FORMATS = ("png", "npy")
 COMPONENTS = ("largest", "peak")
@@ -90,9 +90,10 @@ class PredictConfig(InferConfig):
     """``mura predict``: screening by study.
 
     Attributes:
-        out: the study-level CSV.
+        out: the study-level CSV (``-``: standard output).
         images: also write one row per image here.
-        fmt: ``csv`` or ``mura`` (headerless ``Study,Model`` rows for the official MURA scorer).
+        fmt: ``csv``, ``mura`` (headerless ``Study,Model`` rows for the official MURA scorer) or ``jsonl`` (one
+            JSON object per image, with its study's probability and label).
         per_image: every image is its own study.
         aggregate: study probability from its images: ``mean`` (paper) or ``max``.
         threshold: abnormal threshold for every study (default: the threshold of the model that scored it), or
@@ -114,6 +115,10 @@ class PredictConfig(InferConfig):
             raise UsageError(f"--format {self.fmt}: expected one of {', '.join(PREDICT_FORMATS)}")
         if self.aggregate not in AGGREGATES:
             raise UsageError(f"--aggregate {self.aggregate}: expected one of {', '.join(AGGREGATES)}")
+        if self.out == "-" and (self.images == "-" or self.resume):
+            raise UsageError(
+                "--out -: standard output takes one table and keeps no journal; drop --images - or --resume"
+            )
         if isinstance(self.threshold, str):
             with contextlib.suppress(ValueError):  # the command line gives text: a number, or an operating point
                 object.__setattr__(self, "threshold", float(self.threshold))
@@ -131,7 +136,7 @@ class LocalizeConfig(InferConfig):
     """``mura localize``: class activation map boxes per image.
 
     Attributes:
-        out: boxes as JSON (or CSV by suffix).
+        out: boxes as JSON (or CSV by suffix; ``-``: JSON on standard output).
         overlay: write a heatmap-and-box PNG per image.
         overlay_dir: folder for overlays and heatmaps.
         heatmap: also write the raw map per image: ``png`` (16-bit) or ``npy``.

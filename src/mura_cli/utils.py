@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import os
 import random
@@ -109,9 +110,18 @@ def plural(n: int, noun: str, plural_form: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else plural_form or noun + 's'}"
 
 
+STDOUT = "-"
+"""The output name that means standard output (``--out -``)."""
+
+
+def is_stdout(path: str | Path | None) -> bool:
+    """Whether an output path is :data:`STDOUT`."""
+    return path is not None and str(path) == STDOUT
+
+
 def ensure_new(path: str | Path | None, overwrite: bool) -> None:
     """Refuse to replace an existing output unless ``overwrite``; nothing the user had is lost silently."""
-    if path is not None and Path(path).exists() and not overwrite:
+    if path is not None and not is_stdout(path) and Path(path).exists() and not overwrite:
         raise UsageError(f"{path}: exists; choose another name or pass --overwrite")
 
 
@@ -137,7 +147,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    """Write ``text`` (UTF-8) to ``path`` atomically, or to standard output when ``path`` is ``-``."""
+    if is_stdout(path):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
@@ -149,16 +163,19 @@ def write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> Path:
 
 
 def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], header: bool = True) -> Path:
-    """Write dict rows as CSV with ``\\n`` line endings (columns from the first row), atomically; an empty list
-    gives an empty file."""
-    out = Path(path)
-    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        if rows:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-            if header:
-                w.writeheader()
-            w.writerows(rows)
-    return out
+    """Write dict rows as CSV with ``\\n`` line endings (columns from the first row), atomically, or to standard
+    output when ``path`` is ``-``; an empty list gives an empty file."""
+    buffer = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        if header:
+            w.writeheader()
+        w.writerows(rows)
+    if is_stdout(path):
+        return write_text(path, buffer.getvalue())
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        f.write(buffer.getvalue())
+    return Path(path)
 
 
 def read_json(

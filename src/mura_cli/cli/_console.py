@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import click
 import typer
@@ -26,9 +28,9 @@ from rich.progress import (
 from rich.table import Table
 
 from mura_cli.engine.results import Failure, Hooks
-from mura_cli.errors import PartialFailure
+from mura_cli.errors import PartialFailure, UsageError
 from mura_cli.report.document import MINUS, OUTSIDE, format_interval
-from mura_cli.utils import plural
+from mura_cli.utils import STDOUT, is_stdout, plural
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -40,6 +42,41 @@ _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "120"))
 
 console = Console(width=_WIDTH, highlight=False)
 err_console = Console(stderr=True, width=_WIDTH, highlight=False)
+
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final line.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print a JSON summary on stdout, and nothing else there (logs go to stderr).")
+]
+
+
+@contextmanager
+def quiet_output(quiet: bool) -> Iterator[None]:
+    """``--quiet`` for the block: tables, notices, warnings and progress are dropped; errors still show (a
+    failed input through :func:`hooks_on`, the command's error through ``cli.main`` after the block), and
+    :func:`final` prints the command's last line."""
+    if not quiet:
+        yield
+        return
+    logger = logging.getLogger("mura_cli")
+    level = logger.level
+    console.quiet = err_console.quiet = True
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        console.quiet = err_console.quiet = False
+        logger.setLevel(level)
+
+
+def final(text: str, *, err: bool = False) -> None:
+    """The one line a command ends with, shown even under ``--quiet`` (plain text; ``err``: on stderr)."""
+    typer.echo(text, err=err)
+
+
+def print_json(data: Any) -> None:
+    """``--json``: one JSON document on stdout."""
+    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 def progress(transient: bool = False) -> Progress:
@@ -104,6 +141,12 @@ def hooks_on(bar: Progress, what: str = "images") -> Hooks:
     def say(text: str) -> None:
         bar.console.print(text, soft_wrap=True, highlight=False)
 
+    def failed(f: Failure) -> None:
+        if bar.console.quiet:  # an error: shown under --quiet too
+            typer.echo(f"failed: {_reason(f)}", err=True)
+        else:
+            say(f"[yellow]failed:[/] {escape(_reason(f))}")
+
     def advance(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total, visible=done < total)
 
@@ -111,7 +154,7 @@ def hooks_on(bar: Progress, what: str = "images") -> Hooks:
         on_info=lambda msg: say(escape(msg)),
         on_warning=lambda msg: say(f"[yellow]warning:[/] {escape(msg)}"),
         on_progress=advance,
-        on_failure=lambda f: say(f"[yellow]failed:[/] {escape(_reason(f))}"),
+        on_failure=failed,
     )
 
 
@@ -132,22 +175,51 @@ def outside_mark() -> str:
     return OUTSIDE if "utf" in (console.encoding or "").lower() else "+"
 
 
-def summary_table(title: str, rows: list[tuple[str, str]]) -> None:
-    """A two-column summary (what, count) on stdout."""
+def piped_output(out: str, as_json: bool) -> bool:
+    """Whether ``--out`` is stdout (``-``); refuses ``--json`` beside it, since both would write there."""
+    piped = is_stdout(out)
+    if as_json and piped:
+        raise UsageError(f"--json and --out {STDOUT} both write to stdout; choose one")
+    return piped
+
+
+def show_summary(
+    summary: dict[str, Any],
+    table: tuple[str, list[tuple[str, str]]],
+    line: str,
+    *,
+    quiet: bool,
+    as_json: bool,
+    err: bool,
+) -> None:
+    """A job's closing summary: the JSON document (``--json``), the final ``line`` (``--quiet``) or the
+    ``(title, rows)`` table; ``err`` when stdout carries the output itself."""
+    if as_json:
+        print_json(summary)
+    elif quiet:
+        final(line, err=err)
+    else:
+        summary_table(*table, err=err)
+
+
+def summary_table(title: str, rows: list[tuple[str, str]], *, err: bool = False) -> None:
+    """A two-column summary (what, count) on stdout (``err``: on stderr, when stdout carries the output)."""
     table = Table(title=title, show_header=False)
     table.add_column("what", style="bold")
     table.add_column("count", justify="right")
     for r in rows:
         table.add_row(*r)
-    console.print(table)
+    (err_console if err else console).print(table)
 
 
-def finish_inference(failures: Sequence[Failure], skipped: Sequence[Failure], errors: Path | None) -> None:
-    """After the summary: name each skipped path (failures were named as they happened), say where the errors
-    CSV is, and exit 6 (:class:`~mura_cli.errors.PartialFailure`) when any input failed."""
-    for f in skipped:
+def finish_inference(
+    failures: Sequence[Failure], skipped: Sequence[Failure], errors: Path | None, *, quiet: bool = False
+) -> None:
+    """After the summary: name each skipped path (failures were named as they happened; not under ``quiet``), say
+    where the errors CSV is, and exit 6 (:class:`~mura_cli.errors.PartialFailure`) when any input failed."""
+    for f in () if quiet else skipped:
         err_console.print(f"[dim]skipped:[/] {escape(_reason(f))}", soft_wrap=True, highlight=False)
-    if errors is not None:
+    if errors is not None and not quiet:
         err_console.print(f"inputs not scored, with reasons: {escape(str(errors))}", soft_wrap=True, highlight=False)
     if failures:
         where = f", listed in {errors}" if errors is not None else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from typing import Annotated, Any
@@ -10,13 +11,18 @@ import typer
 from rich.table import Table
 
 from mura_cli.cli._console import (
+    JsonOpt,
+    QuietOpt,
     choice,
     config_from,
     console,
+    final,
     finish_inference,
     inference_hooks,
     interval,
     outside_mark,
+    print_json,
+    quiet_output,
 )
 from mura_cli.cli.localize import ComponentOpt
 from mura_cli.cli.predict import DeviceOpt, EngineOpt, ModelOpt, OverwriteOpt, ThresholdOpt, TtaOpt, WorkersOpt
@@ -69,6 +75,8 @@ def benchmark_cmd(
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples (by study) for 95% CIs.")] = _B.resamples,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = _B.seed,
     overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Score a model per body part against the published numbers.
 
@@ -85,15 +93,21 @@ def benchmark_cmd(
         BenchmarkConfig, {**ctx.params, "archs": tuple(a.strip() for a in (arch or "").split(",") if a.strip())}
     )
     bare = not (data or model or speed or cfg.archs)
-    with inference_hooks() as hooks:
-        result = (
-            run_bare_benchmark(cfg, hooks, command=command)
-            if bare
-            else benchmark(config=cfg, hooks=hooks, command=command)
-        )
-    render_benchmark(result.report)
-    console.print(f"report: [bold]{result.out / 'index.html'}[/] (and report.md, report.json, plots)")
-    finish_inference(result.failures, (), result.errors)
+    with quiet_output(quiet):
+        with inference_hooks() as hooks:
+            result = (
+                run_bare_benchmark(cfg, hooks, command=command)
+                if bare
+                else benchmark(config=cfg, hooks=hooks, command=command)
+            )
+        if json_out:
+            report = json.loads((result.out / "report.json").read_text(encoding="utf-8"))
+            print_json({"out": str(result.out), "files": [str(f) for f in result.files], "report": report})
+        elif not quiet:
+            render_benchmark(result.report)
+    if not json_out:
+        final(f"report: {result.out / 'index.html'} (and report.md, report.json, plots)")
+    finish_inference(result.failures, (), result.errors, quiet=quiet)
 
 
 _LEVEL_COLUMNS = {
@@ -135,8 +149,10 @@ def render_benchmark(report: dict[str, Any]) -> None:
         table = Table(title=f"{level} level: estimate [95% bootstrap interval, resampled by study]")
         refs = bool(report.get("references"))
         titles = [METRIC_LABELS[k] for k in columns]
-        for col in ("part", "n", *titles, *([_LEVEL_REFERENCE[level][0]] if refs else [])):
-            table.add_column(col, justify="left" if col == "part" else "right", no_wrap=True)
+        for col in ("part", "n", *titles):
+            table.add_column(col, justify="left" if col == "part" else "right", no_wrap=True, min_width=len(col))
+        if refs:  # the published figure is short: its title may wrap
+            table.add_column(_LEVEL_REFERENCE[level][0], justify="right", max_width=12)
         for name, e in parts.items():
             cells = [interval(e["metrics"].get(k)) for k in columns]
             table.add_row(name, str(e["n"]), *cells, *([_reference(report, name, level)] if refs else []))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mura_cli.cli._console import choice, console, err_console
+from mura_cli.cli._console import QuietOpt, choice, console, err_console, final, quiet_output
 from mura_cli.errors import UsageError
 
 
@@ -23,6 +23,7 @@ def export(
     ] = None,
     calibration: Annotated[int, typer.Option(help="Training images to calibrate int8 on.")] = 256,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Export a run's model to ONNX, with its preprocessing.
 
@@ -35,10 +36,11 @@ def export(
         raise UsageError(f"--format {format}: only onnx is supported")
     if calibration < 1:
         raise UsageError("--calibration must be at least 1")
-    with console.status("exporting" + (" and calibrating int8" if int8 else "")):
-        result = run_export(run, out=out, int8=int8, calibration=calibration, overwrite=overwrite)
-    if result.note:
-        (err_console if result.precision == "fp32" else console).print(
-            ("warning: " if result.precision == "fp32" else "") + result.note, soft_wrap=True
-        )
-    console.print(f"exported [bold]{result.model}[/] ({result.precision}) and {result.sidecar}", soft_wrap=True)
+    with quiet_output(quiet):
+        with console.status("exporting" + (" and calibrating int8" if int8 else "")):
+            result = run_export(run, out=out, int8=int8, calibration=calibration, overwrite=overwrite)
+        if result.note:
+            (err_console if result.precision == "fp32" else console).print(
+                ("warning: " if result.precision == "fp32" else "") + result.note, soft_wrap=True
+            )
+    final(f"exported {result.model} ({result.precision}) and {result.sidecar}")

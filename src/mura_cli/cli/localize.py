@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from mura_cli.cli._console import choice, config_from, dicom_rows, finish_inference, inference_hooks, summary_table
+from mura_cli.cli._console import (
+    JsonOpt,
+    QuietOpt,
+    choice,
+    config_from,
+    dicom_rows,
+    finish_inference,
+    inference_hooks,
+    piped_output,
+    quiet_output,
+    show_summary,
+)
 from mura_cli.cli.predict import (
     BodyPartOpt,
     DeviceOpt,
@@ -45,7 +56,9 @@ def localize_cmd(
     paths: PathsArg,
     *,
     model: ModelOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Boxes as JSON (or CSV by suffix).")] = Path(_L.out),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Boxes as JSON (or CSV by suffix); - writes the JSON to stdout.")
+    ] = Path(_L.out),
     overlay: Annotated[bool, typer.Option("--overlay", help="Write a heatmap-and-box PNG per image.")] = False,
     overlay_dir: Annotated[Path, typer.Option(help="Folder for overlays and heatmaps.")] = Path(_L.overlay_dir),
     heatmap: Annotated[
@@ -77,6 +90,8 @@ def localize_cmd(
     modality: ModalityOpt = None,
     since: SinceOpt = None,
     body_part: BodyPartOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Box where the model looked in each image (CAM).
 
@@ -87,16 +102,36 @@ def localize_cmd(
     from mura_cli.api import localize
 
     cfg = config_from(LocalizeConfig, ctx.params)
-    with inference_hooks() as hooks:
-        report = localize(cfg.paths, config=cfg, hooks=hooks)
-    summary_table(
-        f"{plural(len(report.rows), 'image')} -> {report.out}",
-        [
-            ("boxes", str(report.boxes)),
-            ("overlays", str(report.overlays)),
-            ("skipped (not images)", str(len(report.run.skipped))),
-            ("failed", str(len(report.run.failures))),
-            *dicom_rows(report.dicom),
-        ],
-    )
-    finish_inference(report.run.failures, report.run.skipped, report.errors)
+    piped = piped_output(cfg.out, json_out)
+    dest = "stdout" if piped else cfg.out or "no boxes file"
+    with quiet_output(quiet):
+        with inference_hooks() as hooks:
+            report = localize(cfg.paths, config=cfg, hooks=hooks)
+        n = localize_summary(report, cfg.overlay_dir)
+        labels = {"boxes": "boxes", "overlays": "overlays", "skipped": "skipped (not images)", "failed": "failed"}
+        title = f"{plural(n['images'], 'image')} -> {dest}"
+        where = f" in {cfg.overlay_dir}" if n["overlays"] else ""
+        line = (
+            f"{title}: {plural(n['boxes'], 'box', 'boxes')}, {plural(n['overlays'], 'overlay')}{where}, "
+            f"{n['failed']} failed"
+        )
+        table = (title, [(label, str(n[k])) for k, label in labels.items()] + dicom_rows(report.dicom))
+        show_summary(n, table, line, quiet=quiet, as_json=json_out, err=piped)
+    finish_inference(report.run.failures, report.run.skipped, report.errors, quiet=quiet)
+
+
+def localize_summary(report: Any, overlay_dir: str) -> dict[str, Any]:
+    """The ``--json`` summary of a localize run (what the table shows, plus the outputs and failures)."""
+    return {
+        "images": len(report.rows),
+        "boxes": report.boxes,
+        "overlays": report.overlays,
+        "skipped": len(report.run.skipped),
+        "failed": len(report.run.failures),
+        "out": str(report.out) if report.out else None,
+        "overlay_dir": overlay_dir if report.overlays else None,
+        "errors_csv": str(report.errors) if report.errors else None,
+        "dicom": dict(dicom_rows(report.dicom)) or None,
+        "model": list(report.run.choice.specs),
+        "failures": [f.to_row() for f in report.run.failures],
+    }

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from mura_cli.cli._console import choice, config_from, dicom_rows, finish_inference, inference_hooks, summary_table
+from mura_cli.cli._console import (
+    JsonOpt,
+    QuietOpt,
+    choice,
+    config_from,
+    dicom_rows,
+    finish_inference,
+    inference_hooks,
+    piped_output,
+    quiet_output,
+    show_summary,
+    typed_params,
+)
 from mura_cli.config import AGGREGATES, PREDICT_FORMATS, PredictConfig
 from mura_cli.engine.onnx import ENGINES
 from mura_cli.utils import plural
@@ -89,7 +101,12 @@ def predict_cmd(
     paths: PathsArg,
     *,
     model: ModelOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Study-level CSV.")] = Path(_P.out),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Study-level CSV (--format jsonl: results.jsonl); - writes it to stdout, for a pipe."
+        ),
+    ] = Path(_P.out),
     images: Annotated[
         Path | None, typer.Option(help="Also write one row per image to this CSV.", show_default="not written")
     ] = None,
@@ -98,7 +115,7 @@ def predict_cmd(
         typer.Option(
             "--format",
             click_type=choice(PREDICT_FORMATS),
-            help="mura: headerless Study,label rows for the official MURA scorer.",
+            help="mura: headerless Study,label rows for the official MURA scorer; jsonl: one JSON object per image.",
         ),
     ] = _P.fmt,
     part: PartOpt = None,
@@ -133,6 +150,8 @@ def predict_cmd(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue a killed run from its journal (<out>.partial.jsonl).")
     ] = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Screen files and folders for abnormal studies.
 
@@ -141,19 +160,44 @@ def predict_cmd(
     """
     from mura_cli.api import predict
 
-    cfg = config_from(PredictConfig, ctx.params)
-    with inference_hooks() as hooks:
-        report = predict(cfg.paths, config=cfg, hooks=hooks)
-    run = report.run
-    summary_table(
-        f"{plural(len(run.predictions), 'image')} -> {report.out}",
-        [
-            ("studies", str(len(report.studies))),
-            ("abnormal", str(sum(s.prediction for s in report.studies))),
+    params = dict(ctx.params)
+    if fmt == "jsonl" and "out" not in typed_params(ctx):
+        params["out"] = Path(_P.out).with_suffix(".jsonl")
+    cfg = config_from(PredictConfig, params)
+    piped = piped_output(cfg.out, json_out)
+    dest = "stdout" if piped else cfg.out or "no study file"
+    with quiet_output(quiet):
+        with inference_hooks() as hooks:
+            report = predict(cfg.paths, config=cfg, hooks=hooks)
+        n = predict_summary(report)
+        rows = [
+            ("studies", str(n["studies"])),
+            ("abnormal", str(n["abnormal"])),
             ("threshold", report.threshold_label),
-            ("skipped (not images)", str(len(run.skipped))),
-            ("failed", str(len(run.failures))),
+            ("skipped (not images)", str(n["skipped"])),
+            ("failed", str(n["failed"])),
             *dicom_rows(report.dicom),
-        ],
-    )
-    finish_inference(run.failures, run.skipped, report.errors)
+        ]
+        title = f"{plural(n['images'], 'image')} -> {dest}"
+        line = f"{title}: {plural(n['studies'], 'study', 'studies')}, {n['abnormal']} abnormal, {n['failed']} failed"
+        show_summary(n, (title, rows), line, quiet=quiet, as_json=json_out, err=piped)
+    finish_inference(report.run.failures, report.run.skipped, report.errors, quiet=quiet)
+
+
+def predict_summary(report: Any) -> dict[str, Any]:
+    """The ``--json`` summary of a predict run (what the table shows, plus the outputs and failures)."""
+    run = report.run
+    return {
+        "images": len(run.predictions),
+        "studies": len(report.studies),
+        "abnormal": sum(s.prediction for s in report.studies),
+        "thresholds": sorted({round(s.threshold, 6) for s in report.studies}),
+        "skipped": len(run.skipped),
+        "failed": len(run.failures),
+        "out": str(report.out) if report.out else None,
+        "images_csv": str(report.images) if report.images else None,
+        "errors_csv": str(report.errors) if report.errors else None,
+        "dicom": dict(dicom_rows(report.dicom)) or None,
+        "model": list(run.choice.specs),
+        "failures": [f.to_row() for f in run.failures],
+    }

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from mura_cli.cli._console import choice, config_from, console, err_console, progress
+from mura_cli.cli._console import QuietOpt, choice, config_from, console, err_console, final, progress, quiet_output
 from mura_cli.config import CACHE_MODES, PrepareConfig
 from mura_cli.data.index import SPLITS, Index, summarize
 from mura_cli.utils import plural
@@ -46,6 +46,7 @@ def prepare(
         ),
     ] = PrepareConfig.cache_mode,
     workers: Annotated[int, typer.Option(help="Processes for the cache (0 = one per core).")] = 0,
+    quiet: QuietOpt = False,
 ) -> None:
     """Index a dataset, check it and split it by patient.
 
@@ -56,9 +57,17 @@ def prepare(
     from mura_cli.engine.prepare import run_prepare
 
     cfg = config_from(PrepareConfig, ctx.params, check="check_files", cache="cache_size")
-    with progress() as bar:
-        task = bar.add_task(f"cache {cfg.cache_mode}-{cfg.cache_size}", total=None, visible=bool(cfg.cache_size))
-        report = run_prepare(cfg, on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    with quiet_output(quiet):
+        with progress() as bar:
+            task = bar.add_task(f"cache {cfg.cache_mode}-{cfg.cache_size}", total=None, visible=bool(cfg.cache_size))
+            report = run_prepare(cfg, on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+        _show(report)
+    if quiet:
+        final(f"index: {report.index_path}")
+
+
+def _show(report: Any) -> None:
+    """The counts table, ground-truth boxes, problems found, where the index and the cache went."""
     index = report.index
     console.print(_counts_table(index))
     n_boxes = sum(len(r.boxes) for r in index.rows)

@@ -11,7 +11,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mura_cli.cli._console import choice, console, err_console, progress, typed_params
+from mura_cli.cli._console import (
+    QuietOpt,
+    choice,
+    console,
+    err_console,
+    final,
+    progress,
+    quiet_output,
+    typed_params,
+)
 from mura_cli.config import (
     FOLD_SCHEMES,
     KEEP_EPOCHS,
@@ -47,7 +56,7 @@ _TRANSFORM_FLAGS = {
     "clahe": "clahe",
 }
 """``mura train`` flags that set a field of ``TrainConfig.transform`` (flag name -> field name)."""
-_NOT_SETTINGS = {"resume", "config", "list_archs"}
+_NOT_SETTINGS = {"resume", "config", "list_archs", "quiet"}
 
 
 def _data_elsewhere(ctx: typer.Context, _param: Any, value: Any) -> Any:
@@ -253,6 +262,7 @@ def train(
     equalize: _Equalize = _X.equalize,
     clahe: _Clahe = _X.clahe,
     list_archs: _ListArchs = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune a backbone on one body part or all.
 
@@ -266,6 +276,14 @@ def train(
         archs()
         return
     cfg, changes = _resolve(ctx, resume, config)  # a bad setting is refused before torch is imported
+    with quiet_output(quiet):
+        run_dir = _train(cfg, changes, resume)
+    if quiet and run_dir is not None:
+        final(f"saved {run_dir}")
+
+
+def _train(cfg: TrainConfig, changes: dict[str, Any], resume: Path | None) -> Path | None:
+    """Train with progress and tables; the run folder (``None`` on a torchrun rank other than 0)."""
     from mura_cli.engine.train import fit
 
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
@@ -280,14 +298,13 @@ def train(
     if cfg.folds or (resume is not None and _is_folds_run(resume)):
         from mura_cli.cli.train_folds import train_folds
 
-        train_folds(cfg, resume, bar, (on_start, on_batch, on_epoch))
-        return
+        return train_folds(cfg, resume, bar, (on_start, on_batch, on_epoch))
     try:
         result = fit(cfg, resume=resume, changes=changes, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
     finally:
         bar.stop()
     if not main_rank:
-        return
+        return None
     console.print(table)
     b = result.best
     console.print(
@@ -299,6 +316,7 @@ def train(
         "curves.png, last state for --resume)",
         soft_wrap=True,
     )
+    return result.run_dir
 
 
 def _resolve(ctx: typer.Context, resume: Path | None, config: Path | None) -> tuple[TrainConfig, dict[str, Any]]:

@@ -13,8 +13,9 @@ from mura_cli.metrics import format_metric
 from mura_cli.report.document import METRIC_LABELS
 
 
-def train_folds(cfg: TrainConfig, resume: Path | None, bar: Any, callbacks: tuple[Any, Any, Any]) -> None:
-    """Run :func:`~mura_cli.engine.folds.fit_folds` with the single-run view, then print the out-of-fold table."""
+def train_folds(cfg: TrainConfig, resume: Path | None, bar: Any, callbacks: tuple[Any, Any, Any]) -> Path:
+    """Run :func:`~mura_cli.engine.folds.fit_folds` with the single-run view, then print the out-of-fold table;
+    returns the run folder."""
     from mura_cli.engine.folds import fit_folds
 
     on_start, on_batch, on_epoch = callbacks
@@ -51,6 +52,7 @@ def train_folds(cfg: TrainConfig, resume: Path | None, bar: Any, callbacks: tupl
         f"use it as one model: mura predict FILES --model {result.run_dir}",
         soft_wrap=True,
     )
+    return Path(result.run_dir)
 
 
 def oof_table(oof: dict[str, Any], threshold: float) -> Table:

@@ -22,7 +22,7 @@ from mura_cli.engine.predict import ImagePrediction
 from mura_cli.engine.results import Failure, Hooks, errors_path, to_pandas, write_errors
 from mura_cli.engine.screen import InferenceRun, run_inference
 from mura_cli.errors import UsageError
-from mura_cli.utils import ensure_new, write_csv, write_json
+from mura_cli.utils import ensure_new, is_stdout, write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -116,13 +116,14 @@ def overlay_name(path: str, frame: int) -> str:
 def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks(), *, model: Model | None = None) -> LocalizeReport:
     """Box the class activation map of every image in ``cfg.paths``; write boxes, overlays and heatmaps.
 
-    An empty ``cfg.out`` writes no boxes file; ``model``: see :func:`~mura_cli.engine.screen.run_inference`.
+    An empty ``cfg.out`` writes no boxes file, ``-`` writes the JSON to standard output; ``model``: see
+    :func:`~mura_cli.engine.screen.run_inference`.
     """
     from mura_cli.report.overlay import render_overlay, save_heatmap, save_overlay
 
     sink = open_sink(cfg, ("sr", "pr", "sc"))
     ensure_new(cfg.out or None, cfg.overwrite)
-    ensure_new(errors_path(cfg.out) if cfg.out else None, cfg.overwrite)
+    ensure_new(errors_path(cfg.out) if cfg.out and not is_stdout(cfg.out) else None, cfg.overwrite)
     rows, overlay_dir = [], Path(cfg.overlay_dir)
     locs: list[Localization] = []
     capture = sink is not None and "sc" in sink.kinds

@@ -110,14 +110,16 @@ class Hooks:
 def write_errors(out: str | Path, failures: Sequence[Failure]) -> Path | None:
     """Write ``failures`` beside ``out`` (``results.csv`` -> ``results.errors.csv``) as ``path,stage,reason``.
 
-    Nothing is written when there is nothing to list, and a stale file from an earlier run is removed (the
-    caller refused an existing one without ``--overwrite`` before the run).
+    Nothing is written when there is nothing to list or ``out`` is standard output, and a stale file from an
+    earlier run is removed (the caller refused an existing one without ``--overwrite`` before the run).
 
     Returns:
         The CSV written, or ``None``.
     """
-    from mura_cli.utils import write_csv
+    from mura_cli.utils import is_stdout, write_csv
 
+    if is_stdout(out):  # the output went to standard output: failures were named on stderr as they happened
+        return None
     target = errors_path(out)
     if not failures:
         target.unlink(missing_ok=True)

@@ -3,7 +3,8 @@ predict and localize) and :func:`run_predict` (``mura predict``: the study CSV, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from mura_cli.engine.predict import (
 )
 from mura_cli.engine.results import Failure, Hooks, errors_path, to_pandas, write_errors
 from mura_cli.errors import DataError, UsageError
-from mura_cli.utils import ensure_new, hash_id, plural, write_csv
+from mura_cli.utils import ensure_new, hash_id, is_stdout, plural, write_csv, write_text
 
 
 @dataclass(frozen=True)
@@ -196,15 +197,17 @@ class PredictReport:
 def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks(), *, model: Model | None = None) -> PredictReport:
     """Screen ``cfg.paths``: predict every image, group studies, write the study CSV (and the image CSV).
 
-    An empty ``cfg.out`` writes no study CSV (nor a journal: nothing to resume); ``model``: see :func:`run_inference`.
+    An empty ``cfg.out`` writes no study CSV (nor a journal: nothing to resume); ``-`` writes it to standard output
+    (no journal, and no errors CSV: failures are named as they happen); ``model``: see :func:`run_inference`.
     """
     if cfg.resume and not cfg.out:
         raise UsageError("resume needs the output file of the killed run: pass out")
     sink = open_sink(cfg, ("sr",))
     ensure_new(cfg.out or None, cfg.overwrite)
     ensure_new(cfg.images, cfg.overwrite)
-    ensure_new(errors_path(cfg.out) if cfg.out else None, cfg.overwrite)
-    journal = Journal(journal_path(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite) if cfg.out else None
+    to_file = bool(cfg.out) and not is_stdout(cfg.out)
+    ensure_new(errors_path(cfg.out) if to_file else None, cfg.overwrite)
+    journal = Journal(journal_path(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite) if to_file else None
     run = run_inference(cfg, per_image=cfg.per_image, hooks=hooks, journal=journal, model=model)
     if journal:
         journal.close(remove=False)
@@ -217,6 +220,8 @@ def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks(), *, model: Model | No
         for message in mura_path_warnings([p.path for p in run.predictions], cfg.per_image):
             hooks.on_warning(message)
         write_csv(cfg.out, [{"Study": s.study, "Model": s.prediction} for s in studies], header=False)
+    elif cfg.fmt == "jsonl" and cfg.out:
+        write_text(cfg.out, "".join(json.dumps(row) + "\n" for row in image_records(run.predictions, studies)))
     elif cfg.out:
         write_csv(cfg.out, [s.to_row() for s in studies])
     if cfg.images:
@@ -230,3 +235,14 @@ def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks(), *, model: Model | No
     out = Path(cfg.out) if cfg.out else None
     images = Path(cfg.images) if cfg.images else None
     return PredictReport(run, tuple(studies), out, images, errors, dicom)
+
+
+def image_records(preds: Sequence[ImagePrediction], studies: Sequence[StudyPrediction]) -> list[dict[str, Any]]:
+    """One record per image (``--format jsonl``): its own row, then its study's probability, label and threshold."""
+    by_study = {s.study: s for s in studies}
+    records = []
+    for p in preds:
+        s = by_study[p.study]
+        study = {"study_probability": round(s.probability, 6), "prediction": s.prediction}
+        records.append({**p.to_row(), **study, "threshold": round(s.threshold, 6)})
+    return records
