@@ -202,7 +202,7 @@ def test_predict_json_is_the_only_thing_on_stdout(tmp_path, screened):
     assert summary["images"] == screened[2] and summary["studies"] == 3 and summary["failed"] == 1
     assert summary["out"] == "results.jsonl" and summary["failures"][0]["path"].endswith("broken.png")
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == screened[2]
-    assert "model:" in res.stderr and one_error_line(res).startswith("error: 1 input failed")
+    assert "model:" in res.stderr and res.stderr.splitlines()[-1].startswith("error: 1 input failed")
     res = _predict(screened, "--json", "--out", "-", cwd=tmp_path)
     assert res.returncode == 2 and "--json" in one_error_line(res)
 
