@@ -48,7 +48,7 @@ def test_choices_are_case_insensitive(tmp_path):
 @pytest.mark.parametrize(
     ("command", "choices"),
     [
-        ("predict", ["[csv|mura", "[mean|max]", "[torch|onnx|onnx-int8|auto"]),
+        ("predict", ["[csv|mura|jsonl]", "[mean|max]", "[torch|"]),
         ("localize", ["[png|npy]", "[largest|peak]"]),
         ("benchmark", ["[train|tune|valid|all]", "[largest|peak]"]),
         ("train", ["[plateau|cosine]", "[best|last]", "[stretch|shorter]", "[8|16|32]"]),

@@ -80,20 +80,36 @@ DicomOutOpt = Annotated[
     Path | None,
     typer.Option(
         help="Also write DICOM results for DICOM inputs here, a folder per study: a TID 1500 structured report "
-        "(localize: also presentation states with the box and secondary captures of the overlay)."
+        "(localize: also presentation states with the box and secondary captures of the overlay).",
+        show_default="not written",
     ),
 ]
-DicomObjectsOpt = Annotated[str | None, typer.Option(help="Which DICOM results: sr,pr,sc (default: all that apply).")]
+DicomObjectsOpt = Annotated[
+    str | None, typer.Option(help="Which DICOM results: sr,pr,sc.", show_default="all that apply")
+]
 SendOpt = Annotated[
     str | None,
-    typer.Option(help="Store the DICOM results on this DICOMweb server (STOW-RS), dicomweb+http(s)://...; kept too."),
+    typer.Option(
+        help="Store the DICOM results on this DICOMweb server (STOW-RS), dicomweb+http(s)://...; kept too.",
+        show_default="not sent",
+    ),
 ]
 StudyOpt = Annotated[
-    list[str] | None, typer.Option("--study", help="DICOMweb source: a Study Instance UID to fetch; repeat for more.")
+    list[str] | None,
+    typer.Option(
+        "--study", help="DICOMweb source: a Study Instance UID to fetch; repeat for more.", show_default="none"
+    ),
 ]
-ModalityOpt = Annotated[str | None, typer.Option(help="DICOMweb source: modalities to keep, e.g. CR,DX.")]
-SinceOpt = Annotated[str | None, typer.Option(help="DICOMweb source: studies from this date on (YYYY-MM-DD).")]
-BodyPartOpt = Annotated[str | None, typer.Option(help="DICOMweb source: BodyPartExamined values to keep, e.g. HAND.")]
+ModalityOpt = Annotated[
+    str | None, typer.Option(help="DICOMweb source: modalities to keep, e.g. CR,DX.", show_default="all")
+]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="DICOMweb source: studies from this date on (YYYY-MM-DD).", show_default="any date")
+]
+BodyPartOpt = Annotated[
+    str | None,
+    typer.Option(help="DICOMweb source: BodyPartExamined values to keep, e.g. HAND.", show_default="all"),
+]
 
 
 def predict_cmd(
