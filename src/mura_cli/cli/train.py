@@ -11,16 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mura_cli.cli._console import (
-    QuietOpt,
-    choice,
-    console,
-    err_console,
-    final,
-    progress,
-    quiet_output,
-    typed_params,
-)
+from mura_cli.cli._console import QuietOpt, choice, console, err_console, final, progress, quiet_output, typed_params
 from mura_cli.config import (
     FOLD_SCHEMES,
     KEEP_EPOCHS,
