@@ -51,7 +51,7 @@ def test_choices_are_case_insensitive(tmp_path):
         ("predict", ["[csv|mura|jsonl]", "[mean|max]", "[torch|"]),
         ("localize", ["[png|npy]", "[largest|peak]"]),
         ("benchmark", ["[train|tune|valid|all]", "[largest|peak]"]),
-        ("train", ["[plateau|cosine]", "[best|last]", "[stretch|shorter]", "[8|16|32]"]),
+        ("train", ["[plateau|cosine]", "[best|last]", "[stretch|shorter]", "[8|16|32]", "[auto|fp32|bf16]"]),
         ("prepare", ["[shorter|square]"]),
         ("export", ["[onnx]"]),
     ],
