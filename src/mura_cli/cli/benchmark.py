@@ -146,13 +146,13 @@ def render_benchmark(report: dict[str, Any]) -> None:
         parts = report.get("levels", {}).get(level, {}).get("parts", {})
         if not parts:
             continue
-        table = Table(title=f"{level} level: estimate [95% bootstrap interval, resampled by study]")
+        table = Table(title=f"{level} level: estimate [95% bootstrap interval, resampled by study]", pad_edge=False)
         refs = bool(report.get("references"))
         titles = [METRIC_LABELS[k] for k in columns]
         for col in ("part", "n", *titles):
             table.add_column(col, justify="left" if col == "part" else "right", no_wrap=True, min_width=len(col))
         if refs:  # the published figure is short: its title may wrap
-            table.add_column(_LEVEL_REFERENCE[level][0], justify="right", max_width=12)
+            table.add_column(_LEVEL_REFERENCE[level][0], justify="right", min_width=9, max_width=12)
         for name, e in parts.items():
             cells = [interval(e["metrics"].get(k)) for k in columns]
             table.add_row(name, str(e["n"]), *cells, *([_reference(report, name, level)] if refs else []))
