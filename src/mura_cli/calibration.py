@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mura_cli.metrics import Labels, Scores
+
 OPERATING_POINTS = ("sens:0.9", "spec:0.9")
 """The fixed operating points every out-of-fold run stores beside its kappa threshold."""
 
@@ -36,7 +38,7 @@ def parse_operating_point(spec: str) -> tuple[str, float]:
     return kind, target
 
 
-def threshold_at(y_true: Sequence[int], scores: Sequence[float], spec: str) -> float:
+def threshold_at(y_true: Labels, scores: Scores, spec: str) -> float:
     """The highest threshold whose sensitivity is at least T (``sens:T``), or the lowest whose specificity is
     at least T (``spec:T``), for ``scores >= threshold``; midpoints between scores. NaN without both labels."""
     kind, target = parse_operating_point(spec)
@@ -65,7 +67,7 @@ def apply_temperature(probs: Sequence[float] | np.ndarray, temperature: float) -
     return 1 / (1 + np.exp(-z))
 
 
-def fit_temperature(y_true: Sequence[int], probs: Sequence[float]) -> float:
+def fit_temperature(y_true: Labels, probs: Scores) -> float:
     """The temperature in [0.05, 20] with the least mean log loss of ``apply_temperature(probs, T)``.
 
     A grid over log T, then a finer grid around the best point; 1.0 without both labels.

@@ -83,7 +83,7 @@ def fit_folds(
     cfg: TrainConfig,
     *,
     resume: str | Path | None = None,
-    on_fold: Callable[[int, int, str], None] | None = None,
+    on_fold: Callable[[str, int, int, str], None] | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
     on_batch: Callable[[str, int, int], None] | None = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
@@ -243,7 +243,7 @@ def _finish(
     for m in members:
         mcfg = ModelConfig.from_json(run / m / CONFIG_NAME)
         metrics = {**mcfg.metrics, "oof_study_auroc": _finite(decided["auroc"]["tta" if decided["tta"] else "plain"])}
-        chosen = {"threshold": ch.threshold, "tta": ch.tta, "temperature": ch.temperature}
+        chosen: dict[str, Any] = {"threshold": ch.threshold, "tta": ch.tta, "temperature": ch.temperature}
         ops = {k: v for k, v in ch.operating_points.items() if math.isfinite(v)}
         write_json(run / m / CONFIG_NAME, replace(mcfg, **chosen, operating_points=ops, metrics=metrics).to_dict())
     write_csv(run / OOF, rows)
