@@ -3,4 +3,4 @@
 A module of its own so that the library can name its version without importing the package (and its API).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
