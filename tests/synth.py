@@ -27,6 +27,16 @@ def _radiograph(rng: np.random.Generator, h: int = 48, w: int = 40, abnormal: bo
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def make_studies(root: Path, images: int, per_study: int = 3, seed: int = 0) -> Path:
+    """``images`` small PNG radiographs in folders of ``per_study`` (``root/studyNNN/imageK.png``); returns root."""
+    rng = np.random.default_rng(seed)
+    for i in range(images):
+        folder = root / f"study{i // per_study:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_radiograph(rng)).save(folder / f"image{i % per_study}.png")
+    return root
+
+
 def make_mura_tree(
     root: Path,
     *,

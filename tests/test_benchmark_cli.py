@@ -105,6 +105,11 @@ def test_demo_runs_end_to_end_small(tmp_path):
     assert "everything is in d" in res.stdout and "random init" in res.stdout
     report = json.loads((d / "benchmark" / "report.json").read_text())
     assert report["boxes"] is not None and report["references"] == []  # synthetic data: no published numbers
+    lines = res.stdout.strip().splitlines()
+    assert lines[-2].startswith("reference: not compared (the reference holds for the default settings; changed: ")
+    assert lines[-1].startswith("next: mura predict ")
+    nxt = mura(*lines[-1].removeprefix("next: mura ").split(), cwd=tmp_path)  # the next command, as typed
+    assert nxt.returncode == 0 and (tmp_path / "results.csv").is_file(), nxt.stderr
     res = mura("demo", "--out", "d", cwd=tmp_path)
     assert res.returncode == 2 and "--overwrite" in one_error_line(res)
 

@@ -8,7 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from safetensors.torch import load_file
 
@@ -63,18 +62,11 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path, kille
 def test_predict_killed_midway_resumes_to_the_same_csv(tmp_path):
     """A real SIGKILL during ``mura predict``; ``--resume`` skips what the journal holds and ends with the CSV
     of an uninterrupted run (and the same errors CSV)."""
-    from PIL import Image
-
     from test_cli_usage import make_run
 
-    from synth import _radiograph
+    from synth import make_studies
 
-    rng = np.random.default_rng(0)
-    data = tmp_path / "xrays"
-    for i in range(240):
-        folder = data / f"study{i // 3:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(_radiograph(rng)).save(folder / f"image{i % 3}.png")
+    data = make_studies(tmp_path / "xrays", 240)
     (data / "study000" / "broken.png").write_bytes(b"not a png" * 9)
     run = make_run(tmp_path / "run")
     args = ("predict", data, "--model", run, "--batch-size", "1", "--workers", "0")

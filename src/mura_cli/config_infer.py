@@ -26,7 +26,7 @@ class InferConfig:
         model: run folders, ``org/name`` or ``hf-hub:org/name``; several form an ensemble; empty: ``$MURA_MODEL``,
             else the newest finished run under ``runs_dir``.
         runs_dir: where ``mura train`` leaves its runs.
-        part: body part for every input (else the MURA path, DICOM BodyPartExamined, then the model's).
+        part: body part for every input (else the MURA path, then DICOM BodyPartExamined; else unknown, written empty).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         engine: ``torch``, ``torch-bf16``, ``onnx`` (ONNX Runtime, CPU), ``onnx-int8`` or ``auto`` (the default:
             torch-bf16 where :func:`~mura_cli.engine.load.auto_bf16` allows it, else ONNX Runtime on CPU when it
@@ -229,6 +229,10 @@ def _check_component(component: str) -> None:
         raise UsageError(f"--component {component}: expected 'largest' or 'peak'")
 
 
+DEMO_WEIGHTS = ("none", "default")
+"""What ``mura demo`` trains from: random init (the reference figures), or ImageNet weights from the Hub."""
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """``mura demo``: the whole job on a built-in synthetic set (generate, prepare, train, predict, localize,
@@ -237,12 +241,16 @@ class DemoConfig:
     Attributes:
         out: folder for everything the demo writes (data, index, run, results, overlays, report).
         arch: backbone to train.
+        weights: ``none`` (random init: deterministic, the figures shipped as the reference) or ``default``
+            (ImageNet weights from the Hub when it is reachable, else random init).
         output_stride: its output stride (16: an 8x8 class activation map at 128 px instead of 4x4).
         size: input size in pixels.
         epochs: training epochs.
         batch_size: images per step.
         lr: learning rate (Adam).
         studies_per_part: synthetic studies per body part (train and valid together).
+        image_size: longer side of the synthetic radiographs in pixels (drawn; the network sees ``size``).
+        threads: torch threads while training, fixed so that the figures do not depend on the core count.
         seed: seed of the data and the training.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         overwrite: replace results of an earlier demo in ``out`` (the data and index are reused).
@@ -250,12 +258,15 @@ class DemoConfig:
 
     out: str = "mura-demo"
     arch: str = "resnet18"
+    weights: str = "none"
     output_stride: int | None = 16
     size: int = 128
     epochs: int = 6
     batch_size: int = 32
     lr: float = 1e-3
     studies_per_part: int = 100
+    image_size: int = 320
+    threads: int = 2
     seed: int = 0
     device: str = "auto"
     overwrite: bool = False
@@ -263,3 +274,5 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.size < 32 or self.studies_per_part < 10:
             raise UsageError("--epochs and --batch-size >= 1, --size >= 32, --studies-per-part >= 10")
+        if self.weights not in DEMO_WEIGHTS:
+            raise UsageError(f"--weights {self.weights}: expected none or default")

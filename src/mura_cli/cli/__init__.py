@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import re
 import sys
 from typing import Annotated
@@ -26,9 +27,13 @@ from mura_cli.cli.predict import predict_cmd
 from mura_cli.cli.prepare import prepare
 from mura_cli.cli.push import push
 from mura_cli.cli.train import train
-from mura_cli.errors import MuraError
+from mura_cli.errors import INTERNAL_ERROR, Interrupted, MuraError, diagnose
 
-EXIT_CODES = "Exit codes: 0 done, 2 usage, 3 data, 4 model, 5 hub, 6 done but some inputs failed (see the errors CSV)."
+EXIT_CODES = (
+    "Exit codes: 0 done, 2 usage, 3 data, 4 model, 5 network (Hub, PACS), 6 done but some inputs failed (errors CSV), "
+    "7 broken install, 70 internal error (please report it), 130 interrupted."
+)
+DEBUG_ENV = "MURA_DEBUG"
 
 app = typer.Typer(
     name="mura",
@@ -54,8 +59,13 @@ def _root(
         bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log library details to stderr.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help=f"Show the traceback of an internal error (or set {DEBUG_ENV}=1).")
+    ] = False,
 ) -> None:
     """Abnormality detection and localization in musculoskeletal radiographs."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # read by main() when an internal error reaches it (and by worker processes)
     _setup_logging(verbose)
 
 
@@ -107,29 +117,62 @@ def _is_usage_error(err: Exception) -> bool:
     return isinstance(getattr(err, "exit_code", None), int) and callable(getattr(err, "format_message", None))
 
 
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _fail(err: MuraError) -> SystemExit:
+    prefix = "" if isinstance(err, Interrupted) else "[bold red]error:[/] "
+    err_console.print(f"{prefix}{escape(str(err))}", soft_wrap=True, highlight=False)
+    return SystemExit(err.exit_code)
+
+
+def _internal(err: Exception) -> SystemExit:
+    """One line for a bug (or the fix, for a known broken install); the traceback only with MURA_DEBUG / --debug."""
+    known = diagnose(err)
+    if _debug():
+        import traceback
+
+        traceback.print_exception(err)
+    if known is not None:
+        return _fail(known)
+    what = " ".join(str(err).split()) or "(no message)"
+    how = f"rerun with {DEBUG_ENV}=1 for the traceback, and report it"
+    if _debug():
+        how = "report it with the traceback above"
+    err_console.print(
+        f"[bold red]error:[/] internal error: {type(err).__name__}: {escape(what)}; {how}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    return SystemExit(INTERNAL_ERROR)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mura`` executable; ``argv`` defaults to ``sys.argv[1:]``.
 
     The one place where errors become exit codes: :class:`MuraError` -> its ``exit_code`` (2 usage, 3 data,
-    4 model, 5 hub, 6 finished with failed inputs), a command-line usage mistake -> 2, Ctrl-C -> 130. Each is
-    one line on stderr.
+    4 model, 5 network, 6 finished with failed inputs, 7 broken install, 130 interrupted with a resume hint), a
+    command-line usage mistake -> 2, Ctrl-C elsewhere -> 130, any other exception (a bug) -> 70. Each is one
+    line on stderr; ``MURA_DEBUG=1`` or ``mura --debug`` adds the traceback of a bug.
     """
     try:
         rc = app(args=argv, prog_name="mura", standalone_mode=False)
     except MuraError as err:
-        err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
-        raise SystemExit(err.exit_code) from None
+        raise _fail(err) from None
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print("[red]interrupted[/]")
+        err_console.print("interrupted")
         raise SystemExit(130) from None
     except typer.Exit as e:
+        if e.exit_code == 130 and isinstance(e.__cause__, KeyboardInterrupt):  # typer's way of passing Ctrl-C on
+            err_console.print("interrupted")
         raise SystemExit(e.exit_code) from None
     except Exception as e:
         if type(e).__name__ == "NoArgsIsHelpError":  # bare `mura` or a bare group: help, exit 0
             typer.echo(e.format_message())  # type: ignore[attr-defined]
             raise SystemExit(0) from None
         if not _is_usage_error(e):
-            raise
+            raise _internal(e) from None
         err_console.print(f"[bold red]error:[/] {escape(_usage_error_line(e))}", soft_wrap=True)
         raise SystemExit(2 if e.exit_code == 1 else e.exit_code) from None  # type: ignore[attr-defined]
     raise SystemExit(rc if isinstance(rc, int) else 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -115,6 +116,13 @@ def config_from(cls: type[T], params: dict[str, Any], **renames: str) -> T:
                 tuple(value or ()) if isinstance(value, list) else str(value) if isinstance(value, Path) else value
             )
     return cls(**values)
+
+
+def retyped(*extra: str) -> str:
+    """The command line as the user typed it (``mura`` and its arguments, shell-quoted), with ``extra`` options
+    added when not already there: the command to run next."""
+    args = sys.argv[1:]
+    return shlex.join(["mura", *args, *(e for e in extra if e not in args)])
 
 
 def typed_params(ctx: typer.Context) -> set[str]:

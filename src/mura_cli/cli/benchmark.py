@@ -18,10 +18,12 @@ from mura_cli.cli._console import (
     console,
     final,
     finish_inference,
+    hooks_on,
     inference_hooks,
     interval,
     outside_mark,
     print_json,
+    progress,
     quiet_output,
 )
 from mura_cli.cli.localize import ComponentOpt
@@ -86,7 +88,6 @@ def benchmark_cmd(
     With no options: speed, and a check of the demo model on the built-in demo set.
     """
     from mura_cli.api import benchmark
-    from mura_cli.engine.demo import run_bare_benchmark
 
     command = "mura " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     cfg = config_from(
@@ -94,12 +95,11 @@ def benchmark_cmd(
     )
     bare = not (data or model or speed or cfg.archs)
     with quiet_output(quiet):
-        with inference_hooks() as hooks:
-            result = (
-                run_bare_benchmark(cfg, hooks, command=command)
-                if bare
-                else benchmark(config=cfg, hooks=hooks, command=command)
-            )
+        if bare:  # the demo model, trained first when not cached, drawn as `mura demo` draws it
+            result = _bare(cfg, command)
+        else:
+            with inference_hooks() as hooks:
+                result = benchmark(config=cfg, hooks=hooks, command=command)
         if json_out:
             report = json.loads((result.out / "report.json").read_text(encoding="utf-8"))
             print_json({"out": str(result.out), "files": [str(f) for f in result.files], "report": report})
@@ -231,3 +231,16 @@ def _render_speed(speed: dict[str, Any] | None, machine: dict[str, Any]) -> None
             "" if r.get("peak_fraction") is None else f"{100 * r['peak_fraction']:.0f}%",
         )
     console.print(table)
+
+
+def _bare(cfg: BenchmarkConfig, command: str) -> Any:
+    """The bare benchmark, with the demo's progress view while it trains the demo model on first use."""
+    from mura_cli.cli.demo_view import demo_view
+    from mura_cli.cli.train import epoch_table
+    from mura_cli.config import DemoConfig
+    from mura_cli.engine.demo import run_bare_benchmark
+
+    with progress() as bar:
+        hooks = hooks_on(bar)
+        view = demo_view(bar, epoch_table(), hooks, DemoConfig().epochs)
+        return run_bare_benchmark(cfg, hooks, command=command, demo_hooks=view)

@@ -17,11 +17,13 @@ from mura_cli.cli._console import (
     inference_hooks,
     piped_output,
     quiet_output,
+    retyped,
     show_summary,
     typed_params,
 )
 from mura_cli.config import AGGREGATES, PREDICT_FORMATS, PredictConfig
 from mura_cli.engine.onnx import ENGINES
+from mura_cli.errors import Interrupted
 from mura_cli.utils import plural
 
 _P = PredictConfig()
@@ -183,8 +185,11 @@ def predict_cmd(
     piped = piped_output(cfg.out, json_out)
     dest = "stdout" if piped else cfg.out or "no study file"
     with quiet_output(quiet):
-        with inference_hooks() as hooks:
-            report = predict(cfg.paths, config=cfg, hooks=hooks)
+        try:
+            with inference_hooks() as hooks:
+                report = predict(cfg.paths, config=cfg, hooks=hooks)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted; resume with {retyped('--resume')}") from None
         n = predict_summary(report)
         rows = [
             ("studies", str(n["studies"])),

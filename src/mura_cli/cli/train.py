@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -12,6 +11,7 @@ import typer
 from rich.table import Table
 
 from mura_cli.cli._console import QuietOpt, choice, console, err_console, final, progress, quiet_output, typed_params
+from mura_cli.cli.train_stop import RunWatch, interrupted, is_folds_run
 from mura_cli.config import (
     FOLD_SCHEMES,
     KEEP_EPOCHS,
@@ -286,12 +286,15 @@ def _train(cfg: TrainConfig, changes: dict[str, Any], resume: Path | None) -> Pa
 
     bar, table = progress(), epoch_table()
     on_start, on_batch, on_epoch = train_view(bar, {}, table)
-    if cfg.folds or (resume is not None and _is_folds_run(resume)):
+    on_start = watch = RunWatch(on_start)
+    if cfg.folds or (resume is not None and is_folds_run(resume)):
         from mura_cli.cli.train_folds import train_folds
 
         return train_folds(cfg, resume, bar, (on_start, on_batch, on_epoch))
     try:
         result = fit(cfg, resume=resume, changes=changes, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
+    except KeyboardInterrupt:
+        raise interrupted(watch.run or resume, resuming=resume is not None) from None
     finally:
         bar.stop()
     if not main_rank:
@@ -326,16 +329,6 @@ def _resolve(ctx: typer.Context, resume: Path | None, config: Path | None) -> tu
     flags: dict[str, Any] = {k: v for k, v in ctx.params.items() if k in given and k in _TRAIN_FIELDS}
     flags["transform"] = {_TRANSFORM_FLAGS[k]: ctx.params[k] for k in given if k in _TRANSFORM_FLAGS}
     return train_config(load_config_file(config, TrainConfig) if config else {}, flags), {}
-
-
-def _is_folds_run(run: Path) -> bool:
-    """A ``--folds`` ensemble folder: its train config has folds and it has no last state of its own."""
-    from mura_cli.engine.run import LAST_STATE, TRAIN_CONFIG
-
-    try:
-        return bool(json.loads((run / TRAIN_CONFIG).read_text()).get("folds")) and not (run / LAST_STATE).exists()
-    except (OSError, ValueError):
-        return False
 
 
 def epoch_table() -> Table:

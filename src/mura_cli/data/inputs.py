@@ -2,8 +2,8 @@
 
 :func:`scan_inputs` finds the images and says why each other path is not one (:func:`discover_inputs` is
 its short form); :func:`mura_study_of` places a file in the MURA layout and
-:func:`resolve_study_and_part` gives any image its study and body part (MURA path, then DICOM tags, then the
-model's part).
+:func:`resolve_study_and_part` gives any image its study and body part (MURA path, then DICOM tags; else
+unknown, an empty part).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import errno
 import glob
 import os
 import stat
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,9 +225,7 @@ def mura_study_of(path: str | Path) -> MuraStudy | None:
     return MuraStudy(part=found.part, patient=found.patient, study=study_path, split=split, assumed=assumed)
 
 
-def resolve_study_and_part(
-    path: str, meta: dict[str, Any], part: str | None, per_image: bool, model_parts: Collection[str]
-) -> tuple[str, str]:
+def resolve_study_and_part(path: str, meta: dict[str, Any], part: str | None, per_image: bool) -> tuple[str, str]:
     """The body part and study of one image frame: ``(part, study)``.
 
     Args:
@@ -235,12 +233,11 @@ def resolve_study_and_part(
         meta: the image's reader metadata (``frame``, ``StudyInstanceUID``, ``BodyPartExamined`` are used).
         part: the part the user forced, if any.
         per_image: every image (every frame) is its own study.
-        model_parts: the parts of the models that will score it; a single one is the fallback part.
 
     Returns:
-        The part (forced, else the MURA folder, else DICOM BodyPartExamined, else the models' one part, else
-        ``unknown``) and the study (the image itself with ``per_image``, else the MURA study, else the DICOM
-        StudyInstanceUID, else the file's folder).
+        The part (forced, else the MURA folder, else DICOM BodyPartExamined, else ``""``: unknown; the model's
+        parts say nothing about the image) and the study (the image itself with ``per_image``, else the MURA
+        study, else the DICOM StudyInstanceUID, else the file's folder).
     """
     mura = mura_study_of(path)
     frame = int(meta.get("frame", 0))
@@ -258,10 +255,7 @@ def resolve_study_and_part(
         p = mura.part
     if not p and meta.get("BodyPartExamined"):
         p = part_from_name(str(meta["BodyPartExamined"]))
-    if not p:
-        parts = set(model_parts)
-        p = parts.pop() if len(parts) == 1 else "unknown"
-    return p, study
+    return p or "", study
 
 
 def mura_path_warnings(paths: Sequence[str | Path], per_image: bool) -> list[str]:

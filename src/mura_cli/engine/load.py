@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mura_cli.config import TransformConfig
+from mura_cli.config import DemoConfig, TransformConfig
 from mura_cli.engine.backends import Backend, FlipBackend, TemperatureBackend, TorchBackend
 from mura_cli.errors import ModelError, UsageError
 from mura_cli.models.checkpoint import (
@@ -84,7 +84,8 @@ class ModelChoice:
 def resolve_model_specs(
     specs: Sequence[str], env: Mapping[str, str] | None = None, runs_dir: str | Path = "runs"
 ) -> ModelChoice:
-    """Pick the model: ``--model`` specs, else ``$MURA_MODEL``, else the newest complete run under ``runs_dir``.
+    """Pick the model: ``--model`` specs, else ``$MURA_MODEL``, else the newest complete run under ``runs_dir``,
+    else the model ``mura demo`` trained in this folder (``mura-demo/runs/demo``, its default ``--out``).
 
     A complete run is a folder that ``mura train`` finished (``config.json``, ``model.safetensors`` and
     ``summary.json``, or a ``--folds`` ensemble's ``ensemble.json`` and ``summary.json``), the newest by the time
@@ -104,9 +105,12 @@ def resolve_model_specs(
     if done:
         newest = max(done, key=lambda d: ((d / "summary.json").stat().st_mtime, d.name))
         return ModelChoice((str(newest),), f"newest complete run under {root}/")
+    demo = Path(DemoConfig().out) / "runs" / "demo"
+    if _finished(demo):
+        return ModelChoice((str(demo),), f"trained by `mura demo` on synthetic radiographs; none under {root}/")
     raise ModelError(
         f"no model given and no finished run under {root}/; pass --model RUN_FOLDER (or org/name on the Hub), "
-        f"set {MODEL_ENV}, or train one first with `mura train`"
+        f"set {MODEL_ENV}, or train one first with `mura train` (or `mura demo`)"
     )
 
 

@@ -20,7 +20,7 @@ from mura_cli.engine.dicom_sink import DicomReport, close_sink, open_sink
 from mura_cli.engine.load import Model
 from mura_cli.engine.predict import ImagePrediction
 from mura_cli.engine.results import Failure, Hooks, errors_path, to_pandas, write_errors
-from mura_cli.engine.screen import InferenceRun, run_inference
+from mura_cli.engine.screen import InferenceRun, require_scored, run_inference
 from mura_cli.errors import UsageError
 from mura_cli.utils import ensure_new, is_stdout, write_csv, write_json
 
@@ -77,8 +77,9 @@ def localize(pred: ImagePrediction, threshold_frac: float = 0.2, component: str 
 @dataclass(frozen=True)
 class LocalizeReport:
     """The ``mura localize`` job: one box row per image written to ``out`` (``None``: not written, as
-    :func:`mura_cli.localize` does by default), and what else was written (``errors``: the failed and skipped
-    inputs, beside ``out``). ``localizations`` holds the same boxes typed, one per image."""
+    :func:`mura_cli.localize` does by default), and what else was written (``overlays`` PNGs in ``overlay_dir``
+    with ``--overlay``; ``errors``: the failed and skipped inputs, beside ``out``). ``localizations`` holds the
+    same boxes typed, one per image."""
 
     run: InferenceRun
     rows: tuple[dict[str, Any], ...]
@@ -87,6 +88,7 @@ class LocalizeReport:
     errors: Path | None = None
     dicom: DicomReport | None = None
     localizations: tuple[Localization, ...] = ()
+    overlay_dir: Path | None = None
 
     @property
     def boxes(self) -> int:
@@ -118,6 +120,10 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks(), *, model: Model | 
 
     An empty ``cfg.out`` writes no boxes file, ``-`` writes the JSON to standard output; ``model``: see
     :func:`~mura_cli.engine.screen.run_inference`.
+
+    Each row's ``study`` is the image's study as ``mura predict`` groups it (MURA study folder, DICOM
+    StudyInstanceUID, else the file's folder). When no image could be scored, nothing is written but the
+    errors CSV (:func:`~mura_cli.engine.screen.require_scored` raises).
     """
     from mura_cli.report.overlay import render_overlay, save_heatmap, save_overlay
 
@@ -157,13 +163,16 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks(), *, model: Model | 
         return replace(p, cam=None, meta={k: v for k, v in p.meta.items() if k != "pixels"})
 
     kw: dict[str, Any] = {"with_cam": True, "keep_pixels": cfg.overlay or capture, "hooks": hooks, "consume": box}
-    run = run_inference(cfg, per_image=True, model=model, **kw)
+    run = run_inference(cfg, per_image=False, model=model, **kw)
     dicom = close_sink(sink, run.models, send=cfg.send)
     if dicom is not None:
         run = replace(run, failures=run.failures + dicom.failures)
+    require_scored(run, cfg.out)
     written = sum(1 for r in rows if "overlay" in r)
     if not cfg.out:
-        return LocalizeReport(run, tuple(rows), None, written, None, dicom, tuple(locs))
+        return LocalizeReport(
+            run, tuple(rows), None, written, None, dicom, tuple(locs), overlay_dir if cfg.overlay else None
+        )
     out = Path(cfg.out)
     if out.suffix.lower() == ".csv":
         write_csv(out, rows)
@@ -171,4 +180,6 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks(), *, model: Model | 
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, {"threshold_frac": cfg.threshold_frac, "component": cfg.component, "boxes": rows})
     errors = write_errors(out, (*run.failures, *run.skipped))
-    return LocalizeReport(run, tuple(rows), out, written, errors, dicom, tuple(locs))
+    return LocalizeReport(
+        run, tuple(rows), out, written, errors, dicom, tuple(locs), overlay_dir if cfg.overlay else None
+    )

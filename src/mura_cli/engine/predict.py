@@ -132,7 +132,7 @@ def predict(
     Args:
         files: image files (see :func:`discover_inputs`).
         models: loaded models; several serving one part are averaged (ensemble).
-        cfg: ``part`` (force the body part, else MURA path, DICOM BodyPartExamined, then the model's),
+        cfg: ``part`` (force the body part, else MURA path, then DICOM BodyPartExamined; unknown: empty),
             ``batch_size``, ``workers`` (decoding processes, 0 = in this process) and ``max_pixels``
             (decompression-bomb limit per frame); its paths and model are not used here.
         per_image: every image is its own study.
@@ -150,7 +150,6 @@ def predict(
     # a whole next batch decodes while the model runs on this one (read-ahead below a batch stalls the model)
     ahead = cfg.batch_size + 2 * cfg.workers
     loader = ordered_map(ds.__getitem__, len(ds), cfg.workers, ahead, name=lambda i: str(ds.files[i]))
-    model_parts = {m.part for m in models}
     pending: list[dict[str, Any]] = []
     for done, item in enumerate(loader, 1):
         if "error" in item:
@@ -158,7 +157,7 @@ def predict(
         for message in item.get("blank", ()):
             hooks.on_failure(Failure(item["path"], message, "sanity"))
         for fr in item.get("frames", ()):
-            p_part, study = resolve_study_and_part(item["path"], fr["meta"], cfg.part, per_image, model_parts)
+            p_part, study = resolve_study_and_part(item["path"], fr["meta"], cfg.part, per_image)
             if cfg.hash_ids and cfg.salt and study == str(fr["meta"].get("StudyInstanceUID")):
                 study = hash_id(study, cfg.salt)
             pending.append({**fr, "path": item["path"], "part": p_part, "study": study})
@@ -280,8 +279,10 @@ def group_studies(
 
 
 def part_mismatch_warnings(preds: Sequence[ImagePrediction], models: Sequence[LoadedModel]) -> list[str]:
-    """One warning per (body part, model) pair of :func:`part_mismatches`, counting the images."""
-    out = []
+    """One warning for the images of unknown body part (written with an empty part), then one per (body part,
+    model) pair of :func:`part_mismatches`, counting the images."""
+    unknown = sum(1 for p in preds if not p.part)
+    out = [f"part unknown for {plural(unknown, 'image')}: pass --part (written as an empty part)"] if unknown else []
     for (part, name), n in sorted(part_mismatches(preds, models).items()):
         trained = ", ".join(next(m.parts for m in models if m.short_name == name))
         out.append(
@@ -294,13 +295,13 @@ def part_mismatch_warnings(preds: Sequence[ImagePrediction], models: Sequence[Lo
 def part_mismatches(preds: Sequence[ImagePrediction], models: Sequence[LoadedModel]) -> dict[tuple[str, str], int]:
     """``{(body part, model): images}`` for images scored by a model that never saw their body part.
 
-    Images of unknown part are not counted: nothing says they differ; nor are models whose parts are only
-    ``all`` (a config that does not say which parts it saw).
+    Images of unknown part (``""``) are not counted: nothing says they differ; nor are models whose parts are
+    only ``all`` (a config that does not say which parts it saw).
     """
     parts_of = {m.short_name: set(m.parts) for m in models if set(m.parts) != {"all"}}
     out: dict[tuple[str, str], int] = {}
     for p in preds:
-        if p.part == "unknown":
+        if not p.part:
             continue
         for name in p.model.split("+"):
             if name in parts_of and p.part not in parts_of[name]:

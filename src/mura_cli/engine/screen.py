@@ -194,6 +194,23 @@ class PredictReport:
         return f"{used[0]:.2f}" if len(used) == 1 else f"per model, {used[0]:.2f}-{used[-1]:.2f}"
 
 
+def require_scored(run: InferenceRun, out: str | Path) -> None:
+    """When no image could be scored, list the failures beside ``out`` (when given) and raise; ``out`` itself
+    is not written.
+
+    Raises:
+        DataError: every input failed (the message names the errors CSV).
+    """
+    if run.predictions:
+        return
+    errors = write_errors(out, (*run.failures, *run.skipped)) if out else None
+    raise DataError(
+        f"no image could be scored: {plural(len(run.failures), 'input')} failed"
+        + (f", listed with reasons in {errors}" if errors else "")
+        + (f"; {out} not written" if out else "")
+    )
+
+
 def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks(), *, model: Model | None = None) -> PredictReport:
     """Screen ``cfg.paths``: predict every image, group studies, write the study CSV (and the image CSV).
 
@@ -210,7 +227,8 @@ def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks(), *, model: Model | No
     journal = Journal(journal_path(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite) if to_file else None
     run = run_inference(cfg, per_image=cfg.per_image, hooks=hooks, journal=journal, model=model)
     if journal:
-        journal.close(remove=False)
+        journal.close(remove=not run.predictions)  # nothing scored: nothing to resume either
+    require_scored(run, cfg.out)
     if sink:
         for p in run.predictions:
             sink.add(p)
