@@ -115,7 +115,8 @@ def localize_cmd(
             f"{title}: {plural(n['boxes'], 'box', 'boxes')}, {plural(n['overlays'], 'overlay')}{where}, "
             f"{n['failed']} failed"
         )
-        table = (title, [(label, str(n[k])) for k, label in labels.items()] + dicom_rows(report.dicom))
+        cells = {**{k: str(n[k]) for k in labels}, "overlays": f"{n['overlays']}{where}"}
+        table = (title, [(label, cells[k]) for k, label in labels.items()] + dicom_rows(report.dicom))
         show_summary(n, table, line, quiet=quiet, as_json=json_out, err=piped)
     finish_inference(report.run.failures, report.run.skipped, report.errors, quiet=quiet)
 
