@@ -11,7 +11,7 @@ import typer
 
 from mura_cli.cli import app
 
-from synth import mura, one_error_line
+from synth import TINY_TRAIN, mura, mura_tree_and_workdir, one_error_line
 
 # ------------------------------------------------------------------------------------------ help and choices
 
@@ -85,19 +85,28 @@ def test_every_option_with_a_value_states_its_default(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_marks_data_required_and_takes_it_from_config_or_resume(tmp_path):
+def test_train_without_data_takes_the_dataset_prepared_here_or_says_what_to_pass(tmp_path):
     res = mura("train", "-h", cwd=tmp_path)
     block = " ".join(res.stdout.split("--arch")[0].split())
-    assert "* --data" in block and "[required]" in block
-    res = mura("train", cwd=tmp_path)
-    assert res.returncode == 2 and "--data" in one_error_line(res)
+    assert "--data" in block and "[default: (the dataset `mura prepare` wrote in ./.mura, else ./MURA-v1.1)]" in block
+    res = mura("train", "--arch", "densenet169", "--part", "elbow", cwd=tmp_path)
+    assert res.returncode == 2 and "mura prepare MURA-v1.1" in one_error_line(res)
     (tmp_path / "c.json").write_text('{"data": "from-config"}')
     res = mura("train", "--config", "c.json", cwd=tmp_path)
-    assert "from-config" in one_error_line(res)  # the data the file names, not a missing --data
+    assert "from-config" in one_error_line(res)  # the data the file names
     res = mura("train", "--resume", "no-run", cwd=tmp_path)
-    assert "no-run" in one_error_line(res) and "Missing option" not in res.stderr
+    assert "no-run" in one_error_line(res)
     res = mura("train", "--list-archs", cwd=tmp_path)
     assert res.returncode == 0 and "densenet169" in res.stdout
+    data, work = mura_tree_and_workdir(tmp_path, patients_per_part=4)
+    assert mura("prepare", data, cwd=work).returncode == 0
+    res = mura("train", *TINY_TRAIN, "--workers", "0", cwd=work)  # the four sold command lines: no --data typed
+    assert res.returncode == 0, res.stderr
+    assert "data: .mura/" in res.stderr and (work / "runs").is_dir()
+    (work / ".mura" / "other").mkdir()
+    (work / ".mura" / "other" / "index.csv").write_text("")
+    res = mura("train", *TINY_TRAIN, cwd=work)
+    assert res.returncode == 2 and "2 datasets are prepared here" in one_error_line(res)
 
 
 def test_command_list_starts_with_demo_and_each_summary_is_one_sentence(tmp_path):

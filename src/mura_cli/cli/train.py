@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +25,7 @@ from mura_cli.config import (
     load_config_file,
     train_config,
 )
+from mura_cli.data.index import default_data
 from mura_cli.errors import UsageError
 from mura_cli.metrics import format_metric
 from mura_cli.utils import plural
@@ -50,20 +51,13 @@ _TRANSFORM_FLAGS = {
 _NOT_SETTINGS = {"resume", "config", "list_archs", "quiet"}
 
 
-def _data_elsewhere(ctx: typer.Context, _param: Any, value: Any) -> Any:
-    """--config, --resume and --list-archs need no --data (the file or the run has it): satisfy the requirement."""
-    if value:
-        ctx.default_map = {**(ctx.default_map or {}), "data": ""}
-    return value
-
-
 _Data = Annotated[
     str,
     typer.Option(
         "--data",
         "-d",
-        help="`mura prepare` output folder, or a dataset root (indexed on the fly); "
-        "--config or --resume may give it instead.",
+        help="`mura prepare` output folder, or a dataset root (indexed on the fly).",
+        show_default="the dataset `mura prepare` wrote in ./.mura, else ./MURA-v1.1",
     ),
 ]
 _Arch = Annotated[
@@ -168,8 +162,6 @@ _ExistOk = Annotated[bool, typer.Option("--exist-ok", help="Overwrite a run of t
 _Resume = Annotated[
     Path | None,
     typer.Option(
-        callback=_data_elsewhere,
-        is_eager=True,
         help="Continue an interrupted run folder (may change --epochs, --early-stop, --device, --workers).",
         show_default="a new run",
     ),
@@ -177,8 +169,6 @@ _Resume = Annotated[
 _Config = Annotated[
     Path | None,
     typer.Option(
-        callback=_data_elsewhere,
-        is_eager=True,
         help="JSON or TOML file of settings (keys as in config.json; flags you type override it).",
         show_default="none",
     ),
@@ -195,14 +185,12 @@ _Sharpen = Annotated[float, typer.Option(help="Unsharp-mask amount (0 = off).")]
 _Blur = Annotated[float, typer.Option(help="Gaussian blur sigma (0 = off).")]
 _Equalize = Annotated[bool, typer.Option("--equalize/--no-equalize", help="Histogram equalization.")]
 _Clahe = Annotated[float, typer.Option(help="CLAHE clip limit (0 = off; 0.01 typical).")]
-_ListArchs = Annotated[
-    bool, typer.Option("--list-archs", callback=_data_elsewhere, is_eager=True, help="List the backbones and exit.")
-]
+_ListArchs = Annotated[bool, typer.Option("--list-archs", is_eager=True, help="List the backbones and exit.")]
 
 
 def train(
     ctx: typer.Context,
-    data: _Data,
+    data: _Data = _T.data,
     *,
     arch: _Arch = _T.arch,
     part: _Part = _T.part,
@@ -328,7 +316,11 @@ def _resolve(ctx: typer.Context, resume: Path | None, config: Path | None) -> tu
         return TrainConfig(), changes
     flags: dict[str, Any] = {k: v for k, v in ctx.params.items() if k in given and k in _TRAIN_FIELDS}
     flags["transform"] = {_TRANSFORM_FLAGS[k]: ctx.params[k] for k in given if k in _TRANSFORM_FLAGS}
-    return train_config(load_config_file(config, TrainConfig) if config else {}, flags), {}
+    cfg = train_config(load_config_file(config, TrainConfig) if config else {}, flags)
+    if not cfg.data:  # `mura train --arch densenet169 --part elbow` in the folder where `mura prepare` ran
+        cfg = replace(cfg, data=str(default_data()))
+        err_console.print(f"data: {cfg.data} (found here; --data for another)", soft_wrap=True)
+    return cfg, {}
 
 
 def epoch_table() -> Table:

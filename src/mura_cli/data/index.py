@@ -31,7 +31,7 @@ from mura_cli.data.records import Index as Index
 from mura_cli.data.records import IndexRow as IndexRow
 from mura_cli.data.records import Problem as Problem
 from mura_cli.data.records import part_from_name as part_from_name
-from mura_cli.errors import DataError
+from mura_cli.errors import DataError, UsageError
 from mura_cli.utils import atomic_path, plural, write_json
 
 # ============================================================================================ building
@@ -319,6 +319,30 @@ def find_prepared(data: str | Path) -> Path | None:
         if (candidate / INDEX_FILE).is_file() and _built_from(candidate, where):
             return candidate
     return None
+
+
+def default_data(cwd: Path | None = None) -> Path:
+    """The data ``mura train`` uses when no ``--data`` is given: the one dataset ``mura prepare`` wrote into
+    ``./.mura``, else a ``MURA-v1.1`` folder in the working folder (relative paths when ``cwd`` is None).
+
+    Raises:
+        UsageError: several datasets are prepared here (which one is meant), or none is and no ``MURA-v1.1``.
+    """
+    here = Path() if cwd is None else cwd
+    prepared = sorted(p.parent for p in here.glob(f".mura/*/{INDEX_FILE}"))
+    if len(prepared) == 1:
+        return prepared[0]
+    if prepared:
+        names = ", ".join(str(p) for p in prepared)
+        raise UsageError(
+            f"no --data given and {len(prepared)} datasets are prepared here ({names}); pass --data with one"
+        )
+    if (here / "MURA-v1.1").is_dir():
+        return here / "MURA-v1.1"
+    raise UsageError(
+        "no --data given and no dataset here: pass --data with a MURA-v1.1 folder, or run "
+        "`mura prepare MURA-v1.1` first and train in the same folder without --data"
+    )
 
 
 def _built_from(index_dir: Path, where: Path) -> bool:
