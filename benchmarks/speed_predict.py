@@ -153,14 +153,15 @@ def make_int8(run: Path, files: list[Path], size: int) -> Path:
     from mura_cli.config import TransformConfig
     from mura_cli.data.preprocess import eval_input
     from mura_cli.data.readers import read_images
-    from mura_cli.engine.export import int8_path, quantize_onnx
-    from mura_cli.engine.onnx import onnx_path
-    from mura_cli.models.checkpoint import WEIGHTS_NAME
+    from mura_cli.engine.export import quantize_onnx
+    from mura_cli.models.run_folder import RunFolder
 
     tcfg = TransformConfig(size=size)
     x = np.stack([eval_input(read_images(f, max_pixels=10**9)[0].pixels, tcfg) for f in files[:32]])
-    fp32 = onnx_path(run, run / WEIGHTS_NAME, size)
-    return quantize_onnx(fp32, int8_path(run, size), [x[i : i + 16] for i in range(0, len(x), 16)])
+    folder = RunFolder(run)
+    return quantize_onnx(
+        folder.onnx_export(size), folder.int8_export(size), [x[i : i + 16] for i in range(0, len(x), 16)]
+    )
 
 
 def bare_forward(arch: str, size: int, batch: int, engine: str, run: Path) -> float:

@@ -148,3 +148,45 @@ def test_the_checker_sees_cycles_and_function_level_imports():
     graph = _graph()
     assert "mura_cli.report.plots" in graph["mura_cli.engine.run"]  # imported inside save_epoch
     assert "mura_cli.models.checkpoint" in graph["mura_cli.models.hub"]
+
+
+def _strings(tree: ast.AST) -> list[tuple[str, int]]:
+    """Every string literal of a module (f-string parts included) but its docstrings (any bare string statement),
+    with its line."""
+    docs = {
+        id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
+    return [
+        (node.value, node.lineno)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+    ]
+
+
+def test_run_folder_file_names_live_in_run_folder_only():
+    """Every file name of a run folder is spelled in ``models/run_folder.py`` and nowhere else in the package:
+    the rest asks :class:`~mura_cli.models.run_folder.RunFolder` or imports its constants."""
+    import re
+
+    from mura_cli.models import run_folder
+
+    names = sorted({v for k, v in vars(run_folder).items() if k.isupper() and isinstance(v, str) and "." in v})
+    assert {"summary.json", "train_config.json", "last_state.json", "oof.csv", "bf16_check.json"} <= set(names)
+    spelled = re.compile(
+        "|".join([*(rf"(?<![\w.-]){re.escape(n)}\b" for n in names), r"\bfold-(\d|$)", r"-int8\.onnx"])
+    )
+    dirs = {run_folder.NESTED_DIR, run_folder.ONNX_DIR, run_folder.EXPORT_DIR}
+    other_folders = {"mura_cli.data.records": {"summary.json"}}  # the prepared index's summary, not a run's
+    bad = []
+    for name, path in MODULES.items():
+        if name == "mura_cli.models.run_folder":
+            continue
+        tree = ast.parse(path.read_text())
+        for text, line in _strings(tree):
+            hits = {m.group(0) for m in spelled.finditer(text)} - other_folders.get(name, set())
+            bad += [f"{path.relative_to(PACKAGE.parent)}:{line} spells {h!r}" for h in sorted(hits)]
+        for node in ast.walk(tree):
+            right = node.right if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) else None
+            if isinstance(right, ast.Constant) and right.value in dirs:
+                bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} joins {node.right.value!r}")
+    assert not bad, "\n".join(bad)

@@ -9,11 +9,12 @@ import torch
 from mura_cli.config import InferConfig, TransformConfig
 from mura_cli.engine.backends import TorchBackend
 from mura_cli.engine.load import LoadedModel, load_models
-from mura_cli.engine.onnx import onnx_backend, onnx_path, resolve_engine
+from mura_cli.engine.onnx import onnx_backend, resolve_engine
 from mura_cli.engine.predict import predict
 from mura_cli.errors import UsageError
-from mura_cli.models.checkpoint import WEIGHTS_NAME, ModelConfig, save_run_model
+from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
+from mura_cli.models.run_folder import RunFolder
 
 from synth import SHARED_DATA, make_mura_tree
 
@@ -42,7 +43,7 @@ def test_onnx_engine_matches_torch(tmp_path, arch):
     save_run_model(net, run, cfg)
     files = _inputs(tmp_path)
     torch_model = LoadedModel(name="m", backend=TorchBackend(net), config=cfg, folder=run)
-    onnx_model = LoadedModel(name="m", backend=onnx_backend(lambda: net, run, run / WEIGHTS_NAME, 96, "m"), config=cfg)
+    onnx_model = LoadedModel(name="m", backend=onnx_backend(lambda: net, run, 96, "m"), config=cfg)
     a = list(predict(files, [torch_model], InferConfig(batch_size=3, workers=0), per_image=True, with_cam=True))
     b = list(predict(files, [onnx_model], InferConfig(batch_size=3, workers=0), per_image=True, with_cam=True))
     assert len(a) == len(b) == len(files)
@@ -56,7 +57,7 @@ def test_export_is_cached_by_weights_size_and_opset(tmp_path):
     run = tmp_path / "run"
     save_run_model(MuraNet("test_resnet"), run, ModelConfig(arch="test_resnet", transform=TransformConfig(size=32)))
     first = load_models([str(run)], "cpu", "onnx")[0]
-    path = onnx_path(run, run / WEIGHTS_NAME, 32)
+    path = RunFolder(run).onnx_export(32)
     assert path.is_file() and path.parent == run / "onnx"
     stamp = path.stat().st_mtime_ns
     load_models([str(run)], "cpu", "onnx")
@@ -64,7 +65,7 @@ def test_export_is_cached_by_weights_size_and_opset(tmp_path):
     x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
     assert first.backend(x, True)[1].shape[0] == 2
     save_run_model(MuraNet("test_resnet"), run, ModelConfig(arch="test_resnet", transform=TransformConfig(size=32)))
-    assert onnx_path(run, run / WEIGHTS_NAME, 32) != path  # new weights, new key
+    assert RunFolder(run).onnx_export(32) != path  # new weights, new key
 
 
 def test_engine_choice():

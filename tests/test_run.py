@@ -13,8 +13,6 @@ from mura_cli.config import TrainConfig
 from mura_cli.engine.distributed import Dist, init_distributed, seed_epoch, shard_loaders
 from mura_cli.engine.results import EpochResult
 from mura_cli.engine.run import (
-    LAST_STATE,
-    TRAIN_CONFIG,
     Progress,
     load_last_state,
     resume_config,
@@ -23,6 +21,7 @@ from mura_cli.engine.run import (
 )
 from mura_cli.errors import UsageError
 from mura_cli.models.registry import MuraNet
+from mura_cli.models.run_folder import LAST_STATE, TRAIN_CONFIG
 
 
 def _epoch(epoch: int, tune_loss: float, best: bool) -> EpochResult:

@@ -9,6 +9,7 @@ import typer
 
 from mura_cli.cli._console import QuietOpt, choice, console, err_console, final, quiet_output
 from mura_cli.errors import UsageError
+from mura_cli.models.run_folder import EXPORT_DIR, EXPORT_SIDECAR
 
 
 def export(
@@ -19,7 +20,7 @@ def export(
         bool, typer.Option("--int8", help="Static int8 quantization, kept only if tune AUROC drops <= 0.005.")
     ] = False,
     out: Annotated[
-        Path | None, typer.Option(help="Folder for the model and preprocessing.json.", show_default="RUN/export")
+        Path | None, typer.Option(help=f"Folder for the model and {EXPORT_SIDECAR}.", show_default=f"RUN/{EXPORT_DIR}")
     ] = None,
     calibration: Annotated[int, typer.Option(help="Training images to calibrate int8 on.")] = 256,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export.")] = False,

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from mura_cli.cli._console import QuietOpt, choice, console, err_console, final, progress, quiet_output, typed_params
-from mura_cli.cli.train_stop import RunWatch, interrupted, is_folds_run
+from mura_cli.cli.train_stop import RunWatch, interrupted
 from mura_cli.config import (
     FOLD_SCHEMES,
     KEEP_EPOCHS,
@@ -28,6 +28,7 @@ from mura_cli.config import (
 from mura_cli.data.index import default_data
 from mura_cli.errors import UsageError
 from mura_cli.metrics import format_metric
+from mura_cli.models.run_folder import CARD, CONFIG_NAME, CURVES, METRICS, WEIGHTS_NAME, RunFolder
 from mura_cli.utils import plural
 
 _T = TrainConfig()
@@ -169,7 +170,7 @@ _Resume = Annotated[
 _Config = Annotated[
     Path | None,
     typer.Option(
-        help="JSON or TOML file of settings (keys as in config.json; flags you type override it).",
+        help=f"JSON or TOML file of settings (keys as in {CONFIG_NAME}; flags you type override it).",
         show_default="none",
     ),
 ]
@@ -275,7 +276,7 @@ def _train(cfg: TrainConfig, changes: dict[str, Any], resume: Path | None) -> Pa
     bar, table = progress(), epoch_table()
     on_start, on_batch, on_epoch = train_view(bar, {}, table)
     on_start = watch = RunWatch(on_start)
-    if cfg.folds or (resume is not None and is_folds_run(resume)):
+    if cfg.folds or (resume is not None and RunFolder(resume).is_folds):
         from mura_cli.cli.train_folds import train_folds
 
         return train_folds(cfg, resume, bar, (on_start, on_batch, on_epoch))
@@ -294,8 +295,8 @@ def _train(cfg: TrainConfig, changes: dict[str, Any], resume: Path | None) -> Pa
         f"(study level); {'stopped early; ' if result.stopped_early else ''}{result.seconds:.0f} s"
     )
     console.print(
-        f"saved [bold]{result.run_dir}[/] (model.safetensors, config.json, README.md, metrics.csv, "
-        "curves.png, last state for --resume)",
+        f"saved [bold]{result.run_dir}[/] ({WEIGHTS_NAME}, {CONFIG_NAME}, {CARD}, {METRICS}, {CURVES}, "
+        "last state for --resume)",
         soft_wrap=True,
     )
     return result.run_dir

@@ -10,6 +10,7 @@ from rich.table import Table
 from mura_cli.cli._console import console, interval
 from mura_cli.config import TrainConfig
 from mura_cli.metrics import format_metric
+from mura_cli.models.run_folder import ENSEMBLE_NAME, OOF, SUMMARY, fold_name
 from mura_cli.report.document import METRIC_LABELS
 
 
@@ -48,7 +49,8 @@ def train_folds(cfg: TrainConfig, resume: Path | None, bar: Any, callbacks: tupl
             soft_wrap=True,
         )
     console.print(
-        f"saved [bold]{result.run_dir}[/] (fold-1 ... fold-{len(result.folds)}, oof.csv, ensemble.json, summary.json); "
+        f"saved [bold]{result.run_dir}[/] ({fold_name(1)} ... {fold_name(len(result.folds))}, {OOF}, {ENSEMBLE_NAME}, "
+        f"{SUMMARY}); "
         f"use it as one model: mura predict FILES --model {result.run_dir}",
         soft_wrap=True,
     )

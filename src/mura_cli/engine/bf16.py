@@ -19,10 +19,10 @@ import numpy as np
 
 from mura_cli.errors import MuraError
 from mura_cli.hardware import cpu_info
-from mura_cli.models.checkpoint import WEIGHTS_NAME
+from mura_cli.models.run_folder import BF16_CHECK, WEIGHTS_NAME
 from mura_cli.utils import read_json, sha256_files, write_json
 
-CHECK_NAME = "bf16_check.json"
+CHECK_NAME = BF16_CHECK
 MAX_PROBABILITY_DIFF = 0.02
 """The largest change of any image's probability that bf16 may make (fp32 -> bf16, absolute)."""
 

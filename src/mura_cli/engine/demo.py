@@ -181,12 +181,12 @@ def run_bare_benchmark(
     demo model on the demo set's valid split (trained once into :func:`cache_dir` when not there yet, reporting
     through ``demo_hooks``). ``hooks.on_info`` says where the cache is, its size and how to remove it."""
     from mura_cli._version import __version__
-    from mura_cli.models.checkpoint import WEIGHTS_NAME
     from mura_cli.models.registry import DEFAULT_ARCH
+    from mura_cli.models.run_folder import RunFolder
 
     demo = cache_dir() / f"demo-{__version__}"
     run = demo / "runs" / "demo"
-    if not (run / WEIGHTS_NAME).is_file() or not (run / "summary.json").is_file():
+    if not RunFolder(run).finished:
         hooks.on_info(f"no demo model in {demo} yet: training one (once; about 4 min on 2 CPU cores, 270 MB there)")
         run_demo(DemoConfig(out=str(demo), overwrite=True), demo_hooks or DemoHooks(infer=hooks))
     hooks.on_info(f"demo model: {run} (cache {demo}: {folder_size(demo) / 1e6:.0f} MB; remove it with rm -rf {demo})")

@@ -21,13 +21,23 @@ from typing import Any
 import numpy as np
 
 from mura_cli.engine.evaluate import evaluate, rows_loader
-from mura_cli.engine.onnx import OnnxBackend, export_onnx, onnx_available, onnx_path
+from mura_cli.engine.onnx import OnnxBackend, export_onnx, onnx_available
 from mura_cli.errors import DataError, UsageError
-from mura_cli.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, is_ensemble, load_run_model
+from mura_cli.models.checkpoint import ModelConfig, load_run_model
+from mura_cli.models.run_folder import (
+    CONFIG_NAME,
+    EXPORT_DIR,
+    EXPORT_INT8,
+    EXPORT_MODEL,
+    EXPORT_SIDECAR,
+    TRAIN_CONFIG,
+    WEIGHTS_NAME,
+    RunFolder,
+)
 from mura_cli.utils import atomic_path, ensure_new, sha256_files, write_json
 
 MAX_AUROC_DROP = 0.005
-SIDECAR = "preprocessing.json"
+SIDECAR = EXPORT_SIDECAR
 
 
 @dataclass(frozen=True)
@@ -41,12 +51,6 @@ class ExportResult:
     note: str = ""
 
 
-def int8_path(folder: Path, size: int) -> Path:
-    """Where ``--engine onnx-int8`` finds a run's int8 export (next to the fp32 cache)."""
-    fp32 = onnx_path(folder, folder / WEIGHTS_NAME, size)
-    return fp32.with_name(fp32.stem + "-int8.onnx")
-
-
 def run_export(
     run: str | Path, *, out: str | Path | None, int8: bool, calibration: int, overwrite: bool
 ) -> ExportResult:
@@ -58,26 +62,26 @@ def run_export(
         DataError: ``int8`` and the run's data cannot be found to calibrate and check on.
     """
     folder = Path(run)
-    if is_ensemble(folder):
-        raise UsageError(f"{folder}: a --folds ensemble; export each member (mura export {folder / 'fold-1'})")
-    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+    if RunFolder(folder).is_ensemble:
+        raise UsageError(f"{folder}: a --folds ensemble; export each member (mura export {RunFolder(folder).fold(1)})")
+    if not RunFolder(folder).has_model:
         raise UsageError(f"{folder}: not a run folder (needs {CONFIG_NAME} and {WEIGHTS_NAME}); pass runs/NAME")
     if not onnx_available():
         raise UsageError('ONNX Runtime is not installed; pip install "mura-cli[onnx]"')
     model, cfg = load_run_model(folder)
-    target = Path(out) if out else folder / "export"
-    name = "model-int8.onnx" if int8 else "model.onnx"
+    target = Path(out) if out else folder / EXPORT_DIR
+    name = EXPORT_INT8 if int8 else EXPORT_MODEL
     for path in (target / name, target / SIDECAR):
         ensure_new(path, overwrite)
     target.mkdir(parents=True, exist_ok=True)
     size = cfg.transform.output_size
-    fp32 = export_onnx(model, size, target / "model.onnx")
+    fp32 = export_onnx(model, size, target / EXPORT_MODEL)
     result = ExportResult(fp32, target / SIDECAR, "fp32")
     if int8:
         result = _quantize(folder, cfg, fp32, target / name, calibration)
         if result.precision == "int8":
-            shutil.copyfile(result.model, _mkparent(int8_path(folder, size)))
-    write_json(result.sidecar, sidecar(cfg, result, sha256_files([folder / WEIGHTS_NAME])))
+            shutil.copyfile(result.model, _mkparent(RunFolder(folder).int8_export(size)))
+    write_json(result.sidecar, sidecar(cfg, result, sha256_files([RunFolder(folder).weights])))
     return result
 
 
@@ -196,7 +200,7 @@ def _preprocessed(fp32: Path, out: Path) -> Path:
 def run_rows(folder: Path) -> tuple[list[Any], list[Any], Path, Path | None]:
     """The run's train and tune rows (as its training saw them), the dataset root and its cache."""
     from mura_cli.config import TrainConfig, from_dict
-    from mura_cli.engine.run import TRAIN_CONFIG, find_cache, resolve_index, select_rows
+    from mura_cli.engine.run import find_cache, resolve_index, select_rows
     from mura_cli.utils import read_json
 
     if not (folder / TRAIN_CONFIG).is_file():
@@ -225,7 +229,6 @@ __all__ = [
     "MAX_AUROC_DROP",
     "SIDECAR",
     "ExportResult",
-    "int8_path",
     "quantize_onnx",
     "run_export",
     "run_rows",

@@ -31,9 +31,6 @@ from mura_cli.engine.evaluate import infer, rows_loader
 from mura_cli.engine.nested import Choices, apply_choices, choose, inner_rows, nested_estimate, pair_members
 from mura_cli.engine.results import EpochResult, TrainResult
 from mura_cli.engine.run import (
-    LAST_STATE,
-    SUMMARY,
-    TRAIN_CONFIG,
     find_cache,
     fold_rows,
     new_run_dir,
@@ -42,14 +39,21 @@ from mura_cli.engine.run import (
     select_part,
 )
 from mura_cli.errors import UsageError
-from mura_cli.models.checkpoint import CONFIG_NAME, ENSEMBLE_NAME, ModelConfig, load_run_model
+from mura_cli.models.checkpoint import ModelConfig, load_run_model
+from mura_cli.models.run_folder import (
+    CONFIG_NAME,
+    ENSEMBLE_NAME,
+    INNER,
+    OOF,
+    SUMMARY,
+    TRAIN_CONFIG,
+    RunFolder,
+    fold_name,
+    inner_name,
+)
 from mura_cli.report.card import write_ensemble_card
 from mura_cli.scoring import score_table
 from mura_cli.utils import read_json, resolve_device, write_csv, write_json
-
-OOF = "oof.csv"
-INNER = "inner.csv"
-NESTED_DIR = "nested"
 
 
 @dataclass(frozen=True)
@@ -109,20 +113,19 @@ def fit_folds(
         run = new_run_dir(cfg, select_part(index, cfg.part))
         save_train_config(run, cfg)
     results: list[TrainResult | None] = []
-    members = [(f"fold-{k}", k, 0) for k in range(1, cfg.folds + 1)]
-    members += [(f"inner-{j}-{k}", k, j) for j, k in pair_members(cfg.folds)] if cfg.nested else []
+    members = [(fold_name(k), k, 0) for k in range(1, cfg.folds + 1)]
+    members += [(inner_name(j, k), k, j) for j, k in pair_members(cfg.folds)] if cfg.nested else []
     for i, (name, k, j) in enumerate(members, 1):
-        home = run / NESTED_DIR if j else run  # not members of the ensemble: predict never loads them
-        folder = home / name
-        fold_cfg = replace(cfg, fold=k, inner=j, out=str(home), name=name, exist_ok=True)
-        state = "done" if (folder / SUMMARY).is_file() else "resume" if (folder / LAST_STATE).is_file() else "train"
+        folder = RunFolder(run).inner(j, k) if j else RunFolder(run).fold(k)  # pair models are not members
+        fold_cfg = replace(cfg, fold=k, inner=j, out=str(folder.path.parent), name=name, exist_ok=True)
+        state = "done" if folder.finished else "resume" if folder.resumable else "train"
         if on_fold:
             on_fold(name, i, len(members), state)
         if state == "done":
             results.append(None)
             continue
         kw: dict[str, Any] = {"on_epoch": on_epoch, "on_batch": on_batch, "on_start": on_start}
-        results.append(fit(fold_cfg, resume=folder, **kw) if state == "resume" else fit(fold_cfg, **kw))
+        results.append(fit(fold_cfg, resume=folder.path, **kw) if state == "resume" else fit(fold_cfg, **kw))
     oof_rows = out_of_fold(run, cfg)
     decided = decide(oof_rows, cfg)
     nested = nested_from_run(run, cfg, oof_rows) if cfg.nested else None
@@ -138,7 +141,7 @@ def out_of_fold(run: Path, cfg: TrainConfig) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for k in range(1, cfg.folds + 1):
         held = fold_rows(index, part, replace(cfg, fold=k, inner=0))[2]
-        rows += predict_rows(run / f"fold-{k}", held, index.root, cache, cfg, fold=k)
+        rows += predict_rows(RunFolder(run).fold(k).path, held, index.root, cache, cfg, fold=k)
     return rows
 
 
@@ -182,7 +185,7 @@ def inner_predictions(run: Path, cfg: TrainConfig) -> list[dict[str, Any]]:
     for j, k in pair_members(cfg.folds):
         for f in (j, k):
             held = fold_rows(index, part, replace(cfg, fold=f, inner=0))[2]
-            pred = predict_rows(run / NESTED_DIR / f"inner-{j}-{k}", held, index.root, cache, cfg, f)
+            pred = predict_rows(RunFolder(run).inner(j, k).path, held, index.root, cache, cfg, f)
             rows += [{**r, "model": f"{j}-{k}"} for r in pred]
     return rows
 
@@ -238,7 +241,7 @@ def _finish(
     seconds: float,
 ) -> None:
     """Write the choices into every fold's config, then ``oof.csv``, ``ensemble.json`` and ``summary.json``."""
-    members = [f"fold-{k}" for k in range(1, cfg.folds + 1)]
+    members = [fold_name(k) for k in range(1, cfg.folds + 1)]
     ch: Choices = decided["choices"]
     for m in members:
         mcfg = ModelConfig.from_json(run / m / CONFIG_NAME)
@@ -271,4 +274,4 @@ def _finite(x: float) -> float | None:
     return None if not math.isfinite(x) else round(float(x), 6)
 
 
-__all__ = ["INNER", "OOF", "FoldsResult", "decide", "fit_folds", "inner_predictions", "out_of_fold", "predict_rows"]
+__all__ = ["FoldsResult", "decide", "fit_folds", "inner_predictions", "out_of_fold", "predict_rows"]

@@ -17,14 +17,8 @@ from typing import Any
 from mura_cli.config import DemoConfig, TransformConfig
 from mura_cli.engine.backends import Backend, FlipBackend, TemperatureBackend, TorchBackend
 from mura_cli.errors import ModelError, UsageError
-from mura_cli.models.checkpoint import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    ModelConfig,
-    is_ensemble,
-    load_run_config,
-    load_run_model,
-)
+from mura_cli.models.checkpoint import ModelConfig, load_run_config, load_run_model
+from mura_cli.models.run_folder import CONFIG_NAME, RunFolder
 from mura_cli.utils import sha256_files
 
 log = logging.getLogger(__name__)
@@ -101,12 +95,11 @@ def resolve_model_specs(
     if value:
         return ModelChoice((value,), f"from ${MODEL_ENV}")
     root = Path(runs_dir)
-    done = [d for d in (root.iterdir() if root.is_dir() else []) if _finished(d)]
-    if done:
-        newest = max(done, key=lambda d: ((d / "summary.json").stat().st_mtime, d.name))
+    newest = RunFolder.newest(root)
+    if newest is not None:
         return ModelChoice((str(newest),), f"newest complete run under {root}/")
     demo = Path(DemoConfig().out) / "runs" / "demo"
-    if _finished(demo):
+    if RunFolder(demo).finished:
         return ModelChoice((str(demo),), f"trained by `mura demo` on synthetic radiographs; none under {root}/")
     raise ModelError(
         f"no model given and no finished run under {root}/; pass --model RUN_FOLDER (or org/name on the Hub), "
@@ -181,13 +174,6 @@ def load_model(
     return Model(tuple(load_models(choice.specs, resolved, engine, tta, inputs)), choice, resolved)
 
 
-def _finished(run: Path) -> bool:
-    """A run ``mura train`` finished: one model (config, weights, summary) or a ``--folds`` ensemble."""
-    if is_ensemble(run):
-        return (run / "summary.json").is_file()
-    return all((run / f).is_file() for f in (CONFIG_NAME, WEIGHTS_NAME, "summary.json"))
-
-
 def load_models(
     specs: Sequence[str],
     device: str = "cpu",
@@ -220,8 +206,8 @@ def load_models(
         if p.is_dir() and not (p / CONFIG_NAME).is_file():
             runs = sorted(d for d in p.iterdir() if (d / CONFIG_NAME).is_file())
             if not runs:
-                raise UsageError(f"{p}: no config.json here nor in its subfolders; pass a run folder from mura train")
-            ensemble = p.resolve().name if is_ensemble(p) else None
+                raise UsageError(f"{p}: no {CONFIG_NAME} here nor in its subfolders; pass a run folder from mura train")
+            ensemble = p.resolve().name if RunFolder(p).is_ensemble else None
             for d in runs:
                 m = _loaded(str(d), d, device, engine, tta, fallback, inputs)
                 out.append(replace(m, ensemble=ensemble))
@@ -258,12 +244,11 @@ def _loaded(
         from mura_cli.engine.onnx import onnx_backend
 
         size = cfg.transform.output_size
-        backend = onnx_or_none(lambda: onnx_backend(network, folder, folder / WEIGHTS_NAME, size, name), fallback)
+        backend = onnx_or_none(lambda: onnx_backend(network, folder, size, name), fallback)
     elif engine == "onnx-int8":
-        from mura_cli.engine.export import int8_path
         from mura_cli.engine.onnx import OnnxBackend
 
-        path = int8_path(folder, cfg.transform.output_size)
+        path = RunFolder(folder).int8_export(cfg.transform.output_size)
         if not path.is_file():
             raise UsageError(
                 f"{folder}: no int8 export; make one with `mura export {folder} --int8` (or --engine onnx)"
@@ -325,7 +310,7 @@ def onnx_or_none(make: Callable[[], Backend], fallback: bool) -> Backend | None:
 
 def weights_sha256(models: Sequence[LoadedModel]) -> str | None:
     """One SHA-256 over the weights files of ``models`` (in order): which model a report speaks of."""
-    files = [m.folder / WEIGHTS_NAME for m in models if m.folder is not None]
+    files = [RunFolder(m.folder).weights for m in models if m.folder is not None]
     if len(files) < len(models) or not all(f.is_file() for f in files):
         return None
     return sha256_files(files)

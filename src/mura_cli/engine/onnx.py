@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mura_cli.errors import ModelError, UsageError
-from mura_cli.utils import atomic_path, cache_dir, default_workers, is_writable_dir, sha256_files
+from mura_cli.models.run_folder import ONNX_OPSET, RunFolder
+from mura_cli.utils import atomic_path, default_workers
 
 if TYPE_CHECKING:
     from mura_cli.models.registry import MuraNet
 
-OPSET = 17
+OPSET = ONNX_OPSET
 ENGINES = ("torch", "torch-bf16", "onnx", "onnx-int8", "auto")
 _INSTALL = 'ONNX Runtime is not installed; pip install "mura-cli[onnx]" (or use --engine torch)'
 
@@ -48,13 +49,6 @@ def resolve_engine(engine: str, device: str) -> str:
         if not onnx_available():
             raise UsageError(_INSTALL)
     return engine
-
-
-def onnx_path(folder: Path, weights: Path, size: int, opset: int = OPSET) -> Path:
-    """Where the export of ``weights`` at ``size`` lives: ``<run>/onnx/`` or, for a read-only run, the cache."""
-    name = f"model-{sha256_files([weights])[:16]}-{size}px-opset{opset}.onnx"
-    base = folder / "onnx" if is_writable_dir(folder) else cache_dir() / "onnx"
-    return base / name
 
 
 def export_onnx(model: Any, size: int, path: Path, opset: int = OPSET) -> Path:
@@ -119,10 +113,11 @@ class OnnxBackend:
         return np.asarray(logits).reshape(-1), None
 
 
-def onnx_backend(network: Callable[[], Any], folder: Path, weights: Path, size: int, name: str) -> OnnxBackend:
-    """The cached export of ``weights`` in an :class:`OnnxBackend`; when it is missing, ``network()`` builds the
-    model (and imports torch) to make it. A cached export is served without torch."""
-    path = onnx_path(folder, weights, size)
+def onnx_backend(network: Callable[[], Any], folder: Path, size: int, name: str) -> OnnxBackend:
+    """The cached export of the run in ``folder`` (:meth:`RunFolder.onnx_export`) in an :class:`OnnxBackend`;
+    when it is missing, ``network()`` builds the model (and imports torch) to make it. A cached export is served
+    without torch."""
+    path = RunFolder(folder).onnx_export(size)
     if not path.is_file():
         export_onnx(network(), size, path)
     return OnnxBackend(path, name=name)

@@ -1,10 +1,6 @@
 """A training run: what it reads (:func:`resolve_index`, :func:`select_rows`, :func:`find_cache`), the run folder
-that :func:`~mura_cli.engine.train.fit` leaves, and the resumable state in it.
-
-``train_config.json`` (the resolved :class:`~mura_cli.config.TrainConfig`), ``model.safetensors`` + ``config.json``
-(the best epoch, Hub layout), ``last.safetensors`` + ``last_optimizer.safetensors`` + ``last_state.json`` (the last
-epoch: weights, optimizer tensors, scheduler state and history, for ``--resume``), ``metrics.csv``,
-``curves.png``, ``summary.json`` and ``README.md`` (the model card). Only safetensors and JSON: nothing pickled.
+that :func:`~mura_cli.engine.train.fit` leaves, and the resumable state in it (the folder's files:
+:mod:`mura_cli.models.run_folder`). Only safetensors and JSON: nothing pickled.
 """
 
 from __future__ import annotations
@@ -31,15 +27,17 @@ from mura_cli.data.index import (
 from mura_cli.engine.results import EpochResult
 from mura_cli.errors import DataError, UsageError
 from mura_cli.models.checkpoint import ModelConfig, read_weights, save_run_model, save_weights
+from mura_cli.models.run_folder import (
+    CURVES,
+    LAST_AVERAGE,
+    LAST_OPTIM,
+    LAST_STATE,
+    LAST_WEIGHTS,
+    METRICS,
+    SUMMARY,
+    TRAIN_CONFIG,
+)
 from mura_cli.utils import atomic_path, plural, write_csv, write_json
-
-TRAIN_CONFIG = "train_config.json"
-LAST_WEIGHTS, LAST_OPTIM, LAST_STATE = "last.safetensors", "last_optimizer.safetensors", "last_state.json"
-LAST_AVERAGE = "last_average.safetensors"
-METRICS = "metrics.csv"
-CURVES = "curves.png"
-SUMMARY = "summary.json"
-
 
 # ------------------------------------------------------------------------------------------ inputs
 
@@ -367,14 +365,6 @@ def finish_run(
 
 
 __all__ = [
-    "CURVES",
-    "LAST_AVERAGE",
-    "LAST_OPTIM",
-    "LAST_STATE",
-    "LAST_WEIGHTS",
-    "METRICS",
-    "SUMMARY",
-    "TRAIN_CONFIG",
     "Progress",
     "RunInfo",
     "find_cache",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mura_cli.config import IMAGENET_MEAN, IMAGENET_STD, TransformConfig, from_dict, to_dict
 from mura_cli.errors import ModelError
+from mura_cli.models.run_folder import CONFIG_NAME, WEIGHTS_NAME
 from mura_cli.utils import atomic_path, read_json, short_error, write_json
 
 if TYPE_CHECKING:  # torch is imported only to build or save a network: ONNX Runtime serves without it
@@ -23,10 +24,6 @@ if TYPE_CHECKING:  # torch is imported only to build or save a network: ONNX Run
 
     from mura_cli.models.registry import MuraNet
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-ENSEMBLE_NAME = "ensemble.json"
-"""Marks a ``mura train --folds`` run folder: its ``fold-k`` subfolders are one ensemble model."""
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 """Pickled weight files: never loaded, since unpickling can run code."""
 SCHEMA_VERSION = 1
@@ -275,13 +272,11 @@ def load_run_model(folder: str | Path, map_location: str = "cpu") -> tuple[MuraN
 
 __all__ = [
     "CONFIG_NAME",
-    "ENSEMBLE_NAME",
     "SCHEMA_VERSION",
     "UNSAFE_SUFFIXES",
     "WEIGHTS_NAME",
     "LoadReport",
     "ModelConfig",
-    "is_ensemble",
     "load_backbone_state",
     "load_run_config",
     "load_run_model",
@@ -289,8 +284,3 @@ __all__ = [
     "save_run_model",
     "save_weights",
 ]
-
-
-def is_ensemble(folder: str | Path) -> bool:
-    """Whether ``folder`` is a ``mura train --folds`` ensemble (it holds ``ensemble.json``)."""
-    return (Path(folder) / ENSEMBLE_NAME).is_file()

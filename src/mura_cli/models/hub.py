@@ -19,16 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mura_cli.errors import ModelError
-from mura_cli.models.checkpoint import CONFIG_NAME as CONFIG_NAME
 from mura_cli.models.checkpoint import (
     UNSAFE_SUFFIXES,
     ModelConfig,
-    is_ensemble,
     load_backbone_state,
     load_run_model,
     read_weights,
 )
-from mura_cli.models.checkpoint import WEIGHTS_NAME as WEIGHTS_NAME
 from mura_cli.models.checkpoint import LoadReport as LoadReport
 from mura_cli.models.hub_errors import MODEL_HINT as MODEL_HINT
 from mura_cli.models.hub_errors import PUSH_HINT as PUSH_HINT
@@ -36,6 +33,9 @@ from mura_cli.models.hub_errors import WEIGHTS_HINT as WEIGHTS_HINT
 from mura_cli.models.hub_errors import HubHint as HubHint
 from mura_cli.models.hub_errors import hub_call, hub_endpoint, quiet_hub
 from mura_cli.models.hub_errors import hub_unreachable as hub_unreachable
+from mura_cli.models.run_folder import CONFIG_NAME as CONFIG_NAME
+from mura_cli.models.run_folder import HUB_FILES, RunFolder
+from mura_cli.models.run_folder import WEIGHTS_NAME as WEIGHTS_NAME
 
 if TYPE_CHECKING:  # torch only where a network is built: resolving a model folder does not need it
     from mura_cli.models.registry import MuraNet
@@ -206,9 +206,10 @@ def push_to_hub(
     from huggingface_hub import HfApi
 
     src = Path(folder)
-    if is_ensemble(src):
+    if RunFolder(src).is_ensemble:
         raise ModelError(
-            f"{src}: a --folds ensemble; push one member (mura push {src / 'fold-1'} ORG/NAME), or each to its own repo"
+            f"{src}: a --folds ensemble; push one member (mura push {RunFolder(src).fold(1)} ORG/NAME), or each to "
+            "its own repo"
         )
     for name in (WEIGHTS_NAME, CONFIG_NAME):
         if not (src / name).is_file():
@@ -222,7 +223,7 @@ def push_to_hub(
                 repo_id=repo_id,
                 folder_path=str(src),
                 commit_message=commit_message,
-                allow_patterns=[WEIGHTS_NAME, CONFIG_NAME, "README.md", "metrics.csv", "curves.png"],
+                allow_patterns=list(HUB_FILES),
             ),
             PUSH_HINT,
         )

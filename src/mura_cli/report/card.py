@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mura_cli.metrics import format_metric
+from mura_cli.models.run_folder import CARD
 from mura_cli.report.document import format_interval
 from mura_cli.utils import write_text
 
@@ -106,7 +107,7 @@ Not a medical device; for research use.
 ```
 </details>
 """
-    return write_text(run / "README.md", text)
+    return write_text(run / CARD, text)
 
 
 def write_ensemble_card(run: Path, cfg: TrainConfig, info: Mapping[str, Any]) -> Path:
@@ -128,7 +129,7 @@ def write_ensemble_card(run: Path, cfg: TrainConfig, info: Mapping[str, Any]) ->
     else:
         lines.append("No nested estimate was computed (`mura train --folds K --nested` computes one).")
     lines.append("\nAll figures are on the training data's own patients and source; not a medical device.\n")
-    return write_text(run / "README.md", "\n".join(lines))
+    return write_text(run / CARD, "\n".join(lines))
 
 
 def _estimate_lines(title: str, table: Mapping[str, Any], labelled: Mapping[str, Any] | None = None) -> str:
