@@ -190,3 +190,24 @@ def test_run_folder_file_names_live_in_run_folder_only():
             if isinstance(right, ast.Constant) and right.value in dirs:
                 bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} joins {node.right.value!r}")
     assert not bad, "\n".join(bad)
+
+
+def test_runtime_names_live_in_the_runtime_registry_only():
+    """Every ``--engine`` name is spelled in ``engine/runtimes.py`` alone: the rest asks the registry (adding a
+    runtime is one entry there plus its backend)."""
+    from mura_cli.engine.runtimes import RUNTIMES
+
+    assert set(RUNTIMES) >= {"torch", "torch-bf16", "onnx", "onnx-int8"}
+    other_meanings = {  # the same word, another concept
+        ("mura_cli.models.run_folder", "onnx"),  # the run folder's export subfolder
+        ("mura_cli.engine.speed", "torch"),  # the torch package's version in the machine info
+        ("mura_cli.errors", "torch"),  # the torch package's version in the mismatch message
+    }
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} spells {text!r}"
+        for name, path in MODULES.items()
+        if name != "mura_cli.engine.runtimes"
+        for text, line in _strings(ast.parse(path.read_text()))
+        if text in RUNTIMES and (name, text) not in other_meanings
+    ]
+    assert not bad, "\n".join(bad)

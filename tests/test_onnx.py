@@ -9,8 +9,9 @@ import torch
 from mura_cli.config import InferConfig, TransformConfig
 from mura_cli.engine.backends import TorchBackend
 from mura_cli.engine.load import LoadedModel, load_models
-from mura_cli.engine.onnx import onnx_backend, resolve_engine
+from mura_cli.engine.onnx import onnx_backend
 from mura_cli.engine.predict import predict
+from mura_cli.engine.runtimes import resolve_engine
 from mura_cli.errors import UsageError
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet

@@ -29,6 +29,7 @@ from mura_cli.cli._console import (
 from mura_cli.cli.localize import ComponentOpt
 from mura_cli.cli.predict import DeviceOpt, EngineOpt, ModelOpt, OverwriteOpt, ThresholdOpt, TtaOpt, WorkersOpt
 from mura_cli.config import BENCHMARK_SPLITS, BenchmarkConfig
+from mura_cli.engine.runtimes import TORCH
 from mura_cli.report.document import METRIC_LABELS
 
 _B = BenchmarkConfig()
@@ -222,7 +223,7 @@ def _render_speed(speed: dict[str, Any] | None, machine: dict[str, Any]) -> None
         ms = r["ms_per_image"]
         table.add_row(
             r["arch"],
-            r.get("engine", "torch"),
+            r.get("engine", TORCH),
             str(r["size"]),
             str(r["batch"]),
             f"{r['images_per_s']:.1f}",

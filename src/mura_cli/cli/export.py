@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mura_cli.cli._console import QuietOpt, choice, console, err_console, final, quiet_output
+from mura_cli.engine.runtimes import ONNX
 from mura_cli.errors import UsageError
 from mura_cli.models.run_folder import EXPORT_DIR, EXPORT_SIDECAR
 
@@ -15,7 +16,7 @@ from mura_cli.models.run_folder import EXPORT_DIR, EXPORT_SIDECAR
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder (runs/NAME; one fold of a --folds ensemble).")],
     *,
-    format: Annotated[str, typer.Option("--format", click_type=choice(("onnx",)), help="Export format.")] = "onnx",
+    format: Annotated[str, typer.Option("--format", click_type=choice((ONNX,)), help="Export format.")] = ONNX,
     int8: Annotated[
         bool, typer.Option("--int8", help="Static int8 quantization, kept only if tune AUROC drops <= 0.005.")
     ] = False,
@@ -33,7 +34,7 @@ def export(
     """
     from mura_cli.engine.export import run_export
 
-    if format != "onnx":
+    if format != ONNX:
         raise UsageError(f"--format {format}: only onnx is supported")
     if calibration < 1:
         raise UsageError("--calibration must be at least 1")

@@ -154,9 +154,9 @@ def run_demo(cfg: DemoConfig, hooks: DemoHooks = DemoHooks()) -> DemoReport:
 def _fp32_engine(device: str) -> str:
     """The demo's inference engine: fp32 everywhere (ONNX Runtime on CPU when installed, else torch), never the
     bf16 that ``auto`` picks on CPUs with native bf16, so that its figures compare across CPUs."""
-    from mura_cli.engine.onnx import onnx_available
+    from mura_cli.engine.runtimes import fp32_engine
 
-    return "onnx" if resolve_device(device) == "cpu" and onnx_available() else "torch"
+    return fp32_engine(resolve_device(device))
 
 
 def _fit_with_threads(threads: int, *args: Any, **kwargs: Any) -> TrainResult:

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from mura_cli.engine.evaluate import evaluate, rows_loader
-from mura_cli.engine.onnx import OnnxBackend, export_onnx, onnx_available
+from mura_cli.engine.onnx import OnnxBackend, export_onnx
+from mura_cli.engine.runtimes import ONNX, ONNX_INSTALL, RUNTIMES
 from mura_cli.errors import DataError, UsageError
 from mura_cli.models.checkpoint import ModelConfig, load_run_model
 from mura_cli.models.run_folder import (
@@ -66,8 +67,8 @@ def run_export(
         raise UsageError(f"{folder}: a --folds ensemble; export each member (mura export {RunFolder(folder).fold(1)})")
     if not RunFolder(folder).has_model:
         raise UsageError(f"{folder}: not a run folder (needs {CONFIG_NAME} and {WEIGHTS_NAME}); pass runs/NAME")
-    if not onnx_available():
-        raise UsageError('ONNX Runtime is not installed; pip install "mura-cli[onnx]"')
+    if not RUNTIMES[ONNX].available():
+        raise UsageError(ONNX_INSTALL)
     model, cfg = load_run_model(folder)
     target = Path(out) if out else folder / EXPORT_DIR
     name = EXPORT_INT8 if int8 else EXPORT_MODEL

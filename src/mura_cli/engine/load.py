@@ -7,7 +7,6 @@ routes a body part to the models that serve it.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -15,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from mura_cli.config import DemoConfig, TransformConfig
-from mura_cli.engine.backends import Backend, FlipBackend, TemperatureBackend, TorchBackend
+from mura_cli.engine.backends import Backend, FlipBackend, TemperatureBackend
+from mura_cli.engine.runtimes import AUTO, TORCH, TORCH_BF16, load_backend, resolve_engine
 from mura_cli.errors import ModelError, UsageError
 from mura_cli.models.checkpoint import ModelConfig, load_run_config, load_run_model
 from mura_cli.models.run_folder import CONFIG_NAME, RunFolder
 from mura_cli.utils import sha256_files
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -145,7 +143,7 @@ def load_model(
     model: str | Path | Sequence[str | Path] | None = None,
     *,
     device: str = "auto",
-    engine: str = "auto",
+    engine: str = AUTO,
     tta: bool | None = None,
     runs_dir: str | Path = "runs",
     inputs: int | None = None,
@@ -177,7 +175,7 @@ def load_model(
 def load_models(
     specs: Sequence[str],
     device: str = "cpu",
-    engine: str = "torch",
+    engine: str = TORCH,
     tta: bool | None = None,
     inputs: int | None = None,
 ) -> list[LoadedModel]:
@@ -192,9 +190,7 @@ def load_models(
     ``torch-bf16`` runs torch with bf16 autocast; ``auto`` picks it for a model where :func:`auto_bf16` says so
     (``inputs``, the number of files to score, ``None`` when unknown).
     """
-    from mura_cli.engine.onnx import resolve_engine
-
-    fallback = engine == "auto"  # ONNX Runtime, or torch for a model that cannot be exported
+    fallback = engine == AUTO  # ONNX Runtime, or torch for a model that cannot be exported
     engine = resolve_engine(engine, device)
     from mura_cli.models.hub import resolve_model_folder
 
@@ -237,25 +233,9 @@ def _loaded(
             built.append(load_run_model(folder, device)[0])
         return built[0]
 
-    backend: Backend | None = None
-    if engine == "torch-bf16" or (fallback and auto_bf16(folder, device, inputs)):
-        backend = TorchBackend(network(), device, precision="bf16", channels_last=True, name=name)
-    elif engine == "onnx":
-        from mura_cli.engine.onnx import onnx_backend
-
-        size = cfg.transform.output_size
-        backend = onnx_or_none(lambda: onnx_backend(network, folder, size, name), fallback)
-    elif engine == "onnx-int8":
-        from mura_cli.engine.onnx import OnnxBackend
-
-        path = RunFolder(folder).int8_export(cfg.transform.output_size)
-        if not path.is_file():
-            raise UsageError(
-                f"{folder}: no int8 export; make one with `mura export {folder} --int8` (or --engine onnx)"
-            )
-        backend = OnnxBackend(path, name=name)
-    if backend is None:
-        backend = TorchBackend(network(), device, channels_last=True, name=name)  # measured faster on CPU and GPU
+    if fallback and auto_bf16(folder, device, inputs):
+        engine = TORCH_BF16
+    backend = load_backend(engine, folder, cfg.transform.output_size, device, name, network, fallback)
     if cfg.tta if tta is None else tta:
         backend = FlipBackend(backend)
     if cfg.temperature != 1.0:
@@ -294,18 +274,6 @@ def at_operating_point(models: Sequence[LoadedModel], spec: str) -> list[LoadedM
                 "are chosen out of fold by `mura train --folds K`; pass a number instead"
             )
     return [replace(m, operating_point=spec) for m in models]
-
-
-def onnx_or_none(make: Callable[[], Backend], fallback: bool) -> Backend | None:
-    """``make()``, an ONNX Runtime backend; when the export fails and ``fallback`` (``--engine auto``) allows
-    torch instead, ``None`` after a warning naming the model, and the caller serves it with torch."""
-    try:
-        return make()
-    except ModelError as exc:
-        if not fallback:
-            raise
-        log.warning("%s; --engine auto uses torch for it", exc)
-        return None
 
 
 def weights_sha256(models: Sequence[LoadedModel]) -> str | None:

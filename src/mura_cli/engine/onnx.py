@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mura_cli.errors import ModelError, UsageError
+from mura_cli.errors import ModelError
 from mura_cli.models.run_folder import ONNX_OPSET, RunFolder
 from mura_cli.utils import atomic_path, default_workers
 
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from mura_cli.models.registry import MuraNet
 
 OPSET = ONNX_OPSET
-ENGINES = ("torch", "torch-bf16", "onnx", "onnx-int8", "auto")
-_INSTALL = 'ONNX Runtime is not installed; pip install "mura-cli[onnx]" (or use --engine torch)'
 
 
 def onnx_available() -> bool:
@@ -33,22 +31,6 @@ def onnx_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def resolve_engine(engine: str, device: str) -> str:
-    """``torch``, ``torch-bf16`` (bf16 autocast), ``onnx`` or ``onnx-int8`` (the int8 model ``mura export --int8``
-    left beside the run): ``auto`` picks ONNX Runtime on CPU when it is installed, torch elsewhere (per model,
-    :func:`~mura_cli.engine.load.load_models` may then choose ``torch-bf16``, as ``auto_bf16`` there says)."""
-    if engine not in ENGINES:
-        raise UsageError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
-    if engine == "auto":
-        return "onnx" if device == "cpu" and onnx_available() else "torch"
-    if engine in ("onnx", "onnx-int8"):
-        if device != "cpu":
-            raise UsageError(f"--engine {engine} runs on the CPU; use --device cpu or --engine torch (device {device})")
-        if not onnx_available():
-            raise UsageError(_INSTALL)
-    return engine
 
 
 def export_onnx(model: Any, size: int, path: Path, opset: int = OPSET) -> Path:
@@ -89,7 +71,7 @@ class OnnxBackend:
     """An exported model in an ONNX Runtime CPU session (all graph optimisations; no thread spinning, since
     torch and NumPy work runs between calls in the same process)."""
 
-    def __init__(self, path: Path, name: str = "", threads: int | None = None) -> None:
+    def __init__(self, path: Path, name: str = "", threads: int | None = None, quantized: bool = False) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -103,6 +85,8 @@ class OnnxBackend:
             raise ModelError(f"{path}: ONNX Runtime cannot load it ({exc}); delete it to re-export") from None
         self.name = name or Path(path).stem
         self.path = Path(path)
+        self.quantized = quantized
+        """An int8 export (``mura export --int8``), served as ``--engine onnx-int8``."""
 
     def __call__(self, images: Any, with_cam: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         x = np.ascontiguousarray(np.asarray(images), dtype=np.float32)

@@ -24,7 +24,8 @@ from mura_cli.cam import cam_on_grid, image_box
 from mura_cli.config import TransformConfig
 from mura_cli.data.preprocess import eval_geometry, eval_input
 from mura_cli.data.readers import read_images
-from mura_cli.engine.backends import Backend, TorchBackend
+from mura_cli.engine.backends import Backend
+from mura_cli.engine.runtimes import AUTO, TORCH, TORCH_BF16, arch_backend, engine_name, speed_engines
 from mura_cli.utils import default_workers
 
 
@@ -170,20 +171,6 @@ def measure_speed(
     )
 
 
-def engine_name(backend: Backend) -> str:
-    """``torch``, ``torch-bf16``, ``onnx`` or ``onnx-int8``, with ``+flip`` for test-time flips: what a speed row
-    ran on."""
-    from mura_cli.engine.backends import FlipBackend
-    from mura_cli.engine.onnx import OnnxBackend
-
-    if isinstance(backend, FlipBackend):
-        return engine_name(backend.inner) + "+flip"
-    if isinstance(backend, OnnxBackend):
-        return "onnx-int8" if "int8" in backend.path.name else "onnx"
-    on_cpu = getattr(backend, "device", "") == "cpu"
-    return "torch-bf16" if on_cpu and getattr(backend, "precision", "") == "bf16" else "torch"
-
-
 def measure_archs(
     archs: Sequence[str],
     files: Sequence[Path],
@@ -191,7 +178,7 @@ def measure_archs(
     size: int | None,
     device: str,
     batch_size: int,
-    engine: str = "torch",
+    engine: str = TORCH,
     peaks: dict[str, Any] | None = None,
     on_row: Callable[[SpeedRow], None] | None = None,
 ) -> list[SpeedRow]:
@@ -210,11 +197,11 @@ def measure_archs(
         net = MuraNet(arch)
         flops = flops_per_image(net, tcfg.output_size) if peaks else None
         for name in speed_engines(engine, device):
-            backend = _arch_backend(net, arch, tcfg.output_size, device, name, engine == "auto")
+            backend = arch_backend(net, arch, tcfg.output_size, device, name, engine == AUTO)
             row = measure_speed(backend, tcfg, files, arch=arch, device=device, batch_size=batch_size)
             if flops and peaks:
                 gflops = flops / max(row.ms_per_image["forward"], 1e-9) / 1e6
-                peak = peaks.get(f"matmul_{'bf16' if row.engine == 'torch-bf16' else 'fp32'}_gflops")
+                peak = peaks.get(f"matmul_{'bf16' if row.engine == TORCH_BF16 else 'fp32'}_gflops")
                 row = replace(
                     row, forward_gflops=round(gflops, 1), peak_fraction=round(gflops / peak, 3) if peak else None
                 )
@@ -222,36 +209,3 @@ def measure_archs(
             if on_row:
                 on_row(row)
     return rows
-
-
-def speed_engines(engine: str, device: str) -> list[str]:
-    """The engines a speed table times for ``--engine``: as predict resolves it (ONNX Runtime for int8 too), and
-    for ``auto`` on a CPU with native bf16 also ``torch-bf16``, which ``auto`` picks for runs whose check passed."""
-    from mura_cli.engine.onnx import resolve_engine
-    from mura_cli.hardware import cpu_info
-
-    resolved = resolve_engine(engine, device)
-    names = ["onnx" if resolved.startswith("onnx") else resolved]
-    if engine == "auto" and device == "cpu" and cpu_info().native_bf16:
-        names.append("torch-bf16")
-    return names
-
-
-def _arch_backend(net: Any, arch: str, size: int, device: str, engine: str, fallback: bool) -> Backend:
-    """``net`` on ONNX Runtime (exported to a temporary file; torch when that fails and ``fallback``) or torch."""
-    backend = None
-    if engine == "onnx":
-        import tempfile
-
-        from mura_cli.engine.load import onnx_or_none
-        from mura_cli.engine.onnx import OnnxBackend, export_onnx
-
-        with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph; the file can go
-
-            def export() -> Backend:
-                return OnnxBackend(export_onnx(net, size, Path(tmp) / f"{arch}.onnx"), name=arch)
-
-            backend = onnx_or_none(export, fallback)
-    if backend is None and engine == "torch-bf16":
-        return TorchBackend(net, device, precision="bf16", channels_last=True, name=arch)
-    return TorchBackend(net, device, name=arch) if backend is None else backend

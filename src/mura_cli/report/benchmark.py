@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mura_cli.engine.runtimes import TORCH
 from mura_cli.errors import UsageError
 from mura_cli.report.document import (
     METRIC_LABELS,
@@ -233,7 +234,7 @@ def _speed(speed: Any) -> list[Block]:
     rows = [
         [
             str(r.get("arch", "")),
-            str(r.get("engine", "torch")),
+            str(r.get("engine", TORCH)),
             str(r.get("size", "")),
             str(r.get("batch", "")),
             str(r.get("device", "")),
