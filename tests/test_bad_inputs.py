@@ -17,7 +17,7 @@ from mura_cli.data.image import BlankImageError, check_not_blank
 from mura_cli.data.image import Image as MuraImage
 from mura_cli.data.inputs import scan_inputs
 from mura_cli.data.readers import raster_format, read_image
-from mura_cli.engine.results import errors_path
+from mura_cli.engine.hooks import errors_path
 from test_cli_usage import make_run
 
 from synth import SHARED_DATA, _radiograph, mura

@@ -23,8 +23,8 @@ from mura_cli.data.inputs import mura_study_of
 from mura_cli.data.readers import read_image
 from mura_cli.engine.localize import Localization
 from mura_cli.engine.results import EpochResult
-from mura_cli.engine.run import resolve_index
 from mura_cli.engine.run import write_metrics_csv as _write_metrics_csv
+from mura_cli.engine.train_data import resolve_index
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
 from mura_cli.report.overlay import render_overlay

@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 
 from mura_cli.config import BenchmarkConfig, LocalizeConfig, PredictConfig, merge
 from mura_cli.engine.benchmark import BenchmarkReport, run_benchmark
+from mura_cli.engine.hooks import Hooks
 from mura_cli.engine.load import Model, load_model
 from mura_cli.engine.localize import LocalizeReport, run_localize
-from mura_cli.engine.results import Hooks
 from mura_cli.engine.screen import PredictReport, run_predict
 
 log = logging.getLogger("mura_cli")

@@ -11,48 +11,11 @@ original pixels. Full-size maps (:func:`resize_map`) are made only for overlays 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from mura_cli.boxes import Box
 from mura_cli.config_infer import COMPONENTS
 from mura_cli.data.preprocess import Geometry
-
-
-@dataclass(frozen=True)
-class Box:
-    """A box in original pixels, ``x0, y0`` inclusive top-left and ``x1, y1`` exclusive bottom-right."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-
-    @property
-    def area(self) -> int:
-        return max(0, self.x1 - self.x0) * max(0, self.y1 - self.y0)
-
-    def iou(self, other: Box) -> float:
-        ix = max(0, min(self.x1, other.x1) - max(self.x0, other.x0))
-        iy = max(0, min(self.y1, other.y1) - max(self.y0, other.y0))
-        inter = ix * iy
-        union = self.area + other.area - inter
-        return inter / union if union else 0.0
-
-    def contains(self, x: float, y: float) -> bool:
-        return self.x0 <= x < self.x1 and self.y0 <= y < self.y1
-
-    def scaled(self, grid: tuple[int, int], height: int, width: int) -> Box:
-        """This box on a ``grid`` (rows, columns) map of an ``height`` x ``width`` image, in that image's pixels:
-        the smallest box covering the grid cells it covers."""
-        sy, sx = height / grid[0], width / grid[1]
-        return Box(
-            int(np.floor(self.x0 * sx)),
-            int(np.floor(self.y0 * sy)),
-            min(width, int(np.ceil(self.x1 * sx))),
-            min(height, int(np.ceil(self.y1 * sy))),
-        )
-
 
 CAM_GRID = 512
 """The longest side of the grid maps are boxed on: MURA's own images (512 px) are boxed at full size, a

@@ -11,9 +11,11 @@ Conventions on edge cases (checked against scikit-learn 1.9 in tests/test_metric
   averages (``macro_f1``, ``weighted_*``), which follow :func:`classification_report`.
 - :func:`classification_report` follows scikit-learn's ``zero_division=0``: an undefined per-class
   ratio is 0.0, and both classes are always reported (``labels=[0, 1]``).
-- Kappa when both raters put everything in one class: scikit-learn's ``cohen_kappa_score`` gives NaN
-  (with a warning), and so does :func:`cohen_kappa_from_counts`; :func:`cohen_kappa` keeps its
-  historical 0.0 there (training selects checkpoints on it and must not see NaN).
+- One kappa, :func:`cohen_kappa_from_counts` (scikit-learn's formula: NaN when both raters put everything in
+  one class, as ``cohen_kappa_score``, with its warning). :func:`cohen_kappa` is that kappa of two label lists,
+  with one named exception, :func:`kappa_or_zero`: perfect agreement on one class counts as 0.0, not NaN,
+  because training selects checkpoints on it and must not see NaN.
+- One safe division, :func:`safe_div`: NaN where the denominator is 0, without warnings.
 """
 
 from __future__ import annotations
@@ -37,20 +39,17 @@ def confusion(y_true: Labels, y_pred: Labels) -> tuple[int, int, int, int]:
 
 
 def cohen_kappa(y_true: Labels, y_pred: Labels) -> float:
-    """Cohen's kappa between two binary raters: (p_o - p_e) / (1 - p_e); 0 when p_e == 1 and p_o == 1.
+    """Cohen's kappa between two binary raters (:func:`cohen_kappa_from_counts` of their confusion counts), with
+    :func:`kappa_or_zero`'s exception: 0.0 where both use one and the same class only; NaN without rows."""
+    return kappa_or_zero(*confusion(y_true, y_pred))
 
-    When p_e == 1 (both raters use one and the same class only) scikit-learn gives NaN instead of 0;
-    :func:`cohen_kappa_from_counts` follows scikit-learn.
-    """
-    tn, fp, fn, tp = confusion(y_true, y_pred)
-    n = tn + fp + fn + tp
-    if n == 0:
-        return float("nan")
-    po = (tp + tn) / n
-    pe = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / (n * n)
-    if pe == 1.0:
-        return 0.0 if po == 1.0 else float("nan")
-    return (po - pe) / (1.0 - pe)
+
+def kappa_or_zero(tn: float, fp: float, fn: float, tp: float) -> float:
+    """:func:`cohen_kappa_from_counts`, but 0.0 instead of NaN for perfect agreement on one class (all ``tn`` or
+    all ``tp``): what training selects checkpoints on (it must not see NaN). NaN without rows."""
+    kappa = float(cohen_kappa_from_counts(tn, fp, fn, tp))
+    one_class = fp == fn == 0 and (tn == 0 or tp == 0) and tn + tp > 0
+    return 0.0 if one_class else kappa
 
 
 def roc_auc(y_true: Labels, scores: Scores) -> float:
@@ -87,7 +86,7 @@ class BinaryMetrics:
 
 
 def _ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
+    return float(safe_div(a, b))
 
 
 def binary_metrics(y_true: Labels, scores: Scores, threshold: float = 0.5) -> BinaryMetrics:
@@ -147,7 +146,7 @@ def format_metric(x: float) -> str:
 CLASS_NAMES = ("normal", "abnormal")
 
 
-def _safe_div(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
+def safe_div(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
     """``num / den`` elementwise as float64, NaN where ``den == 0``, without warnings."""
     a, b = np.broadcast_arrays(np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64))
     out = np.full(a.shape, np.nan)
@@ -166,7 +165,7 @@ def cohen_kappa_from_counts(
     tn, fp, fn, tp = (np.asarray(x, dtype=np.float64) for x in (tn, fp, fn, tp))
     n = tn + fp + fn + tp
     expected = (tn + fn) * (tp + fn) + (tp + fp) * (tn + fp)
-    return 1.0 - _safe_div(n * (fp + fn), expected)
+    return 1.0 - safe_div(n * (fp + fn), expected)
 
 
 def kappa_threshold(y_true: Labels, scores: Scores) -> float:
@@ -209,12 +208,12 @@ def count_metrics(
     n = tn + fp + fn + tp
     pos_support, neg_support = tp + fn, tn + fp
     per_class = {  # (normal, abnormal)
-        "precision": (_safe_div(tn, tn + fn), _safe_div(tp, tp + fp)),
-        "recall": (_safe_div(tn, tn + fp), _safe_div(tp, tp + fn)),
-        "f1": (_safe_div(2 * tn, 2 * tn + fn + fp), _safe_div(2 * tp, 2 * tp + fp + fn)),
+        "precision": (safe_div(tn, tn + fn), safe_div(tp, tp + fp)),
+        "recall": (safe_div(tn, tn + fp), safe_div(tp, tp + fn)),
+        "f1": (safe_div(2 * tn, 2 * tn + fn + fp), safe_div(2 * tp, 2 * tp + fp + fn)),
     }
     out = {
-        "accuracy": _safe_div(tp + tn, n),
+        "accuracy": safe_div(tp + tn, n),
         "sensitivity": per_class["recall"][1],
         "specificity": per_class["recall"][0],
         "precision": per_class["precision"][1],
@@ -228,7 +227,7 @@ def count_metrics(
         neg0, pos0 = np.nan_to_num(neg, nan=0.0), np.nan_to_num(pos, nan=0.0)
         if name == "f1":
             out["macro_f1"] = np.where(rows, (neg0 + pos0) / 2.0, np.nan)
-        out[f"weighted_{name}"] = _safe_div(neg_support * neg0 + pos_support * pos0, n)
+        out[f"weighted_{name}"] = safe_div(neg_support * neg0 + pos_support * pos0, n)
     return out
 
 
@@ -247,7 +246,7 @@ def classification_report(
     tn, fp, fn, tp = confusion(y_true, y_pred)
     n = tn + fp + fn + tp
     m = count_metrics(tn, fp, fn, tp)
-    f1_normal = _safe_div(2 * tn, 2 * tn + fn + fp)
+    f1_normal = safe_div(2 * tn, 2 * tn + fn + fp)
     per_class = {
         target_names[0]: (m["npv"], m["specificity"], f1_normal, tn + fp),
         target_names[1]: (m["precision"], m["recall"], m["f1"], tp + fn),
@@ -300,7 +299,7 @@ def roc_curve(
         keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
         tps, fps, thresholds = tps[keep], fps[keep], thresholds[keep]
     tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
-    return _safe_div(fps, fps[-1]), _safe_div(tps, tps[-1]), np.r_[np.inf, thresholds]
+    return safe_div(fps, fps[-1]), safe_div(tps, tps[-1]), np.r_[np.inf, thresholds]
 
 
 def calibration_bin_ids(probs: Scores, n_bins: int = 10) -> np.ndarray:
@@ -371,7 +370,7 @@ def weighted_roc_auc(y_true: Labels, scores: Scores, weights: np.ndarray | Seque
     pos = np.add.reduceat(np.where(ts, ws, 0.0), starts, axis=0)
     below = np.cumsum(neg, axis=0) - neg
     u = np.einsum("ks,ks->s", pos, below + 0.5 * neg)
-    return _safe_div(u, pos.sum(axis=0) * neg.sum(axis=0))
+    return safe_div(u, pos.sum(axis=0) * neg.sum(axis=0))
 
 
 def weighted_calibration_error(
@@ -387,4 +386,4 @@ def weighted_calibration_error(
     w = _weights_2d(weights, p.size)
     gaps = np.zeros((p.size, n_bins))  # per bin: sum of (label - probability) of its rows
     gaps[np.arange(p.size), calibration_bin_ids(p, n_bins)] = t - p
-    return _safe_div(np.abs(w @ gaps).sum(axis=1), w.sum(axis=1))
+    return safe_div(np.abs(w @ gaps).sum(axis=1), w.sum(axis=1))

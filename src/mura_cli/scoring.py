@@ -22,11 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from mura_cli.boxes import BoxLike, box_iou, corners, in_any
 from mura_cli.metrics import (
     classification_report,
     confusion,
     count_metrics,
     finite_or_none,
+    safe_div,
     weighted_calibration_error,
     weighted_roc_auc,
 )
@@ -156,12 +158,6 @@ def bootstrap_batched(
     return {name: _interval(np.concatenate(parts), alpha) for name, parts in collected.items()}
 
 
-def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    out = np.full(np.shape(num), np.nan)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
-
-
 def classification_batch(
     weights: np.ndarray, labels: np.ndarray, probs: np.ndarray, preds: np.ndarray, n_bins: int = 10
 ) -> dict[str, np.ndarray]:
@@ -271,37 +267,17 @@ def score_table(
     return {"parts": out}
 
 
-Box = Sequence[float]
-
-
-def _box(b: Any) -> tuple[float, float, float, float]:
-    """A box as ``(x0, y0, x1, y1)``, from a 4-sequence or an object with those attributes (``cam.Box``)."""
-    if hasattr(b, "x0"):
-        return float(b.x0), float(b.y0), float(b.x1), float(b.y1)
-    x0, y0, x1, y1 = b
-    return float(x0), float(y0), float(x1), float(y1)
-
-
-def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes (``x1, y1`` exclusive); 0 when both are empty."""
-    ax0, ay0, ax1, ay1 = _box(a)
-    bx0, by0, bx1, by1 = _box(b)
-    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
-    union = max(0.0, ax1 - ax0) * max(0.0, ay1 - ay0) + max(0.0, bx1 - bx0) * max(0.0, by1 - by0) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _best_iou(pred: Box | None, truths: Sequence[Box]) -> float:
+def _best_iou(pred: BoxLike | None, truths: Sequence[BoxLike]) -> float:
     """The best IoU of ``pred`` with any of ``truths``; 0 without a prediction."""
     return max(box_iou(pred, t) for t in truths) if pred is not None else 0.0
 
 
-def covered_fraction(boxes: Sequence[Box], width: float, height: float) -> float:
+def covered_fraction(boxes: Sequence[BoxLike], width: float, height: float) -> float:
     """The fraction of a ``width x height`` image inside the union of ``boxes`` (clipped to the image):
     the chance that a uniformly random point lands in a box. NaN for an empty image."""
     if width <= 0 or height <= 0:
         return math.nan
-    b = np.array([_box(x) for x in boxes], dtype=np.float64).reshape(-1, 4)
+    b = np.array([corners(x) for x in boxes], dtype=np.float64).reshape(-1, 4)
     b[:, [0, 2]] = b[:, [0, 2]].clip(0.0, width)
     b[:, [1, 3]] = b[:, [1, 3]].clip(0.0, height)
     xs, ys = np.unique(b[:, [0, 2]]), np.unique(b[:, [1, 3]])
@@ -315,27 +291,26 @@ def covered_fraction(boxes: Sequence[Box], width: float, height: float) -> float
     return float(area[covered].sum() / (width * height))
 
 
-def peak_in_boxes(peak: Sequence[float] | None, boxes: Sequence[Box]) -> bool:
+def peak_in_boxes(peak: Sequence[float] | None, boxes: Sequence[BoxLike]) -> bool:
     """Whether the map's peak ``(x, y)`` lies inside any of ``boxes`` (the pointing test)."""
     if peak is None:
         return False
-    x, y = float(peak[0]), float(peak[1])
-    return any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in map(_box, boxes))
+    return in_any(boxes, float(peak[0]), float(peak[1]))
 
 
 def _box_batch(weights: np.ndarray, iou: np.ndarray, hit: np.ndarray, inside: np.ndarray) -> dict[str, np.ndarray]:
     total = weights.sum(axis=1)
     return {
-        "mean_iou": _safe_ratio(weights @ iou, total),
-        "hit_rate": _safe_ratio(weights @ hit, total),
-        "pointing": _safe_ratio(weights @ inside, total),
+        "mean_iou": safe_div(weights @ iou, total),
+        "hit_rate": safe_div(weights @ hit, total),
+        "pointing": safe_div(weights @ inside, total),
     }
 
 
 def score_boxes(
-    pred_boxes: Sequence[Box | None],
+    pred_boxes: Sequence[BoxLike | None],
     peaks: Sequence[Sequence[float] | None],
-    gt_boxes: Sequence[Sequence[Box]],
+    gt_boxes: Sequence[Sequence[BoxLike]],
     sizes: Sequence[tuple[float, float]],
     parts: Sequence[str] | np.ndarray,
     groups: Sequence[Any] | np.ndarray,

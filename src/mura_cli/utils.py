@@ -1,4 +1,4 @@
-"""Small helpers with no dependencies on the rest of the package."""
+"""Small helpers (files, JSON/CSV, devices, hashing); of the rest of the package they import only its errors."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mura_cli.engine.results import Failure, Hooks
+from mura_cli.engine.hooks import Failure, Hooks
 from mura_cli.errors import PartialFailure, UsageError
 from mura_cli.report.document import MINUS, OUTSIDE, format_interval
 from mura_cli.utils import STDOUT, is_stdout, plural

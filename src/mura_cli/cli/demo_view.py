@@ -10,7 +10,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from mura_cli.cli.train import train_view
-from mura_cli.engine.results import Hooks
+from mura_cli.engine.hooks import Hooks
 
 _STAGE_SECONDS = (9.3, 0.2, 0.0, 6.6, 10.8, 4.0)
 """Seconds each stage of the default demo took on the reference machine (a 2-core Intel Xeon, 239 s in all),

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mura_cli.errors import DataError, MuraError
+from mura_cli.utils import write_json
 
 MANIFEST = "manifest.json"
 
@@ -108,11 +109,7 @@ def build_cache(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{folder}: cannot create the cache folder ({exc.strerror}); choose --out elsewhere") from None
-    manifest_path = folder / MANIFEST
-    try:
-        manifest: dict[str, list[int]] = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    except json.JSONDecodeError:
-        manifest = {}
+    manifest = load_manifest(folder)
     todo: list[tuple[str, str, int, str]] = []
     stamps: dict[str, list[int]] = {}
     failed: list[tuple[str, str]] = []
@@ -155,9 +152,7 @@ def build_cache(
         else:
             manifest.pop(rel, None)
             failed.append((rel, err))
-    tmp = manifest_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest))
-    tmp.replace(manifest_path)
+    write_json(folder / MANIFEST, manifest, indent=None)
     return CacheResult(folder=folder, written=written, reused=reused, failed=tuple(failed))
 
 

@@ -19,10 +19,11 @@ import numpy as np
 
 from mura_cli.config import BenchmarkConfig, InferConfig
 from mura_cli.data.index import Index, IndexRow, part_from_name
+from mura_cli.engine.hooks import Failure, Hooks, write_errors
 from mura_cli.engine.load import LoadedModel, Model, load_model, weights_sha256
 from mura_cli.engine.localize import localize
 from mura_cli.engine.predict import ImagePrediction, part_mismatch_warnings, predict
-from mura_cli.engine.results import Failure, Hooks, to_pandas, write_errors
+from mura_cli.engine.results import to_pandas
 from mura_cli.errors import UsageError
 from mura_cli.metrics import aggregate_by_study
 from mura_cli.utils import plural
@@ -124,7 +125,7 @@ def run_benchmark(
         report["model"] = _model_info(model.choice.specs, models)
     index = None
     if cfg.data:
-        from mura_cli.engine.run import resolve_index
+        from mura_cli.engine.train_data import resolve_index
 
         index, _ = resolve_index(cfg.data)
     if scoring:

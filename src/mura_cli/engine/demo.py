@@ -24,9 +24,10 @@ from mura_cli.config import (
     TransformConfig,
 )
 from mura_cli.engine.benchmark import BenchmarkReport, run_benchmark
+from mura_cli.engine.hooks import Hooks
 from mura_cli.engine.localize import LocalizeReport, run_localize
 from mura_cli.engine.prepare import run_prepare
-from mura_cli.engine.results import Hooks, TrainResult
+from mura_cli.engine.results import TrainResult
 from mura_cli.engine.screen import PredictReport, run_predict
 from mura_cli.errors import MuraError, UsageError
 from mura_cli.utils import cache_dir, resolve_device

@@ -21,8 +21,8 @@ import numpy as np
 
 from mura_cli.cam import Box
 from mura_cli.data.sources import read_header
+from mura_cli.engine.hooks import Failure
 from mura_cli.engine.predict import ImagePrediction
-from mura_cli.engine.results import Failure
 from mura_cli.errors import MuraError, UsageError
 from mura_cli.report.dicom_objects import (
     OBJECT_KINDS,

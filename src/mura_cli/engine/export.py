@@ -201,7 +201,7 @@ def _preprocessed(fp32: Path, out: Path) -> Path:
 def run_rows(folder: Path) -> tuple[list[Any], list[Any], Path, Path | None]:
     """The run's train and tune rows (as its training saw them), the dataset root and its cache."""
     from mura_cli.config import TrainConfig, from_dict
-    from mura_cli.engine.run import find_cache, resolve_index, select_rows
+    from mura_cli.engine.train_data import find_cache, resolve_index, select_rows
     from mura_cli.utils import read_json
 
     if not (folder / TRAIN_CONFIG).is_file():

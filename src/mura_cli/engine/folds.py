@@ -30,14 +30,8 @@ from mura_cli.engine.backends import TorchBackend
 from mura_cli.engine.evaluate import infer, rows_loader
 from mura_cli.engine.nested import Choices, apply_choices, choose, inner_rows, nested_estimate, pair_members
 from mura_cli.engine.results import EpochResult, TrainResult
-from mura_cli.engine.run import (
-    find_cache,
-    fold_rows,
-    new_run_dir,
-    resolve_index,
-    save_train_config,
-    select_part,
-)
+from mura_cli.engine.run import new_run_dir, save_train_config
+from mura_cli.engine.train_data import find_cache, fold_rows, resolve_index, select_part
 from mura_cli.errors import UsageError
 from mura_cli.models.checkpoint import ModelConfig, load_run_model
 from mura_cli.models.run_folder import (

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mura_cli.engine.results import Failure
+from mura_cli.engine.hooks import Failure
 from mura_cli.errors import UsageError
 
 SUFFIX = ".partial.jsonl"

@@ -17,9 +17,10 @@ import numpy as np
 from mura_cli.cam import Box, cam_peak, image_box, resize_map
 from mura_cli.config import LocalizeConfig
 from mura_cli.engine.dicom_sink import DicomReport, close_sink, open_sink
+from mura_cli.engine.hooks import Failure, Hooks, errors_path, write_errors
 from mura_cli.engine.load import Model
 from mura_cli.engine.predict import ImagePrediction
-from mura_cli.engine.results import Failure, Hooks, errors_path, to_pandas, write_errors
+from mura_cli.engine.results import to_pandas
 from mura_cli.engine.screen import InferenceRun, require_scored, run_inference
 from mura_cli.errors import UsageError
 from mura_cli.utils import ensure_new, is_stdout, write_csv, write_json

@@ -1,6 +1,7 @@
-"""A training run: what it reads (:func:`resolve_index`, :func:`select_rows`, :func:`find_cache`), the run folder
-that :func:`~mura_cli.engine.train.fit` leaves, and the resumable state in it (the folder's files:
-:mod:`mura_cli.models.run_folder`). Only safetensors and JSON: nothing pickled.
+"""A training run's folder: what :func:`~mura_cli.engine.train.fit` writes there (the config, each epoch, the
+resumable last state, the summary) and reads back on ``--resume``; the folder's files are named in
+:mod:`mura_cli.models.run_folder`. Only safetensors and JSON: nothing pickled. The data a run reads is
+:mod:`mura_cli.engine.train_data`'s.
 """
 
 from __future__ import annotations
@@ -14,18 +15,8 @@ from typing import Any
 import torch
 
 from mura_cli.config import RESUME_SETTINGS, TrainConfig, from_dict, to_dict
-from mura_cli.data.index import (
-    Index,
-    IndexRow,
-    build_index,
-    find_prepared,
-    load_index,
-    part_from_name,
-    patient_folds,
-    split_by_patient,
-)
 from mura_cli.engine.results import EpochResult
-from mura_cli.errors import DataError, UsageError
+from mura_cli.errors import UsageError
 from mura_cli.models.checkpoint import ModelConfig, read_weights, save_run_model, save_weights
 from mura_cli.models.run_folder import (
     CURVES,
@@ -37,93 +28,7 @@ from mura_cli.models.run_folder import (
     SUMMARY,
     TRAIN_CONFIG,
 )
-from mura_cli.utils import atomic_path, plural, write_csv, write_json
-
-# ------------------------------------------------------------------------------------------ inputs
-
-
-def resolve_index(data: str) -> tuple[Index, Path | None]:
-    """A prepared index for ``data`` (an index folder or a dataset root), or one built now; with its folder."""
-    if not data:
-        raise UsageError("no data given; pass --data with a `mura prepare` output folder or a dataset root")
-    prepared = find_prepared(data)
-    if prepared is not None:
-        return load_index(prepared), prepared
-    return build_index(data), None
-
-
-def select_part(index: Index, part: str) -> str:
-    """Normalize ``--part`` (``XR_ELBOW`` -> ``elbow``) and check the index has it."""
-    p = part_from_name(part) or "all"
-    if p != "all" and p not in index.parts:
-        raise UsageError(f"--part {part}: not in this dataset; it has {', '.join(index.parts)} (or all)")
-    return p
-
-
-def select_rows(index: Index, cfg: TrainConfig) -> tuple[str, list[IndexRow], list[IndexRow]]:
-    """The body part ``cfg.part`` names and its train and tune rows.
-
-    Raises:
-        UsageError: the index has no such part.
-        DataError: a split is empty, or the train split has only one label.
-    """
-    part = select_part(index, cfg.part)
-    if cfg.fold:
-        train_rows, tune_rows, _ = fold_rows(index, part, cfg)
-    else:
-        train_rows, tune_rows = index.select(split="train", part=part), index.select(split="tune", part=part)
-    if not train_rows or not tune_rows:
-        raise DataError(
-            f"{cfg.data}: part {part} has {plural(len(train_rows), 'train image')} and "
-            f"{plural(len(tune_rows), 'tune image')}; "
-            "both are needed (re-run `mura prepare` with --tune-fraction > 0)"
-        )
-    if len({r.label for r in train_rows}) < 2:
-        raise DataError(f"{cfg.data}: part {part} has only one label in its train split; cannot learn")
-    return part, train_rows, tune_rows
-
-
-def fold_rows(index: Index, part: str, cfg: TrainConfig) -> tuple[list[IndexRow], list[IndexRow], list[IndexRow]]:
-    """Fold ``cfg.fold`` of ``cfg.folds`` over the train and tune rows of ``part``: ``(train, tune, held out)``.
-
-    Patients are dealt to folds by :func:`~mura_cli.data.index.patient_folds` (``cfg.folds_by``). The held-out
-    fold, and the ``cfg.inner`` fold of a nested run, are never trained on. When the recipe decides something on
-    a tune split (:attr:`TrainConfig.needs_tune`), the tune split is 10% of the training folds' patients;
-    otherwise the held-out fold is the tune split, watched only.
-    """
-    rows = [replace(r, split="train") for r in index.rows if r.split in ("train", "tune") and part in ("all", r.part)]
-    folds = patient_folds(rows, cfg.folds, cfg.seed, cfg.folds_by)
-    held = [r for r in rows if folds[r.patient] == cfg.fold]
-    rest = [r for r in rows if folds[r.patient] not in (cfg.fold, cfg.inner)]
-    if not cfg.needs_tune:
-        return rest, held, held
-    split = split_by_patient(rest, tune_fraction=0.1, seed=cfg.seed)
-    return [r for r in split if r.split == "train"], [r for r in split if r.split == "tune"], held
-
-
-def find_cache(index_dir: Path | None, cfg: TrainConfig) -> Path | None:
-    """The ``mura prepare --cache`` folder to read from: the smallest one at least the input size that keeps
-    the geometry of ``--resize`` (a square cache only serves ``stretch``)."""
-    if cfg.cache == "none":
-        return None
-    if cfg.cache != "auto":
-        p = Path(cfg.cache)
-        if not p.is_dir():
-            raise UsageError(f"--cache {cfg.cache}: no such folder")
-        return p
-    if index_dir is None:
-        return None
-    best: tuple[int, Path] | None = None
-    for d in (index_dir / "cache").glob("*-*") if (index_dir / "cache").is_dir() else []:
-        mode, _, size = d.name.partition("-")
-        if not size.isdigit() or int(size) < cfg.transform.size:
-            continue
-        if mode == "square" and cfg.transform.resize != "stretch":
-            continue
-        if best is None or int(size) < best[0]:
-            best = (int(size), d)
-    return best[1] if best else None
-
+from mura_cli.utils import atomic_path, write_csv, write_json
 
 # ------------------------------------------------------------------------------------------ the folder
 
@@ -367,17 +272,12 @@ def finish_run(
 __all__ = [
     "Progress",
     "RunInfo",
-    "find_cache",
     "finish_run",
-    "fold_rows",
     "load_last_state",
     "new_run_dir",
-    "resolve_index",
     "resume_config",
     "save_epoch",
     "save_last_state",
     "save_train_config",
-    "select_part",
-    "select_rows",
     "write_metrics_csv",
 ]

@@ -11,12 +11,12 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from mura_cli.boxes import Corners
 from mura_cli.data.checks import check_image_files
 from mura_cli.data.formats._files import scan_files
 from mura_cli.data.records import FRACATLAS_REGIONS, Index, IndexRow, Problems
 from mura_cli.errors import DataError
 
-Box = tuple[float, float, float, float]
 COCO_FILE = "Annotations/COCO_fracture_masks.json"
 _FOLDER_LABELS = {"fractured": 1, "non_fractured": 0}
 _SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -71,7 +71,7 @@ def _read_dataset_csv(root: Path, problems: Problems) -> dict[str, dict[str, str
         return {r["image_id"].strip(): r for r in csv.DictReader(f)}
 
 
-def _read_boxes(root: Path, problems: Problems) -> dict[str, tuple[Box, ...]]:
+def _read_boxes(root: Path, problems: Problems) -> dict[str, tuple[Corners, ...]]:
     """File name -> its fracture boxes ``(x0, y0, x1, y1)`` from the COCO file."""
     coco = root / COCO_FILE
     if not coco.is_file():
@@ -80,7 +80,7 @@ def _read_boxes(root: Path, problems: Problems) -> dict[str, tuple[Box, ...]]:
     try:
         data = json.loads(coco.read_text())
         names = {img["id"]: img["file_name"] for img in data["images"]}
-        out: dict[str, list[Box]] = defaultdict(list)
+        out: dict[str, list[Corners]] = defaultdict(list)
         for ann in data["annotations"]:
             x, y, w, h = (float(v) for v in ann["bbox"])
             out[names[ann["image_id"]]].append((x, y, x + w, y + h))
@@ -103,7 +103,7 @@ def _part(record: dict[str, str], name: str, multi: list[str]) -> str:
 def _rows(
     by_name: dict[str, tuple[str, int]],
     csv_rows: dict[str, dict[str, str]],
-    boxes: dict[str, tuple[Box, ...]],
+    boxes: dict[str, tuple[Corners, ...]],
     problems: Problems,
 ) -> list[IndexRow]:
     rows: list[IndexRow] = []

@@ -26,9 +26,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mura_cli.boxes import Corners
 from mura_cli.data.checks import check_image_files
 from mura_cli.data.formats._files import read_csv_rows, scan_files
-from mura_cli.data.readers import DICOM_SUFFIXES, RASTER_SUFFIXES
+from mura_cli.data.readers import IMAGE_SUFFIXES
 from mura_cli.data.records import MURA_PARTS, Index, IndexRow, MuraPath, Problems, parse_mura_path
 
 MURA_DIR = "MURA-v1.1"
@@ -40,8 +41,7 @@ MURA_CSVS = (
 )
 BOXES_CSV = "boxes.csv"
 _MURA_SPLITS = ("train", "valid")
-_SUFFIXES = RASTER_SUFFIXES | DICOM_SUFFIXES
-Box = tuple[float, float, float, float]
+_SUFFIXES = IMAGE_SUFFIXES
 
 
 @dataclass
@@ -185,9 +185,9 @@ def _rows(paths: list[str], study_labels: dict[str, int], problems: Problems) ->
     return rows
 
 
-def _read_boxes(path: Path, prefix: str, problems: Problems) -> dict[str, list[Box]]:
+def _read_boxes(path: Path, prefix: str, problems: Problems) -> dict[str, list[Corners]]:
     """Image path (without the ``MURA-v1.1/`` prefix) -> its boxes, from ``boxes.csv``; bad rows are reported."""
-    found: dict[str, list[Box]] = defaultdict(list)
+    found: dict[str, list[Corners]] = defaultdict(list)
     bad = []
     for n, row in enumerate(read_csv_rows(path)):
         if n == 0 and row[0].strip().lower() == "path":
@@ -206,7 +206,7 @@ def _read_boxes(path: Path, prefix: str, problems: Problems) -> dict[str, list[B
     return found
 
 
-def _attach_boxes(rows: list[IndexRow], boxes: dict[str, list[Box]], problems: Problems) -> list[IndexRow]:
+def _attach_boxes(rows: list[IndexRow], boxes: dict[str, list[Corners]], problems: Problems) -> list[IndexRow]:
     """Rows with their ``boxes``; boxes naming no indexed image and boxes on normal images are reported."""
     indexed = {r.path for r in rows}
     problems.add(
