@@ -211,3 +211,68 @@ def test_runtime_names_live_in_the_runtime_registry_only():
         if text in RUNTIMES and (name, text) not in other_meanings
     ]
     assert not bad, "\n".join(bad)
+
+
+def test_every_option_default_is_its_settings_default():
+    """A ``mura`` option that sets a field of the command's config takes its default from that field (paths as
+    strings; no value and an empty list are the same): the default is written once, in the config."""
+    import dataclasses
+
+    import typer.main
+
+    from mura_cli import config, config_infer
+    from mura_cli.cli import app
+
+    settings = {
+        "predict": config_infer.PredictConfig,
+        "localize": config_infer.LocalizeConfig,
+        "benchmark": config_infer.BenchmarkConfig,
+        "train": config.TrainConfig,
+        "prepare": config.PrepareConfig,
+        "demo": config_infer.DemoConfig,
+    }
+
+    def plain(v):
+        v = list(v) if isinstance(v, tuple | list) else str(v) if isinstance(v, Path) else v
+        return None if v in ([], "") else v
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    checked, bad = 0, []
+    for name, cls in settings.items():
+        own = {f.name: f for f in dataclasses.fields(cls)}
+        for p in commands[name].params:
+            where = cls() if p.name in own else config.TransformConfig() if name == "train" else None
+            if where is None or not hasattr(where, p.name):
+                continue
+            checked += 1
+            if plain(p.default) != plain(getattr(where, p.name)):
+                bad.append(f"mura {name} --{p.name}: {p.default!r}, the config says {getattr(where, p.name)!r}")
+    assert checked > 60 and not bad, "\n".join(bad)
+
+
+def test_shared_defaults_are_written_once():
+    """``threshold_frac``, ``max_pixels`` and ``component`` defaults are constants of ``config_infer``: no function
+    or config field elsewhere writes the value itself."""
+    names = {"threshold_frac", "max_pixels", "component"}
+    bad = []
+    for name, path in MODULES.items():
+        if name == "mura_cli.config_infer":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.arguments):
+                args = [*node.posonlyargs, *node.args][-len(node.defaults) :] if node.defaults else []
+                pairs = [*zip(args, node.defaults, strict=True), *zip(node.kwonlyargs, node.kw_defaults, strict=True)]
+                bad += [
+                    f"{path.relative_to(PACKAGE.parent)}:{a.lineno} {a.arg}={d.value!r}"
+                    for a, d in pairs
+                    if a.arg in names and isinstance(d, ast.Constant) and d.value is not None
+                ]
+            elif (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and node.target.id in names
+                and isinstance(node.value, ast.Constant)
+                and node.value.value is not None
+            ):
+                bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.target.id}={node.value.value!r}")
+    assert not bad, "\n".join(bad)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from mura_cli.boxes import Box
-from mura_cli.config_infer import COMPONENTS
+from mura_cli.config_infer import COMPONENT, COMPONENTS, THRESHOLD_FRAC
 from mura_cli.data.preprocess import Geometry
 
 CAM_GRID = 512
@@ -92,7 +92,9 @@ def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(np.float32)
 
 
-def cam_box(cam: np.ndarray, threshold_frac: float = 0.2, component: str = "largest") -> tuple[Box | None, float]:
+def cam_box(
+    cam: np.ndarray, threshold_frac: float = THRESHOLD_FRAC, component: str = COMPONENT
+) -> tuple[Box | None, float]:
     """Box around a connected region where ``cam >= threshold_frac * max(cam)``: the ``largest`` one (the
     seed's method), or the one holding the map's ``peak``.
 
@@ -120,7 +122,7 @@ def cam_box(cam: np.ndarray, threshold_frac: float = 0.2, component: str = "larg
 
 
 def image_box(
-    cam: np.ndarray, height: int, width: int, threshold_frac: float = 0.2, component: str = "largest"
+    cam: np.ndarray, height: int, width: int, threshold_frac: float = THRESHOLD_FRAC, component: str = COMPONENT
 ) -> tuple[Box | None, float]:
     """:func:`cam_box` of a map on a grid of an ``height`` x ``width`` image, in that image's pixels."""
     box, thr = cam_box(cam, threshold_frac, component)

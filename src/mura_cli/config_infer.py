@@ -14,6 +14,12 @@ PREDICT_FORMATS = ("csv", "mura", "jsonl")
 AGGREGATES = ("mean", "max")
 HEATMAP_FORMATS = ("png", "npy")
 COMPONENTS = ("largest", "peak")
+THRESHOLD_FRAC = 0.2
+"""The default CAM box threshold, as a fraction of the map's maximum (localize, benchmark --boxes, ``cam_box``)."""
+COMPONENT = COMPONENTS[0]
+"""The default region a CAM box is drawn around: the ``largest`` one above the threshold."""
+MAX_PIXELS = 100_000_000
+"""The default limit on an input's pixels (a decompression bomb is refused before it is decoded)."""
 BENCHMARK_SPLITS = ("train", "tune", "valid", "all")
 
 
@@ -57,7 +63,7 @@ class InferConfig:
     tta: bool | None = None
     batch_size: int = 16
     workers: int = 2
-    max_pixels: int = 100_000_000
+    max_pixels: int = MAX_PIXELS
     overwrite: bool = False
     hash_ids: bool = False
     salt: str | None = None
@@ -149,8 +155,8 @@ class LocalizeConfig(InferConfig):
     overlay: bool = False
     overlay_dir: str = "overlays"
     heatmap: str | None = None
-    threshold_frac: float = 0.2
-    component: str = "largest"
+    threshold_frac: float = THRESHOLD_FRAC
+    component: str = COMPONENT
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -197,8 +203,8 @@ class BenchmarkConfig:
     part: str | None = None
     out: str = "benchmark"
     boxes: bool = False
-    threshold_frac: float = 0.2
-    component: str = "largest"
+    threshold_frac: float = THRESHOLD_FRAC
+    component: str = COMPONENT
     threshold: float | None = None
     speed: bool = False
     archs: tuple[str, ...] = ()

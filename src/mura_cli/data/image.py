@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from mura_cli.config_infer import MAX_PIXELS
 from mura_cli.errors import DataError
 
 log = logging.getLogger("mura_cli.data.readers")  # the readers' one logger
 
-DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_PIXELS = MAX_PIXELS
 """Default decompression-bomb limit: 100 megapixels per frame (a 10k x 10k plate)."""
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from mura_cli.cam import Box, cam_peak, image_box, resize_map
 from mura_cli.config import LocalizeConfig
+from mura_cli.config_infer import COMPONENT, THRESHOLD_FRAC
 from mura_cli.engine.dicom_sink import DicomReport, close_sink, open_sink
 from mura_cli.engine.hooks import Failure, Hooks, errors_path, write_errors
 from mura_cli.engine.load import Model
@@ -57,7 +58,7 @@ class Localization:
         }
 
 
-def localize(pred: ImagePrediction, threshold_frac: float = 0.2, component: str = "largest") -> Localization:
+def localize(pred: ImagePrediction, threshold_frac: float = THRESHOLD_FRAC, component: str = COMPONENT) -> Localization:
     """Box the ``largest`` component of ``pred.cam`` above ``threshold_frac`` of its maximum (or the ``peak``'s),
     on the map's grid, and scale the box and the peak to the image's pixels."""
     if pred.cam is None:
