@@ -276,3 +276,31 @@ def test_shared_defaults_are_written_once():
             ):
                 bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.target.id}={node.value.value!r}")
     assert not bad, "\n".join(bad)
+
+
+ENGINE_ROOMS = {
+    "training": {"train", "train_job", "train_data", "recipe", "folds", "nested", "distributed", "run"},
+    "serving": {"load", "runtimes", "onnx", "predict", "screen", "localize", "journal", "parallel", "dicom_sink"},
+    "evaluation": {"evaluate", "benchmark", "speed", "export", "bf16"},
+    "shared": {"backends", "results", "hooks"},
+    "demo and prepare": {"demo", "prepare"},
+}
+"""engine/ by what the user does. Training and serving meet only in the shared room, models/ and data/."""
+
+
+def test_every_engine_module_has_one_room():
+    rooms = [m for group in ENGINE_ROOMS.values() for m in group]
+    engine = {name.rsplit(".", 1)[1] for name in MODULES if name.startswith("mura_cli.engine.")}
+    assert len(rooms) == len(set(rooms)) and set(rooms) == engine, sorted(engine ^ set(rooms))
+
+
+@pytest.mark.parametrize(("room", "other"), [("training", "serving"), ("serving", "training")])
+def test_training_and_serving_do_not_import_each_other(room, other):
+    graph = _graph()
+    bad = [
+        f"engine.{m} -> engine.{t}"
+        for m in sorted(ENGINE_ROOMS[room])
+        for t in sorted(ENGINE_ROOMS[other])
+        if f"mura_cli.engine.{t}" in graph[f"mura_cli.engine.{m}"]
+    ]
+    assert not bad, "\n".join(bad)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,6 +10,7 @@ import typer
 from rich.table import Table
 
 from mura_cli.cli._console import QuietOpt, choice, console, err_console, final, progress, quiet_output, typed_params
+from mura_cli.cli.train_folds import fold_view, show_folds
 from mura_cli.cli.train_stop import RunWatch, interrupted
 from mura_cli.config import (
     FOLD_SCHEMES,
@@ -28,7 +28,7 @@ from mura_cli.config import (
 from mura_cli.data.index import default_data
 from mura_cli.errors import UsageError
 from mura_cli.metrics import format_metric
-from mura_cli.models.run_folder import CARD, CONFIG_NAME, CURVES, METRICS, WEIGHTS_NAME, RunFolder
+from mura_cli.models.run_folder import CARD, CONFIG_NAME, CURVES, METRICS, WEIGHTS_NAME
 from mura_cli.utils import plural
 
 _T = TrainConfig()
@@ -264,9 +264,11 @@ def train(
 
 def _train(cfg: TrainConfig, changes: dict[str, Any], resume: Path | None) -> Path | None:
     """Train with progress and tables; the run folder (``None`` on a torchrun rank other than 0)."""
-    from mura_cli.engine.train import fit
+    from mura_cli.engine.distributed import is_main_process
+    from mura_cli.engine.results import TrainResult
+    from mura_cli.engine.train_job import is_folds_job, train
 
-    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    main_rank = is_main_process()  # under torchrun only rank 0 talks
     if cfg.weights.lower() == "none" and resume is None and main_rank:
         err_console.print(
             "[bold yellow]warning:[/] --weights none: training from random initialization; expect far "
@@ -276,16 +278,26 @@ def _train(cfg: TrainConfig, changes: dict[str, Any], resume: Path | None) -> Pa
     bar, table = progress(), epoch_table()
     on_start, on_batch, on_epoch = train_view(bar, {}, table)
     on_start = watch = RunWatch(on_start)
-    if cfg.folds or (resume is not None and RunFolder(resume).is_folds):
-        from mura_cli.cli.train_folds import train_folds
-
-        return train_folds(cfg, resume, bar, (on_start, on_batch, on_epoch))
+    folds = is_folds_job(cfg, resume)
+    on_fold = fold_view(bar) if folds else None
     try:
-        result = fit(cfg, resume=resume, changes=changes, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
+        result = train(
+            cfg,
+            resume=resume,
+            changes=changes,
+            on_start=on_start,
+            on_batch=on_batch,
+            on_epoch=on_epoch,
+            on_fold=on_fold,
+        )
     except KeyboardInterrupt:
+        if folds:
+            raise
         raise interrupted(watch.run or resume, resuming=resume is not None) from None
     finally:
         bar.stop()
+    if not isinstance(result, TrainResult):
+        return show_folds(result)
     if not main_rank:
         return None
     console.print(table)

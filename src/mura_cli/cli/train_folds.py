@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from mura_cli.cli._console import console, interval
-from mura_cli.config import TrainConfig
 from mura_cli.metrics import format_metric
 from mura_cli.models.run_folder import ENSEMBLE_NAME, OOF, SUMMARY, fold_name
 from mura_cli.report.document import METRIC_LABELS
 
+if TYPE_CHECKING:
+    from mura_cli.engine.folds import FoldsResult
 
-def train_folds(cfg: TrainConfig, resume: Path | None, bar: Any, callbacks: tuple[Any, Any, Any]) -> Path:
-    """Run :func:`~mura_cli.engine.folds.fit_folds` with the single-run view, then print the out-of-fold table;
-    returns the run folder."""
-    from mura_cli.engine.folds import fit_folds
 
-    on_start, on_batch, on_epoch = callbacks
+def fold_view(bar: Any) -> Callable[[str, int, int, str], None]:
+    """The ``on_fold`` callback that announces each member of a ``--folds`` ensemble above the progress bars."""
 
     def on_fold(name: str, i: int, total: int, state: str) -> None:
         word = {"train": "training", "resume": "resuming", "done": "already trained"}[state]
@@ -27,10 +26,11 @@ def train_folds(cfg: TrainConfig, resume: Path | None, bar: Any, callbacks: tupl
         held = " and ".join(f"fold {f}" for f in folds)
         bar.console.print(f"[bold]{name}[/] ({i}/{total}) {word} (held out: {held}'s patients)")
 
-    try:
-        result = fit_folds(cfg, resume=resume, on_fold=on_fold, on_epoch=on_epoch, on_batch=on_batch, on_start=on_start)
-    finally:
-        bar.stop()
+    return on_fold
+
+
+def show_folds(result: FoldsResult) -> Path:
+    """Print a finished ensemble's out-of-fold (and nested) tables and what was chosen; returns its folder."""
     console.print(oof_table(result.oof, result.threshold))
     if result.nested:
         console.print(nested_table(result.nested))

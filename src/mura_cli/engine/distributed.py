@@ -42,6 +42,16 @@ class Dist:
         return self.rank == 0
 
 
+def world_size() -> int:
+    """The number of processes of this job (``$WORLD_SIZE`` under torchrun, else 1), before any is joined."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Whether this process reports and writes: rank 0 of a torchrun job (``$RANK``), or the only process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def init_distributed(device: str) -> Dist:
     """Join the process group torchrun set up (``WORLD_SIZE`` > 1): NCCL on CUDA, gloo on CPU.
 

@@ -16,7 +16,6 @@ the pair models of :mod:`mura_cli.engine.nested` (``nested/inner-j-k``, not ense
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,7 @@ import torch
 
 from mura_cli.config import TrainConfig, from_dict
 from mura_cli.engine.backends import TorchBackend
+from mura_cli.engine.distributed import world_size
 from mura_cli.engine.evaluate import infer, rows_loader
 from mura_cli.engine.nested import Choices, apply_choices, choose, inner_rows, nested_estimate, pair_members
 from mura_cli.engine.results import EpochResult, TrainResult
@@ -95,7 +95,7 @@ def fit_folds(
     from mura_cli.engine.train import fit
 
     t0 = time.perf_counter()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world_size() > 1:
         raise UsageError("--folds runs on one process; start it without torchrun")
     if resume is not None:
         run = Path(resume)
