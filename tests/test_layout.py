@@ -1,5 +1,8 @@
-"""The package layout rules of STYLE.md, checked on the source: no import cycles (function-level imports count),
-typer and rich only under cli/, every module under 400 lines and every function under 100."""
+"""The package layout rules of the project's style guide (``../shared/STYLE.md``, kept beside the repository, not
+in it), checked on the source: no import cycles (function-level imports count), typer and rich only under cli/,
+every module under 400 lines and every function under 100; and the homes of docs/architecture.md: run-folder
+file names only in models/run_folder.py, runtime names only in engine/runtimes.py, option defaults from the
+configs, training and serving apart."""
 
 from __future__ import annotations
 
