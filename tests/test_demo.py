@@ -284,3 +284,18 @@ def test_lesions_are_visible_but_not_a_global_shortcut(tmp_path):
     print(f"\nAUROC: global max {global_max:.3f}; smoothed max inside the lesion box {in_box:.3f}")
     assert global_max < 0.75
     assert in_box > 0.8
+
+
+def test_the_shipped_reference_holds_for_the_default_demo_settings():
+    """The defaults of ``mura demo`` (96 px, 4 epochs, 100 studies per part: about 2 min on 2 Intel cores) are
+    the settings the shipped reference was measured with, so the default demo is compared with it."""
+    import json
+
+    from mura_cli.config import DemoConfig
+    from mura_cli.engine.demo import REFERENCE_FILE, reference_settings
+
+    ref = json.loads(REFERENCE_FILE.read_text(encoding="utf-8"))
+    assert reference_settings(DemoConfig(), "none") == ref["settings"]
+    cfg = DemoConfig()
+    assert (cfg.size, cfg.epochs, cfg.batch_size, cfg.studies_per_part, cfg.threads) == (96, 4, 32, 100, 2)
+    assert set(ref["figures"]) == {"study AUROC", "study kappa", "studies flagged", "pointing"}

@@ -242,14 +242,14 @@ DEMO_WEIGHTS = ("none", "default")
 @dataclass(frozen=True)
 class DemoConfig:
     """``mura demo``: the whole job on a built-in synthetic set (generate, prepare, train, predict, localize,
-    benchmark). The defaults were chosen to finish in a few minutes on 2 CPU cores and still learn.
+    benchmark). The defaults were chosen to finish in about 2 minutes on 2 CPU cores and still learn.
 
     Attributes:
         out: folder for everything the demo writes (data, index, run, results, overlays, report).
         arch: backbone to train.
         weights: ``none`` (random init: deterministic, the figures shipped as the reference) or ``default``
             (ImageNet weights from the Hub when it is reachable, else random init).
-        output_stride: its output stride (16: an 8x8 class activation map at 128 px instead of 4x4).
+        output_stride: its output stride (16: a 6x6 class activation map at 96 px instead of 3x3).
         size: input size in pixels.
         epochs: training epochs.
         batch_size: images per step.
@@ -266,8 +266,8 @@ class DemoConfig:
     arch: str = "resnet18"
     weights: str = "none"
     output_stride: int | None = 16
-    size: int = 128
-    epochs: int = 6
+    size: int = 96
+    epochs: int = 4
     batch_size: int = 32
     lr: float = 1e-3
     studies_per_part: int = 100

@@ -12,11 +12,11 @@ from rich.table import Table
 from mura_cli.cli.train import train_view
 from mura_cli.engine.hooks import Hooks
 
-_STAGE_SECONDS = (9.3, 0.2, 0.0, 6.6, 10.8, 4.0)
-"""Seconds each stage of the default demo took on the reference machine (a 2-core Intel Xeon, 239 s in all),
+_STAGE_SECONDS = (17.0, 0.1, 0.0, 5.4, 13.2, 4.5)
+"""Seconds each stage of the default demo took on the reference machine (a 2-core Intel Xeon, 113 s in all),
 training apart: the weights of the overall bar, so its ETA holds from the first stage on any machine that is
 uniformly faster or slower."""
-_EPOCH_SECONDS = 33.7
+_EPOCH_SECONDS = 17.0
 """Seconds of one training epoch of the default demo on the reference machine."""
 
 

@@ -188,7 +188,7 @@ def run_bare_benchmark(
     demo = cache_dir() / f"demo-{__version__}"
     run = demo / "runs" / "demo"
     if not RunFolder(run).finished:
-        hooks.on_info(f"no demo model in {demo} yet: training one (once; about 4 min on 2 CPU cores, 270 MB there)")
+        hooks.on_info(f"no demo model in {demo} yet: training one (once; about 2 min on 2 CPU cores, 270 MB there)")
         run_demo(DemoConfig(out=str(demo), overwrite=True), demo_hooks or DemoHooks(infer=hooks))
     hooks.on_info(f"demo model: {run} (cache {demo}: {folder_size(demo) / 1e6:.0f} MB; remove it with rm -rf {demo})")
     bench = replace(
