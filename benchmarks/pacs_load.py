@@ -4,7 +4,8 @@ The instances are the NEMA tibia CR (JPEG 2000 lossless, 1,760 x 1,760) copied N
 into one study; both runs use 2 decoding workers and the tiny test model (32 px), so the comparison is decode- and
 transfer-bound, the case where fetching costs the most. A first, uncounted run exports the model to ONNX; then
 runs alternate (disk, pacs, disk, pacs, ...). Wall time includes start-up and model loading; peak memory is GNU
-time's maximum resident set size of the largest process. Run under the heavy lock:
+time's maximum resident set size of the largest process; "server CPU" is the CPU seconds Orthanc spent during
+the run (it shares this machine's cores with the decoding workers). Run under the heavy lock:
 ``flock /tmp/mura-heavy.lock python3 benchmarks/pacs_load.py``.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,11 @@ def make_copies(folder: Path, n: int) -> str:
         ds.InstanceNumber = i
         ds.save_as(folder / f"{i:04d}.dcm")
     return str(ds.StudyInstanceUID)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
@@ -72,16 +79,29 @@ def main() -> None:
             }
             timed([*sources["disk"], "--model", str(run), "--workers", "2"], work, env)  # warm-up: the ONNX export
             rows = []
+            assert server.process is not None
             for r in range(a.repeats):
                 for name, src in sources.items():
+                    cpu = cpu_seconds(server.process.pid)
                     wall, mb = timed([*src, "--model", str(run), "--workers", "2"], work, env)
+                    cpu = cpu_seconds(server.process.pid) - cpu
                     rows.append((name, r + 1, wall, a.n / wall, mb))
-                    print(f"{name} run {r + 1}: {wall:.1f} s, {a.n / wall:.1f} img/s, peak RSS {mb:.0f} MB", flush=True)
+                    print(
+                        f"{name} run {r + 1}: {wall:.2f} s, {a.n / wall:.1f} img/s, peak RSS {mb:.0f} MB, "
+                        f"server CPU {cpu:.2f} s",
+                        flush=True,
+                    )
         finally:
             server.stop()
     for name in sources:
-        rates = [x[3] for x in rows if x[0] == name]
-        print(f"{name}: {min(rates):.1f}-{max(rates):.1f} img/s over {len(rates)} runs")
+        rates = sorted(x[3] for x in rows if x[0] == name)
+        mbs = sorted(x[4] for x in rows if x[0] == name)
+        print(
+            f"{name}: {rates[0]:.1f} / {statistics.median(rates):.1f} / {rates[-1]:.1f} img/s (min / median / max "
+            f"over {len(rates)} runs), peak RSS {mbs[0]:.0f}-{mbs[-1]:.0f} MB"
+        )
+    ratios = sorted(p[3] / d[3] for d, p in zip(rows[::2], rows[1::2], strict=True))
+    print(f"pacs / disk, run by run: {ratios[0]:.2f} / {statistics.median(ratios):.2f} / {ratios[-1]:.2f}")
 
 
 if __name__ == "__main__":

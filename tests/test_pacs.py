@@ -196,3 +196,14 @@ def test_credentials_come_from_the_environment_only_and_tls_is_verified(monkeypa
     monkeypatch.delenv("MURA_DICOMWEB_TOKEN")
     monkeypatch.setenv("MURA_DICOMWEB_PASSWORD", "pw")
     assert connect("dicomweb+https://pacs.example/dicom-web")._session.auth == ("u", "pw")
+
+
+def test_a_wado_answer_is_the_first_part_of_its_multipart_message():
+    from mura_cli.data.wado import first_part
+
+    body = b"--b1\r\nContent-Type: application/dicom; transfer-syntax=*\r\n\r\n\x00DICM\r\n--b1--\r\n"
+    assert first_part(body, 'multipart/related; type="application/dicom"; boundary="b1"') == b"\x00DICM"
+    with pytest.raises(ValueError, match="not a multipart"):
+        first_part(body, "application/dicom")
+    with pytest.raises(ValueError, match="without a complete part"):
+        first_part(body[:20], "multipart/related; boundary=b1")

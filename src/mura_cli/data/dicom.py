@@ -44,7 +44,7 @@ _DEVELOPER_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarn
 
 
 @contextlib.contextmanager
-def _warnings_to_log(p: Path) -> Iterator[None]:
+def _warnings_to_log(p: Path | str) -> Iterator[None]:
     """Turn the warnings a library raises while reading ``p`` (pydicom's invalid-value and VR notes...) into
     one log line each, ``<file>: <message>``, on logger ``mura_cli.data.readers``; a message already logged
     (by any file) goes to debug. Deprecation warnings are for developers and pass through unchanged."""
@@ -57,7 +57,7 @@ def _warnings_to_log(p: Path) -> Iterator[None]:
         _log_warnings(p, caught)
 
 
-def _log_warnings(p: Path, caught: list[warnings.WarningMessage]) -> None:
+def _log_warnings(p: Path | str, caught: list[warnings.WarningMessage]) -> None:
     for w in caught:
         if issubclass(w.category, _DEVELOPER_WARNINGS):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
@@ -70,26 +70,38 @@ def _log_warnings(p: Path, caught: list[warnings.WarningMessage]) -> None:
         log.warning("%s: %s", p, message)
 
 
-def read_dicom(p: Path, *, frames: list[int] | None, max_pixels: int, min_side: int | None = None) -> list[Image]:
+def read_dicom(
+    p: Path | str,
+    *,
+    frames: list[int] | None,
+    max_pixels: int,
+    min_side: int | None = None,
+    data: bytes | None = None,
+) -> list[Image]:
     """Read ``frames`` of a DICOM file (``None``: all); pydicom's warnings become one log line each.
 
     With ``min_side``, a frame is read at a reduced resolution whose shorter side is still at least that: a JPEG
     2000 frame decoded so (:func:`~mura_cli.data.j2k.decode_reduced`), a grey frame of any other syntax decoded in
     full and then box-reduced (:func:`box_reduce`), before the display pipeline; ``meta`` then keeps the
     original ``height`` and ``width`` and says ``reduced`` (the pixels are ``1 / 2**reduced`` of them).
+
+    ``data``: the file's bytes (an instance fetched from a PACS), read instead of the file; ``p`` then only
+    names it in messages.
     """
     with _warnings_to_log(p):
-        return _read_dicom_quietly(p, frames=frames, max_pixels=max_pixels, min_side=min_side)
+        return _read_dicom_quietly(p, frames=frames, max_pixels=max_pixels, min_side=min_side, data=data)
 
 
-def _read_dicom_quietly(p: Path, *, frames: list[int] | None, max_pixels: int, min_side: int | None) -> list[Image]:
+def _read_dicom_quietly(
+    p: Path | str, *, frames: list[int] | None, max_pixels: int, min_side: int | None, data: bytes | None = None
+) -> list[Image]:
     import pydicom
     from pydicom.errors import BytesLengthException
 
     try:
         # from memory: a file object's read(n) allocates n bytes up front, so a damaged 32-bit length in a 2 kB
         # file would cost gigabytes (found by tests/test_fuzz_reader.py); BytesIO returns only what is there
-        ds = pydicom.dcmread(io.BytesIO(p.read_bytes()), force=True)
+        ds = pydicom.dcmread(io.BytesIO(Path(p).read_bytes() if data is None else data), force=True)
     except Exception as exc:  # InvalidDicomError, struct.error, BytesLengthException, EOFError...: a damaged file
         raise DataError(
             f"{p}: not a readable DICOM file (pydicom: {one_line(exc)}); the file may be truncated or damaged"
@@ -104,7 +116,9 @@ def _read_dicom_quietly(p: Path, *, frames: list[int] | None, max_pixels: int, m
         ) from None
 
 
-def _dicom_frames(p: Path, ds: Any, *, frames: list[int] | None, max_pixels: int, min_side: int | None) -> list[Image]:
+def _dicom_frames(
+    p: Path | str, ds: Any, *, frames: list[int] | None, max_pixels: int, min_side: int | None
+) -> list[Image]:
     import pydicom
 
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
@@ -183,7 +197,7 @@ _PREFERRED_PLUGINS = {
 """Decoding plugins tried first for a transfer syntax (pydicom would try pylibjpeg first), when installed."""
 
 
-def _decode_dicom_pixels(p: Path, ds: Any) -> np.ndarray:
+def _decode_dicom_pixels(p: Path | str, ds: Any) -> np.ndarray:
     """Decode PixelData with pydicom's plugins (a faster one first where :data:`_PREFERRED_PLUGINS` names it, then
     all in pydicom's order); failures name the transfer syntax and the decoders tried."""
     plugin = _PREFERRED_PLUGINS.get(str(ds.file_meta.get("TransferSyntaxUID", "")))
@@ -205,7 +219,7 @@ def _decode_dicom_pixels(p: Path, ds: Any) -> np.ndarray:
         ) from None
 
 
-def _dicom_meta(p: Path, ds: Any, photometric: str, n_frames: int) -> dict[str, Any]:
+def _dicom_meta(p: Path | str, ds: Any, photometric: str, n_frames: int) -> dict[str, Any]:
     meta: dict[str, Any] = {"path": str(p), "format": "dicom", "frames": n_frames}
     for key in _DICOM_META_KEYS:
         value = ds.get(key)

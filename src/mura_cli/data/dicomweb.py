@@ -1,4 +1,5 @@
-"""A DICOMweb server (a PACS) as a source of radiographs and a target for results (dicomweb-client).
+"""A DICOMweb server (a PACS) as a source of radiographs (:mod:`mura_cli.data.wado`) and a target for results
+(dicomweb-client).
 
 Addresses are written ``dicomweb+http://HOST:PORT/dicom-web`` (or ``dicomweb+https://``); the part after
 ``dicomweb+`` is the service root. :func:`find_instances` asks QIDO-RS which instances match (by study, modality,
@@ -13,29 +14,33 @@ TLS certificates are verified (``REQUESTS_CA_BUNDLE`` names a private CA).
 
 Bounds: every request times out after :data:`CONNECT_TIMEOUT` s to connect and :data:`READ_TIMEOUT` s to read.
 QIDO and WADO requests that fail to connect or are answered 408, 429, 503 or 504 are tried :data:`ATTEMPTS`
-times in all, 1 s then 2 s apart (dicomweb-client's exponential back-off), so a server that refuses connections
+times in all, 1 s then 2 s apart, so a server that refuses connections
 fails in about 3 s; one that does not answer, in at most 3 x 5 s + 3 s. STOW-RS is never retried
 (dicomweb-client would resend an empty body for a payload larger than its chunk size).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mura_cli.data.image import DEFAULT_MAX_PIXELS
+from mura_cli.data.wado import (
+    ATTEMPTS,
+    CONNECT_TIMEOUT,
+    ENV_PASSWORD,
+    ENV_TOKEN,
+    ENV_USER,
+    READ_TIMEOUT,
+    instance_bytes,
+    new_session,
+    qido,
+)
 from mura_cli.errors import DataError, MuraError, PacsError, UsageError
 
 PREFIX = "dicomweb+"
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 60.0
-ATTEMPTS = 3
-ENV_TOKEN = "MURA_DICOMWEB_TOKEN"
-ENV_USER = "MURA_DICOMWEB_USER"
-ENV_PASSWORD = "MURA_DICOMWEB_PASSWORD"
 RESULT_SERIES = "mura-cli AI result"
 """The series description of the results mura writes into a study; a source never reads those series back."""
 NOT_IMAGES = frozenset({"SR", "PR", "KO", "SEG", "REG", "RWV", "DOC", "PLAN", "AU", "ECG"})
@@ -55,20 +60,14 @@ def service_url(address: str) -> str:
 
 
 def connect(address: str, *, retry: bool = True) -> Any:
-    """A dicomweb-client for ``address`` with the timeouts, retries and credentials described above."""
+    """A dicomweb-client (STOW-RS, metadata) for ``address`` with the timeouts, retries and credentials described
+    above; QIDO-RS and WADO-RS of instances go through :mod:`mura_cli.data.wado`."""
     try:
         from dicomweb_client import DICOMwebClient
     except ImportError:
         raise MuraError("DICOMweb needs dicomweb-client: pip install 'mura-cli[pacs]'") from None
-    import requests
 
-    session = requests.Session()
-    token, user = os.environ.get(ENV_TOKEN), os.environ.get(ENV_USER)
-    if token:
-        session.headers["Authorization"] = f"Bearer {token}"
-    elif user:
-        session.auth = (user, os.environ.get(ENV_PASSWORD, ""))
-    client = DICOMwebClient(service_url(address), session=session, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+    client = DICOMwebClient(service_url(address), session=new_session(), timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
     if retry:
         client.set_http_retry_params(retry=True, max_attempts=ATTEMPTS, wait_exponential_multiplier=500)
     else:
@@ -133,18 +132,18 @@ def find_instances(address: str, query: Query) -> list[RemoteInstance]:
         DataError: a study UID the server does not have (one line naming it).
         PacsError: the server cannot be reached or refuses the request.
     """
-    client = connect(address)
+    root = service_url(address)
     since = query.since.replace("-", "") if query.since else None
     try:
-        studies = list(query.studies) or _all_studies(client, since)
+        studies = list(query.studies) or _all_studies(root, since)
         out: list[RemoteInstance] = []
         for uid in studies:
             filters = {"StudyInstanceUID": uid, **({"StudyDate": f"{since}-"} if since else {})}
-            if not client.search_for_studies(search_filters=filters):
-                if query.studies and not client.search_for_studies(search_filters={"StudyInstanceUID": uid}):
-                    raise DataError(f"{service_url(address)}: no study {uid} on this server; check the UID")
+            if not qido(root, "studies", filters):
+                if query.studies and not qido(root, "studies", {"StudyInstanceUID": uid}):
+                    raise DataError(f"{root}: no study {uid} on this server; check the UID")
                 continue
-            out.extend(_study_instances(client, address, uid, query))
+            out.extend(_study_instances(root, address, uid, query))
         return out
     except MuraError:
         raise
@@ -152,14 +151,14 @@ def find_instances(address: str, query: Query) -> list[RemoteInstance]:
         raise network_error(address, exc) from None
 
 
-def _all_studies(client: Any, since: str | None) -> list[str]:
-    found = client.search_for_studies(search_filters={"StudyDate": f"{since}-"} if since else None)
+def _all_studies(root: str, since: str | None) -> list[str]:
+    found = qido(root, "studies", {"StudyDate": f"{since}-"} if since else None)
     return [_value(s, "0020000D") for s in found]
 
 
-def _study_instances(client: Any, address: str, study: str, query: Query) -> list[RemoteInstance]:
+def _study_instances(root: str, address: str, study: str, query: Query) -> list[RemoteInstance]:
     fields = ["Modality", "BodyPartExamined", "SeriesNumber", "SeriesDescription"]
-    series = client.search_for_series(study, fields=fields)
+    series = qido(root, f"studies/{study}/series", {"includefield": fields})
     wanted_mod = {m.upper() for m in query.modalities}
     wanted_part = {p.upper() for p in query.body_parts}
     out: list[RemoteInstance] = []
@@ -172,7 +171,7 @@ def _study_instances(client: Any, address: str, study: str, query: Query) -> lis
         if wanted_part and _value(s, "00180015").upper() not in wanted_part:
             continue
         uid = _value(s, "0020000E")
-        found = client.search_for_instances(study, uid, fields=["InstanceNumber"])
+        found = qido(root, f"studies/{study}/series/{uid}/instances", {"includefield": "InstanceNumber"})
         found.sort(key=lambda i: int(_value(i, "00200013") or 0))
         out.extend(RemoteInstance(address, study, uid, _value(i, "00080018")) for i in found)
     return out
@@ -184,28 +183,20 @@ def _value(item: dict[str, Any], tag: str) -> str:
 
 
 def read_remote(inst: RemoteInstance, **read_kw: Any) -> list[Any]:
-    """WADO-RS one instance and read its frames as :func:`~mura_cli.data.readers.read_images` reads a file (through
-    a temporary file that is removed at once).
+    """WADO-RS one instance (:func:`~mura_cli.data.wado.instance_bytes`: as stored, over this process's kept-alive
+    connection) and read its frames from memory as :func:`~mura_cli.data.readers.read_images` reads a file.
 
     Raises:
         DataError: naming the instance's URL, when it cannot be fetched or read.
     """
-    from mura_cli.data.readers import read_images
+    from mura_cli.data.dicom import read_dicom
 
     try:
-        ds = connect(inst.address).retrieve_instance(inst.study, inst.series, inst.instance)
+        data = instance_bytes(service_url(inst.address), inst.study, inst.series, inst.instance)
     except Exception as exc:  # the batch goes on: a named failure of this instance
         raise DataError(f"{inst}: could not fetch ({network_error(inst.address, exc)})") from None
-    fd, name = tempfile.mkstemp(suffix=".dcm")
-    os.close(fd)
-    try:
-        ds.save_as(name, enforce_file_format=True)
-        images = read_images(Path(name), **read_kw)
-    except DataError as exc:
-        raise DataError(str(exc).replace(name, str(inst))) from None
-    finally:
-        os.unlink(name)
-    return images
+    read_kw.setdefault("max_pixels", DEFAULT_MAX_PIXELS)
+    return read_dicom(str(inst), frames=None, data=data, **read_kw)
 
 
 def read_remote_header(inst: RemoteInstance) -> Any:

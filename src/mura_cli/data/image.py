@@ -45,7 +45,7 @@ class Image:
         return self.shape
 
 
-def check_pixel_limit(p: Path, height: int, width: int, max_pixels: int) -> None:
+def check_pixel_limit(p: Path | str, height: int, width: int, max_pixels: int) -> None:
     """Refuse a ``width`` x ``height`` frame over ``max_pixels`` (decompression-bomb guard)."""
     if height * width > max_pixels:
         raise DataError(
