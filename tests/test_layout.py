@@ -307,3 +307,21 @@ def test_training_and_serving_do_not_import_each_other(room, other):
         if f"mura_cli.engine.{t}" in graph[f"mura_cli.engine.{m}"]
     ]
     assert not bad, "\n".join(bad)
+
+
+def test_benchmark_takes_the_defaults_it_shares_with_predict_from_infer_config():
+    """``BenchmarkConfig``'s fields that ``InferConfig`` also has take ``InferConfig``'s defaults (written once)."""
+    import dataclasses
+
+    from mura_cli.config_infer import BenchmarkConfig, InferConfig
+
+    shared = {f.name for f in dataclasses.fields(InferConfig)} & {f.name for f in dataclasses.fields(BenchmarkConfig)}
+    tree = ast.parse(MODULES["mura_cli.config_infer"].read_text())
+    bench = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "BenchmarkConfig")
+    written = {
+        s.target.id: ast.unparse(s.value)
+        for s in bench.body
+        if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name) and s.value is not None
+    }
+    assert len(shared) >= 8
+    assert {k: written[k] for k in shared} == {k: f"InferConfig.{k}" for k in shared}

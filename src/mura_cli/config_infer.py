@@ -160,8 +160,7 @@ class LocalizeConfig(InferConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 < self.threshold_frac < 1:
-            raise UsageError(f"--threshold-frac {self.threshold_frac}: must be in (0, 1)")
+        _check_threshold_frac(self.threshold_frac)
         _check_component(self.component)
         if self.heatmap is not None and self.heatmap not in HEATMAP_FORMATS:
             raise UsageError(f"--heatmap {self.heatmap}: expected one of {', '.join(HEATMAP_FORMATS)}")
@@ -197,10 +196,10 @@ class BenchmarkConfig:
     """
 
     data: str = ""
-    model: tuple[str, ...] = ()
-    runs_dir: str = "runs"
+    model: tuple[str, ...] = InferConfig.model  # the fields it shares with predict take predict's defaults
+    runs_dir: str = InferConfig.runs_dir
     split: str | None = None
-    part: str | None = None
+    part: str | None = InferConfig.part
     out: str = "benchmark"
     boxes: bool = False
     threshold_frac: float = THRESHOLD_FRAC
@@ -209,25 +208,29 @@ class BenchmarkConfig:
     speed: bool = False
     archs: tuple[str, ...] = ()
     size: int | None = None
-    batch_size: int = 16
-    device: str = "auto"
-    engine: str = "auto"
-    tta: bool | None = None
-    workers: int = 2
+    batch_size: int = InferConfig.batch_size
+    device: str = InferConfig.device
+    engine: str = InferConfig.engine
+    tta: bool | None = InferConfig.tta
+    workers: int = InferConfig.workers
     resamples: int = 2000
     seed: int = 0
-    overwrite: bool = False
+    overwrite: bool = InferConfig.overwrite
 
     def __post_init__(self) -> None:
         if self.split is not None and self.split not in BENCHMARK_SPLITS:
             raise UsageError(f"--split {self.split}: expected one of {', '.join(BENCHMARK_SPLITS)}")
         if self.resamples < 0 or self.batch_size < 1 or self.workers < 0:
             raise UsageError("--resamples and --workers must be >= 0, --batch-size >= 1")
-        if not 0 < self.threshold_frac < 1:
-            raise UsageError(f"--threshold-frac {self.threshold_frac}: must be in (0, 1)")
+        _check_threshold_frac(self.threshold_frac)
         if self.size is not None and self.size < 16:
             raise UsageError(f"--size {self.size}: must be at least 16 pixels")
         _check_component(self.component)
+
+
+def _check_threshold_frac(frac: float) -> None:
+    if not 0 < frac < 1:
+        raise UsageError(f"--threshold-frac {frac}: must be in (0, 1)")
 
 
 def _check_component(component: str) -> None:
