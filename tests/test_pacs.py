@@ -207,3 +207,23 @@ def test_a_wado_answer_is_the_first_part_of_its_multipart_message():
         first_part(body, "application/dicom")
     with pytest.raises(ValueError, match="without a complete part"):
         first_part(body[:20], "multipart/related; boundary=b1")
+
+
+@pytest.mark.slow
+def test_benchmark_scores_studies_on_the_pacs_against_a_labels_csv(pacs, tmp_path):
+    server, studies, run = pacs
+    (tmp_path / "labels.csv").write_text(
+        "study,label,part\n" + "".join(f"{s},{i % 2},wrist\n" for i, s in enumerate(studies))
+    )
+    common = ["--model", run, "--workers", "0", "--resamples", "50", "--json", "--overwrite"]
+    res = mura("benchmark", "--data", server.address, "--labels", "labels.csv", *common, cwd=tmp_path, env=server.env)
+    assert res.returncode == 0, res.stderr
+    import json
+
+    report = json.loads(res.stdout)["report"]
+    assert report["data"]["kind"] == "dicomweb" and report["data"]["studies"] == 3 and report["data"]["images"] == 3
+    res = mura("benchmark", "--data", server.address, *common, cwd=tmp_path, env=server.env)
+    assert res.returncode == 2 and "--labels" in one_error_line(res)
+    (tmp_path / "bad.csv").write_text(f"study,label\n{studies[0]},maybe\n")
+    res = mura("benchmark", "--data", server.address, "--labels", "bad.csv", *common, cwd=tmp_path, env=server.env)
+    assert res.returncode == 3 and "line 2" in one_error_line(res)

@@ -171,8 +171,10 @@ class BenchmarkConfig:
     """``mura benchmark``: accuracy beside the published numbers, CAM boxes against ground truth, and speed.
 
     Attributes:
-        data: a dataset root or ``mura prepare`` folder; empty: no accuracy part (``--speed`` only), or, with no
-            model either, the built-in demo set.
+        data: a dataset root or ``mura prepare`` folder, or a ``dicomweb+http(s)://`` PACS (with ``labels``);
+            empty: no accuracy part (``--speed`` only), or, with no model either, the built-in demo set.
+        labels: with a DICOMweb ``data``, a CSV of the studies to score: ``study`` (Study Instance UID) and
+            ``label`` (1 abnormal, 0 normal), optionally ``part``.
         model: run folders or Hub repos (as for predict); empty: ``$MURA_MODEL``, else the newest run.
         runs_dir: where ``mura train`` leaves its runs.
         split: ``train``, ``tune``, ``valid`` or ``all``; ``None``: valid when the index has it, else tune.
@@ -196,6 +198,7 @@ class BenchmarkConfig:
     """
 
     data: str = ""
+    labels: str | None = None
     model: tuple[str, ...] = InferConfig.model  # the fields it shares with predict take predict's defaults
     runs_dir: str = InferConfig.runs_dir
     split: str | None = None

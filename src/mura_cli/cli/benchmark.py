@@ -42,11 +42,18 @@ def benchmark_cmd(
         typer.Option(
             "--data",
             "-d",
-            help="Dataset root or `mura prepare` folder to score.",
+            help="Dataset root or `mura prepare` folder to score, or dicomweb+http(s)://HOST/PATH with --labels.",
             show_default="none: with no other option, the built-in demo set",
         ),
     ] = "",
     *,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CSV",
+            help="With a DICOMweb --data: the studies to score, a CSV with columns study (UID), label (1/0) [, part].",
+        ),
+    ] = None,
     model: ModelOpt = None,
     split: Annotated[
         str | None,

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mura_cli.data.image import DEFAULT_MAX_PIXELS
 from mura_cli.data.wado import (
@@ -39,6 +39,9 @@ from mura_cli.data.wado import (
     qido,
 )
 from mura_cli.errors import DataError, MuraError, PacsError, UsageError
+
+if TYPE_CHECKING:
+    from mura_cli.data.records import Index
 
 PREFIX = "dicomweb+"
 RESULT_SERIES = "mura-cli AI result"
@@ -245,3 +248,43 @@ def store(address: str, files: Sequence[Path]) -> StoreResult:
         else:
             stored.append(f)
     return StoreResult(tuple(stored), tuple(failed))
+
+
+# ============================================================================================ labelled studies
+
+
+def labelled_index(address: str, labels: str | Path | None) -> Index:
+    """An :class:`~mura_cli.data.records.Index` of the instances of the studies a labels CSV names (columns
+    ``study``: the Study Instance UID, ``label``: 1 abnormal / 0 normal, optional ``part``, else ``mixed``), on
+    the server at ``address``, for ``mura benchmark``; every row is in the ``valid`` split and its path is the
+    instance's WADO-RS URL.
+
+    Raises:
+        UsageError: no labels CSV given.
+        DataError: the CSV cannot be read or lacks a column or a valid label (naming it); a study not on the server.
+        PacsError: as :func:`find_instances`.
+    """
+    import csv
+
+    from mura_cli.data.records import Index, IndexRow, part_from_name
+
+    if not labels:
+        raise UsageError("a DICOMweb --data needs --labels CSV (columns study, label [, part]): the truth to score")
+    try:
+        with open(labels, newline="", encoding="utf-8-sig") as f:
+            table = list(csv.DictReader(f))
+    except OSError as exc:
+        raise DataError(f"{labels}: cannot read the labels CSV ({exc.strerror})") from None
+    if not table or not {"study", "label"} <= set(table[0]):
+        raise DataError(f"{labels}: a labels CSV needs the columns study and label (1 abnormal, 0 normal)")
+    truth: dict[str, tuple[int, str]] = {}
+    for n, row in enumerate(table, 2):
+        if (row.get("label") or "").strip() not in ("0", "1"):
+            raise DataError(f"{labels}: line {n}: label {row.get('label')!r}; write 1 (abnormal) or 0 (normal)")
+        part = part_from_name(row.get("part") or "") or "mixed"
+        truth[(row.get("study") or "").strip()] = (int(row["label"]), part)
+    rows = [
+        IndexRow(str(i), "valid", truth[i.study][1], i.study, i.study, truth[i.study][0])
+        for i in find_instances(address, Query(tuple(truth)))
+    ]
+    return Index(Path(service_url(address)), "dicomweb", tuple(rows))

@@ -59,12 +59,17 @@ def read_input(item: Input, **read_kw: Any) -> list[Any]:
     return read_images(item, **read_kw)
 
 
+def input_named(name: str) -> Input:
+    """The input whose ``str()`` is ``name``: a remote instance for a WADO-RS URL, else a path."""
+    m = _URL.match(name)
+    return RemoteInstance(f"dicomweb+{m['root']}", m["st"], m["se"], m["i"]) if m else Path(name)
+
+
 def read_header(name: str) -> Any:
     """The header (no pixels) of the DICOM input named ``name``, or ``None`` when it is not DICOM."""
-    m = _URL.match(name)
-    if m:
-        inst = RemoteInstance(f"dicomweb+{m['root']}", m["st"], m["se"], m["i"])
-        return read_remote_header(inst)
+    item = input_named(name)
+    if isinstance(item, RemoteInstance):
+        return read_remote_header(item)
     import pydicom
 
     from mura_cli.data.readers import is_dicom

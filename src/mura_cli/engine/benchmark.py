@@ -19,6 +19,7 @@ import numpy as np
 
 from mura_cli.config import BenchmarkConfig, InferConfig
 from mura_cli.data.index import Index, IndexRow, part_from_name
+from mura_cli.data.sources import input_named
 from mura_cli.engine.hooks import Failure, Hooks, write_errors
 from mura_cli.engine.load import LoadedModel, Model, load_model, weights_sha256
 from mura_cli.engine.localize import localize
@@ -125,9 +126,7 @@ def run_benchmark(
         report["model"] = _model_info(model.choice.specs, models)
     index = None
     if cfg.data:
-        from mura_cli.engine.train_data import resolve_index
-
-        index, _ = resolve_index(cfg.data)
+        index = _index(cfg)
     if scoring:
         assert index is not None
         curves, failures = _accuracy(cfg, index, models, report, hooks)
@@ -135,6 +134,19 @@ def run_benchmark(
         report["speed"] = {"rows": [r.to_dict() for r in _speed(cfg, index, models, device, hooks, machine)]}
     files = write_benchmark_report(out, report, curves, overwrite=cfg.overwrite)
     return BenchmarkReport(report, out, tuple(files), failures, write_errors(out / "report.json", failures))
+
+
+def _index(cfg: BenchmarkConfig) -> Index:
+    """The index ``--data`` names: a dataset (prepared or not), or the labelled studies on a DICOMweb server."""
+    from mura_cli.data.dicomweb import is_dicomweb, labelled_index
+
+    if is_dicomweb(cfg.data):
+        return labelled_index(cfg.data, cfg.labels)
+    if cfg.labels:
+        raise UsageError("--labels gives the truth of DICOMweb studies; a dataset folder carries its own labels")
+    from mura_cli.engine.train_data import resolve_index
+
+    return resolve_index(cfg.data)[0]
 
 
 def _model_info(specs: tuple[str, ...], models: list[LoadedModel]) -> dict[str, Any]:
@@ -233,11 +245,12 @@ def _predict_rows(
     failures: list[Failure] = []
     done = 0
     infer_cfg = InferConfig(batch_size=cfg.batch_size, workers=cfg.workers)
-    path_of = {id(r): str(index.resolve(r)) for r in rows}
+    remote = index.kind == "dicomweb"
+    path_of = {id(r): r.path if remote else str(index.resolve(r)) for r in rows}
     for part in sorted({r.part for r in rows}):
         part_rows = [r for r in rows if r.part == part]
         truth = {path_of[id(r)]: r for r in part_rows}
-        files = [Path(f) for f in truth]
+        files = [input_named(f) for f in truth]
         sub = Hooks(
             on_progress=partial(_offset_progress, hooks.on_progress, done, len(rows)), on_failure=failures.append
         )
@@ -298,8 +311,9 @@ def _speed(
 
 
 def speed_sample_files(index: Index | None, limit: int = 32) -> list[Path]:
-    """Images to time: the first ``limit`` of ``index`` (``--data``) when given, else the built-in samples."""
-    if index is not None:
+    """Images to time: the first ``limit`` of ``index`` (``--data``) when given and on disk, else the built-in
+    samples."""
+    if index is not None and index.kind != "dicomweb":
         return [index.resolve(r) for r in index.rows[:limit]]
     from mura_cli.data.demo import generate_demo_set, sample_dicom
     from mura_cli.data.inputs import discover_inputs
