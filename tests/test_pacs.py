@@ -227,3 +227,26 @@ def test_benchmark_scores_studies_on_the_pacs_against_a_labels_csv(pacs, tmp_pat
     (tmp_path / "bad.csv").write_text(f"study,label\n{studies[0]},maybe\n")
     res = mura("benchmark", "--data", server.address, "--labels", "bad.csv", *common, cwd=tmp_path, env=server.env)
     assert res.returncode == 3 and "line 2" in one_error_line(res)
+
+
+@pytest.mark.slow
+def test_bearer_token_over_tls_with_a_private_ca(pacs, tmp_path):
+    """Behind an HTTPS proxy that wants a bearer token (a self-signed certificate): the certificate is refused
+    unless REQUESTS_CA_BUNDLE names it, a wrong token is one HTTP 401 line, the right one scores the study."""
+    from orthanc_server import PASSWORD, USER
+    from tls_proxy import TOKEN, BearerProxy
+
+    server, studies, run = pacs
+    proxy = BearerProxy(f"{server.rest}", (USER, PASSWORD), tmp_path).start()
+    try:
+        args = ["predict", proxy.address, "--study", studies[0], "--model", run, "--workers", "0"]
+        res = mura(*args, cwd=tmp_path, env={"MURA_DICOMWEB_TOKEN": TOKEN})
+        assert res.returncode == 5 and "TLS certificate not trusted" in one_error_line(res)
+        trust = {"REQUESTS_CA_BUNDLE": str(proxy.cert)}
+        res = mura(*args, cwd=tmp_path, env={**trust, "MURA_DICOMWEB_TOKEN": "wrong-token"})
+        assert res.returncode == 5 and "HTTP 401" in one_error_line(res) and "wrong-token" not in res.stderr
+        res = mura(*args, "--out", "r.csv", cwd=tmp_path, env={**trust, "MURA_DICOMWEB_TOKEN": TOKEN})
+        assert res.returncode == 0, res.stderr
+        assert [r["study"] for r in csv.DictReader((tmp_path / "r.csv").open())] == [studies[0]]
+    finally:
+        proxy.stop()
