@@ -243,9 +243,11 @@ def _loaded(
     return LoadedModel(name=name, backend=backend, config=cfg, folder=folder)
 
 
-AUTO_BF16_MIN_INPUTS = 100
-"""``--engine auto`` keeps the torch-free ONNX Runtime path below this many input files: importing torch takes
-about 4 s, more than bf16 saves on a few images (measured: see the README's engines section)."""
+AUTO_BF16_MIN_INPUTS = 300
+"""``--engine auto`` keeps the torch-free ONNX Runtime path below this many input files: torch's start-up costs
+about 6 s more than ONNX Runtime's, and bf16 saves about 0.025 s per full-size image end to end, so the two
+cross near 260 files (whole-process sweep over 10/30/100 files on a 2-core Intel Xeon with AMX: bf16 still
+1.37x slower at 100; see the README's engines section)."""
 
 
 def auto_bf16(folder: Path | None, device: str, inputs: int | None) -> bool:
