@@ -26,8 +26,8 @@ import numpy as np
 from mura_cli.cam import COMPONENTS, cam_peak, image_box
 from mura_cli.config import InferConfig
 from mura_cli.data.index import load_index, patient_folds
-from mura_cli.engine.load import load_models
-from mura_cli.engine.predict import predict
+from mura_cli.engine.serving.load import load_models
+from mura_cli.engine.serving.predict import predict
 from mura_cli.scoring import box_iou, covered_fraction, peak_in_boxes
 
 FRACS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -40,7 +40,7 @@ import torchvision
 from PIL import Image
 
 from mura_cli.data.index import build_index, patient_folds
-from mura_cli.engine.nested import Choices, choose, cross_fitted_choices, inner_rows, nested_estimate
+from mura_cli.engine.training.nested import Choices, choose, cross_fitted_choices, inner_rows, nested_estimate
 from mura_cli.report.document import format_interval
 
 SCOPES = ("random", "later", "folds", "all")

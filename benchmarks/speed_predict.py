@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mura_cli.engine.load import load_models
-from mura_cli.engine.speed import flops_per_image, matmul_peak
+from mura_cli.engine.evaluation.speed import flops_per_image, matmul_peak
+from mura_cli.engine.serving.load import load_models
 from mura_cli.hardware import cpu_info
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
@@ -153,7 +153,7 @@ def make_int8(run: Path, files: list[Path], size: int) -> Path:
     from mura_cli.config import TransformConfig
     from mura_cli.data.preprocess import eval_input
     from mura_cli.data.readers import read_images
-    from mura_cli.engine.export import quantize_onnx
+    from mura_cli.engine.evaluation.export import quantize_onnx
     from mura_cli.models.run_folder import RunFolder
 
     tcfg = TransformConfig(size=size)

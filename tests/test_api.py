@@ -17,8 +17,8 @@ import torch
 import mura_cli
 from mura_cli import MuraError, benchmark, load_model, localize, predict
 from mura_cli.config import TransformConfig, to_dict
-from mura_cli.engine.localize import Localization
-from mura_cli.engine.predict import ImagePrediction, StudyPrediction
+from mura_cli.engine.serving.localize import Localization
+from mura_cli.engine.serving.predict import ImagePrediction, StudyPrediction
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
 

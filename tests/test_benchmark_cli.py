@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mura_cli.config import TransformConfig
-from mura_cli.engine.benchmark import choose_split
+from mura_cli.engine.evaluation.benchmark import choose_split
 from mura_cli.errors import UsageError
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet

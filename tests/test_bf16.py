@@ -14,8 +14,8 @@ from mura_cli.config import TransformConfig
 from mura_cli.data.preprocess import eval_geometry, eval_input
 from mura_cli.data.readers import read_images
 from mura_cli.engine.backends import TorchBackend
-from mura_cli.engine.bf16 import CHECK_NAME, MAX_PROBABILITY_DIFF, Bf16Check, bf16_passed, load_bf16_check
-from mura_cli.engine.load import AUTO_BF16_MIN_INPUTS, load_models
+from mura_cli.engine.evaluation.bf16 import CHECK_NAME, MAX_PROBABILITY_DIFF, Bf16Check, bf16_passed, load_bf16_check
+from mura_cli.engine.serving.load import AUTO_BF16_MIN_INPUTS, load_models
 from mura_cli.hardware import cpu_info, resolve_precision
 from mura_cli.models.checkpoint import WEIGHTS_NAME
 from mura_cli.models.registry import MuraNet
@@ -96,7 +96,7 @@ def _check(run, passed: bool, sha: str | None = None) -> None:
 
 
 def _engine(run, inputs=None) -> str:
-    from mura_cli.engine.speed import engine_name
+    from mura_cli.engine.evaluation.speed import engine_name
 
     return engine_name(load_models([str(run)], "cpu", "auto", inputs=inputs)[0].backend)
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from mura_cli.config import TransformConfig, to_dict
-from mura_cli.engine.load import resolve_model_specs
-from mura_cli.engine.predict import ImagePrediction, group_studies
+from mura_cli.engine.serving.load import resolve_model_specs
+from mura_cli.engine.serving.predict import ImagePrediction, group_studies
 from mura_cli.errors import ModelError
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from mura_cli.engine.onnx import onnx_available
+from mura_cli.engine.serving.onnx import onnx_available
 
 from synth import make_mura_tree, mura, one_error_line
 

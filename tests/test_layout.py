@@ -1,7 +1,7 @@
 """The package layout rules of the project's style guide (``../shared/STYLE.md``, kept beside the repository, not
 in it), checked on the source: no import cycles (function-level imports count), typer and rich only under cli/,
 every module under 400 lines and every function under 100; and the homes of docs/architecture.md: run-folder
-file names only in models/run_folder.py, runtime names only in engine/runtimes.py, option defaults from the
+file names only in models/run_folder.py, runtime names only in engine/serving/runtimes.py, option defaults from the
 configs, training and serving apart."""
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_layout_finds_the_package():
-    assert "mura_cli.models.registry" in MODULES and "mura_cli.engine.train" in MODULES
+    assert "mura_cli.models.registry" in MODULES and "mura_cli.engine.training.train" in MODULES
 
 
 def test_no_import_cycles_counting_function_level_imports():
@@ -149,7 +149,7 @@ def test_every_function_is_under_100_lines():
 def test_the_checker_sees_cycles_and_function_level_imports():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     graph = _graph()
-    assert "mura_cli.report.plots" in graph["mura_cli.engine.run"]  # imported inside save_epoch
+    assert "mura_cli.report.plots" in graph["mura_cli.engine.training.run"]  # imported inside save_epoch
     assert "mura_cli.models.checkpoint" in graph["mura_cli.models.hub"]
 
 
@@ -196,20 +196,20 @@ def test_run_folder_file_names_live_in_run_folder_only():
 
 
 def test_runtime_names_live_in_the_runtime_registry_only():
-    """Every ``--engine`` name is spelled in ``engine/runtimes.py`` alone: the rest asks the registry (adding a
+    """Every ``--engine`` name is spelled in ``engine/serving/runtimes.py`` alone: the rest asks the registry (adding a
     runtime is one entry there plus its backend)."""
-    from mura_cli.engine.runtimes import RUNTIMES
+    from mura_cli.engine.serving.runtimes import RUNTIMES
 
     assert set(RUNTIMES) >= {"torch", "torch-bf16", "onnx", "onnx-int8"}
     other_meanings = {  # the same word, another concept
         ("mura_cli.models.run_folder", "onnx"),  # the run folder's export subfolder
-        ("mura_cli.engine.speed", "torch"),  # the torch package's version in the machine info
+        ("mura_cli.engine.evaluation.speed", "torch"),  # the torch package's version in the machine info
         ("mura_cli.errors", "torch"),  # the torch package's version in the mismatch message
     }
     bad = [
         f"{path.relative_to(PACKAGE.parent)}:{line} spells {text!r}"
         for name, path in MODULES.items()
-        if name != "mura_cli.engine.runtimes"
+        if name != "mura_cli.engine.serving.runtimes"
         for text, line in _strings(ast.parse(path.read_text()))
         if text in RUNTIMES and (name, text) not in other_meanings
     ]
@@ -285,27 +285,27 @@ ENGINE_ROOMS = {
     "training": {"train", "train_job", "train_data", "recipe", "folds", "nested", "distributed", "run"},
     "serving": {"load", "runtimes", "onnx", "predict", "screen", "localize", "journal", "parallel", "dicom_sink"},
     "evaluation": {"evaluate", "benchmark", "speed", "export", "bf16"},
-    "shared": {"backends", "results", "hooks"},
-    "demo and prepare": {"demo", "prepare"},
+    "": {"backends", "results", "hooks", "demo", "prepare"},
 }
-"""engine/ by what the user does. Training and serving meet only in the shared room, models/ and data/."""
+"""engine/ by what the user does: a subpackage per room; the shared modules, the demo and prepare stay in engine/.
+Training and serving meet only in the shared modules, models/ and data/."""
+
+
+def _room_modules(room: str) -> set[str]:
+    prefix = f"mura_cli.engine.{room}." if room else "mura_cli.engine."
+    return {name for name in MODULES if name.startswith(prefix) and name.count(".") == prefix.count(".")}
 
 
 def test_every_engine_module_has_one_room():
-    rooms = [m for group in ENGINE_ROOMS.values() for m in group]
-    engine = {name.rsplit(".", 1)[1] for name in MODULES if name.startswith("mura_cli.engine.")}
-    assert len(rooms) == len(set(rooms)) and set(rooms) == engine, sorted(engine ^ set(rooms))
+    for room, members in ENGINE_ROOMS.items():
+        found = {name.rsplit(".", 1)[1] for name in _room_modules(room)} - {"__init__", *ENGINE_ROOMS}
+        assert found == members, (room or "engine/", sorted(found ^ members))
 
 
 @pytest.mark.parametrize(("room", "other"), [("training", "serving"), ("serving", "training")])
 def test_training_and_serving_do_not_import_each_other(room, other):
     graph = _graph()
-    bad = [
-        f"engine.{m} -> engine.{t}"
-        for m in sorted(ENGINE_ROOMS[room])
-        for t in sorted(ENGINE_ROOMS[other])
-        if f"mura_cli.engine.{t}" in graph[f"mura_cli.engine.{m}"]
-    ]
+    bad = [f"{m} -> {t}" for m in sorted(_room_modules(room)) for t in sorted(_room_modules(other)) if t in graph[m]]
     assert not bad, "\n".join(bad)
 
 

@@ -13,7 +13,7 @@ from mura_cli.calibration import apply_temperature, fit_temperature, parse_opera
 from mura_cli.config import TrainConfig
 from mura_cli.config_infer import PredictConfig
 from mura_cli.data.index import IndexRow, patient_folds
-from mura_cli.engine.nested import Choices, choose, inner_rows, nested_estimate, pair_members
+from mura_cli.engine.training.nested import Choices, choose, inner_rows, nested_estimate, pair_members
 from mura_cli.errors import DataError, UsageError
 from mura_cli.metrics import roc_auc
 

@@ -8,10 +8,10 @@ import torch
 
 from mura_cli.config import InferConfig, TransformConfig
 from mura_cli.engine.backends import TorchBackend
-from mura_cli.engine.load import LoadedModel, load_models
-from mura_cli.engine.onnx import onnx_backend
-from mura_cli.engine.predict import predict
-from mura_cli.engine.runtimes import resolve_engine
+from mura_cli.engine.serving.load import LoadedModel, load_models
+from mura_cli.engine.serving.onnx import onnx_backend
+from mura_cli.engine.serving.predict import predict
+from mura_cli.engine.serving.runtimes import resolve_engine
 from mura_cli.errors import UsageError
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
@@ -79,7 +79,7 @@ def test_engine_choice():
 
 
 def test_auto_is_the_default_and_falls_back_to_torch_for_a_model_that_cannot_export(tmp_path, monkeypatch, caplog):
-    from mura_cli.engine import onnx
+    from mura_cli.engine.serving import onnx
     from mura_cli.errors import ModelError
 
     assert InferConfig().engine == "auto"

@@ -21,10 +21,10 @@ from mura_cli.config import TransformConfig, to_dict
 from mura_cli.data.index import default_out_dir, find_prepared
 from mura_cli.data.inputs import mura_study_of
 from mura_cli.data.readers import read_image
-from mura_cli.engine.localize import Localization
 from mura_cli.engine.results import EpochResult
-from mura_cli.engine.run import write_metrics_csv as _write_metrics_csv
-from mura_cli.engine.train_data import resolve_index
+from mura_cli.engine.serving.localize import Localization
+from mura_cli.engine.training.run import write_metrics_csv as _write_metrics_csv
+from mura_cli.engine.training.train_data import resolve_index
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
 from mura_cli.report.overlay import render_overlay

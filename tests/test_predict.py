@@ -19,9 +19,9 @@ from mura_cli.config import TransformConfig, to_dict
 from mura_cli.data.inputs import discover_inputs, mura_study_of
 from mura_cli.data.transforms import eval_geometry
 from mura_cli.engine.backends import TorchBackend
-from mura_cli.engine.load import LoadedModel
-from mura_cli.engine.localize import localize
-from mura_cli.engine.predict import group_studies, predict
+from mura_cli.engine.serving.load import LoadedModel
+from mura_cli.engine.serving.localize import localize
+from mura_cli.engine.serving.predict import group_studies, predict
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
 
@@ -273,7 +273,7 @@ def test_localize_keeps_neither_maps_nor_pixels(tmp_path, run_dir):
     """Each image is boxed and drawn as it comes: what the job keeps is a few numbers per image, so memory does
     not grow with the folder (a 2,140 px DICOM's full-size map alone is 15 MB)."""
     from mura_cli.config_infer import LocalizeConfig
-    from mura_cli.engine.localize import run_localize
+    from mura_cli.engine.serving.localize import run_localize
 
     cfg = LocalizeConfig(
         paths=(str(SHARED / "dicom" / "CR_hip_RG2_jpegls_lossless.dcm"), str(SHARED / "mura-sample")),
@@ -295,7 +295,7 @@ def test_localize_keeps_neither_maps_nor_pixels(tmp_path, run_dir):
 def test_jpeg2000_screened_at_reduced_resolution_reports_original_pixels(run_dir):
     """predict and localize read a 2,500 x 2,048 JPEG 2000 plate at the wavelet level its 64 px model needs, yet
     sizes, maps and boxes are the original's; with overlays the full image is read (it is drawn on)."""
-    from mura_cli.engine.load import load_models
+    from mura_cli.engine.serving.load import load_models
 
     hand = SHARED / "dicom" / "CR_hand_PA_kodak_j2k_lossless.dcm"
     models = load_models([str(run_dir)])
@@ -320,7 +320,7 @@ def _die_at_three(i: int) -> int:
 
 
 def test_ordered_map_keeps_input_order_in_and_out_of_process():
-    from mura_cli.engine.parallel import ordered_map
+    from mura_cli.engine.serving.parallel import ordered_map
 
     for workers in (0, 2):
         assert list(ordered_map(_square, 20, workers, ahead=3)) == [i * i for i in range(20)]
@@ -328,7 +328,7 @@ def test_ordered_map_keeps_input_order_in_and_out_of_process():
 
 
 def test_a_dying_decoding_worker_ends_in_one_line_naming_the_files():
-    from mura_cli.engine.parallel import ordered_map
+    from mura_cli.engine.serving.parallel import ordered_map
     from mura_cli.errors import DataError
 
     with pytest.raises(DataError, match=r"worker died while reading one of: .*file3"):

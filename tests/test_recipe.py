@@ -17,8 +17,8 @@ from mura_cli.config import RANDOM_INIT_RECIPE, TrainConfig, TransformConfig, tr
 from mura_cli.data.index import IndexRow, patient_folds
 from mura_cli.data.transforms import build_transforms
 from mura_cli.engine.backends import FlipBackend
-from mura_cli.engine.recipe import Schedule, WeightAverage
-from mura_cli.engine.train import box_loss
+from mura_cli.engine.training.recipe import Schedule, WeightAverage
+from mura_cli.engine.training.train import box_loss
 from mura_cli.errors import DataError, UsageError
 from mura_cli.metrics import cohen_kappa, kappa_threshold
 

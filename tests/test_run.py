@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from mura_cli.config import TrainConfig
-from mura_cli.engine.distributed import Dist, init_distributed, seed_epoch, shard_loaders
 from mura_cli.engine.results import EpochResult
-from mura_cli.engine.run import (
+from mura_cli.engine.training.distributed import Dist, init_distributed, seed_epoch, shard_loaders
+from mura_cli.engine.training.run import (
     Progress,
     load_last_state,
     resume_config,

@@ -14,8 +14,8 @@ import pytest
 from safetensors.torch import load_file
 
 from mura_cli.config import TrainConfig, TransformConfig
-from mura_cli.engine.train import fit
-from mura_cli.engine.train_data import part_weights
+from mura_cli.engine.training.train import fit
+from mura_cli.engine.training.train_data import part_weights
 from mura_cli.errors import DataError, UsageError
 from mura_cli.models.checkpoint import ModelConfig, load_run_model
 

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mura_cli.config import BenchmarkConfig, LocalizeConfig, PredictConfig, merge
-from mura_cli.engine.benchmark import BenchmarkReport, run_benchmark
+from mura_cli.engine.evaluation.benchmark import BenchmarkReport, run_benchmark
 from mura_cli.engine.hooks import Hooks
-from mura_cli.engine.load import Model, load_model
-from mura_cli.engine.localize import LocalizeReport, run_localize
-from mura_cli.engine.screen import PredictReport, run_predict
+from mura_cli.engine.serving.load import Model, load_model
+from mura_cli.engine.serving.localize import LocalizeReport, run_localize
+from mura_cli.engine.serving.screen import PredictReport, run_predict
 
 log = logging.getLogger("mura_cli")
 
@@ -55,7 +55,7 @@ def predict(
             ``batch_size``, ``workers``...
 
     Returns:
-        The studies (:class:`~mura_cli.engine.predict.StudyPrediction`), the images (``.predictions``), the
+        The studies (:class:`~mura_cli.engine.serving.predict.StudyPrediction`), the images (``.predictions``), the
         failures; ``.to_records()`` and ``.to_pandas()`` give one row per study (``level="image"``: per image).
 
     Raises:
@@ -87,7 +87,7 @@ def localize(
             ``threshold_frac``, ``component``, ``part``, ``device``...
 
     Returns:
-        One :class:`~mura_cli.engine.localize.Localization` per image (``.localizations``), the failures;
+        One :class:`~mura_cli.engine.serving.localize.Localization` per image (``.localizations``), the failures;
         ``.to_records()`` and ``.to_pandas()`` give the rows of ``boxes.json``.
     """
     cfg = _config(config or LocalizeConfig(out=""), paths, model, options)

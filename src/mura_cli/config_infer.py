@@ -35,7 +35,7 @@ class InferConfig:
         part: body part for every input (else the MURA path, then DICOM BodyPartExamined; else unknown, written empty).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         engine: ``torch``, ``torch-bf16``, ``onnx`` (ONNX Runtime, CPU), ``onnx-int8`` or ``auto`` (the default:
-            torch-bf16 where :func:`~mura_cli.engine.load.auto_bf16` allows it, else ONNX Runtime on CPU when it
+            torch-bf16 where :func:`~mura_cli.engine.serving.load.auto_bf16` allows it, else ONNX Runtime on CPU when it
             is installed and the model exports, else torch).
         tta: average each image with its horizontal flip (``None``: as each model's config says).
         batch_size: images per forward pass.

@@ -235,7 +235,7 @@ def finish_inference(
 
 
 def dicom_rows(report: Any) -> list[tuple[str, str]]:
-    """Summary rows for the DICOM results sink (:class:`~mura_cli.engine.dicom_sink.DicomReport`), if it ran."""
+    """Summary rows for the DICOM results sink (:class:`~mura_cli.engine.serving.dicom_sink.DicomReport`), if it ran."""
     if report is None:
         return []
     rows = [("DICOM results", report.summary())]

@@ -29,7 +29,7 @@ from mura_cli.cli._console import (
 from mura_cli.cli.localize import ComponentOpt
 from mura_cli.cli.predict import DeviceOpt, EngineOpt, ModelOpt, OverwriteOpt, ThresholdOpt, TtaOpt, WorkersOpt
 from mura_cli.config import BENCHMARK_SPLITS, BenchmarkConfig
-from mura_cli.engine.runtimes import TORCH
+from mura_cli.engine.serving.runtimes import TORCH
 from mura_cli.report.document import METRIC_LABELS
 
 _B = BenchmarkConfig()

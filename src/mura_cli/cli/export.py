@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mura_cli.cli._console import QuietOpt, choice, console, err_console, final, quiet_output
-from mura_cli.engine.runtimes import ONNX
+from mura_cli.engine.serving.runtimes import ONNX
 from mura_cli.errors import UsageError
 from mura_cli.models.run_folder import EXPORT_DIR, EXPORT_SIDECAR
 
@@ -32,7 +32,7 @@ def export(
     The model gives logits and class activation maps for any batch size; preprocessing.json describes its input.
     --int8 also writes a statically quantized model when it keeps the tune AUROC.
     """
-    from mura_cli.engine.export import run_export
+    from mura_cli.engine.evaluation.export import run_export
 
     if format != ONNX:
         raise UsageError(f"--format {format}: only onnx is supported")

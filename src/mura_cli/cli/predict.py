@@ -22,7 +22,7 @@ from mura_cli.cli._console import (
     typed_params,
 )
 from mura_cli.config import AGGREGATES, PREDICT_FORMATS, PredictConfig
-from mura_cli.engine.runtimes import ENGINES
+from mura_cli.engine.serving.runtimes import ENGINES
 from mura_cli.errors import Interrupted
 from mura_cli.utils import plural
 

@@ -264,9 +264,9 @@ def train(
 
 def _train(cfg: TrainConfig, changes: dict[str, Any], resume: Path | None) -> Path | None:
     """Train with progress and tables; the run folder (``None`` on a torchrun rank other than 0)."""
-    from mura_cli.engine.distributed import is_main_process
     from mura_cli.engine.results import TrainResult
-    from mura_cli.engine.train_job import is_folds_job, train
+    from mura_cli.engine.training.distributed import is_main_process
+    from mura_cli.engine.training.train_job import is_folds_job, train
 
     main_rank = is_main_process()  # under torchrun only rank 0 talks
     if cfg.weights.lower() == "none" and resume is None and main_rank:

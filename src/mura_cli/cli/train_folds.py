@@ -14,7 +14,7 @@ from mura_cli.models.run_folder import ENSEMBLE_NAME, OOF, SUMMARY, fold_name
 from mura_cli.report.document import METRIC_LABELS
 
 if TYPE_CHECKING:
-    from mura_cli.engine.folds import FoldsResult
+    from mura_cli.engine.training.folds import FoldsResult
 
 
 def fold_view(bar: Any) -> Callable[[str, int, int, str], None]:

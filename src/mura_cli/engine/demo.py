@@ -23,12 +23,12 @@ from mura_cli.config import (
     TrainConfig,
     TransformConfig,
 )
-from mura_cli.engine.benchmark import BenchmarkReport, run_benchmark
+from mura_cli.engine.evaluation.benchmark import BenchmarkReport, run_benchmark
 from mura_cli.engine.hooks import Hooks
-from mura_cli.engine.localize import LocalizeReport, run_localize
 from mura_cli.engine.prepare import run_prepare
 from mura_cli.engine.results import TrainResult
-from mura_cli.engine.screen import PredictReport, run_predict
+from mura_cli.engine.serving.localize import LocalizeReport, run_localize
+from mura_cli.engine.serving.screen import PredictReport, run_predict
 from mura_cli.errors import MuraError, UsageError
 from mura_cli.utils import cache_dir, resolve_device
 
@@ -155,17 +155,17 @@ def run_demo(cfg: DemoConfig, hooks: DemoHooks = DemoHooks()) -> DemoReport:
 def _fp32_engine(device: str) -> str:
     """The demo's inference engine: fp32 everywhere (ONNX Runtime on CPU when installed, else torch), never the
     bf16 that ``auto`` picks on CPUs with native bf16, so that its figures compare across CPUs."""
-    from mura_cli.engine.runtimes import fp32_engine
+    from mura_cli.engine.serving.runtimes import fp32_engine
 
     return fp32_engine(resolve_device(device))
 
 
 def _fit_with_threads(threads: int, *args: Any, **kwargs: Any) -> TrainResult:
-    """:func:`~mura_cli.engine.train.fit` on ``threads`` torch threads (the reduction order of the float sums
+    """:func:`~mura_cli.engine.training.train.fit` on ``threads`` torch threads (the reduction order of the float sums
     depends on the thread count, so the figures would too), the caller's count restored after."""
     import torch
 
-    from mura_cli.engine.train import fit
+    from mura_cli.engine.training.train import fit
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

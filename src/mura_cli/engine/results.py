@@ -36,7 +36,7 @@ def _significant(v: float, digits: int = 6) -> float:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What :func:`~mura_cli.engine.train.fit` produced."""
+    """What :func:`~mura_cli.engine.training.train.fit` produced."""
 
     run_dir: Path
     epochs: tuple[EpochResult, ...]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mura_cli.engine.runtimes import TORCH
+from mura_cli.engine.serving.runtimes import TORCH
 from mura_cli.errors import UsageError
 from mura_cli.report.document import (
     METRIC_LABELS,

@@ -2,7 +2,7 @@
 softcopy presentation state per boxed image, a secondary capture of the overlay.
 
 Pure builders: source headers and results in, pydicom datasets out (no files, no network; the sink in
-:mod:`mura_cli.engine.dicom_sink` writes and sends them). Every object joins the source study (its Study
+:mod:`mura_cli.engine.serving.dicom_sink` writes and sends them). Every object joins the source study (its Study
 Instance UID, patient and study modules) in a new series of its own modality (SR, PR, OT), described as
 :data:`SERIES_DESCRIPTION`.
 

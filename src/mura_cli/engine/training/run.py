@@ -1,7 +1,7 @@
-"""A training run's folder: what :func:`~mura_cli.engine.train.fit` writes there (the config, each epoch, the
+"""A training run's folder: what :func:`~mura_cli.engine.training.train.fit` writes there (the config, each epoch, the
 resumable last state, the summary) and reads back on ``--resume``; the folder's files are named in
 :mod:`mura_cli.models.run_folder`. Only safetensors and JSON: nothing pickled. The data a run reads is
-:mod:`mura_cli.engine.train_data`'s.
+:mod:`mura_cli.engine.training.train_data`'s.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from mura_cli.data.index import (
     split_by_patient,
 )
 from mura_cli.data.transforms import build_transforms
-from mura_cli.engine.distributed import Dist, shard_loaders
+from mura_cli.engine.training.distributed import Dist, shard_loaders
 from mura_cli.errors import DataError, UsageError
 from mura_cli.models.registry import pretrained_cfg
 from mura_cli.utils import default_workers, plural

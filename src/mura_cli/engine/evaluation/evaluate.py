@@ -2,7 +2,7 @@
 
 :func:`~mura_cli.engine.backends.infer` is the single place where a batch becomes probabilities (and class
 activation maps); :func:`evaluate` runs it over a loader of index rows (training's tune pass, benchmarks) and
-:func:`~mura_cli.engine.predict.predict` runs it over files.
+:func:`~mura_cli.engine.serving.predict.predict` runs it over files.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 :func:`fit` resolves the data (a prepared index, or a dataset root indexed on the fly), builds the model
 with its Hub weights, trains with weighted BCE per body part and Adam, drops the learning rate on a tune-loss
-plateau, stops early, and leaves a complete run folder (see :mod:`mura_cli.engine.run`). Under torchrun only
-rank 0 writes (see :mod:`mura_cli.engine.distributed`).
+plateau, stops early, and leaves a complete run folder (see :mod:`mura_cli.engine.training.run`). Under torchrun only
+rank 0 writes (see :mod:`mura_cli.engine.training.distributed`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from torch import nn
 
 from mura_cli._version import __version__
 from mura_cli.config import TrainConfig
-from mura_cli.engine.bf16 import check_after_training
-from mura_cli.engine.distributed import (
+from mura_cli.engine.evaluation.bf16 import check_after_training
+from mura_cli.engine.evaluation.evaluate import autocast_for, predict_loader
+from mura_cli.engine.results import EpochResult, TrainResult
+from mura_cli.engine.training.distributed import (
     Dist,
     all_gather,
     broadcast,
@@ -31,10 +33,8 @@ from mura_cli.engine.distributed import (
     seed_epoch,
     wrap_model,
 )
-from mura_cli.engine.evaluate import autocast_for, predict_loader
-from mura_cli.engine.recipe import Schedule, WeightAverage
-from mura_cli.engine.results import EpochResult, TrainResult
-from mura_cli.engine.run import (
+from mura_cli.engine.training.recipe import Schedule, WeightAverage
+from mura_cli.engine.training.run import (
     Progress,
     RunInfo,
     finish_run,
@@ -44,7 +44,7 @@ from mura_cli.engine.run import (
     save_epoch,
     save_train_config,
 )
-from mura_cli.engine.train_data import TrainData, build_data
+from mura_cli.engine.training.train_data import TrainData, build_data
 from mura_cli.errors import UsageError
 from mura_cli.hardware import resolve_precision
 from mura_cli.metrics import (
@@ -307,7 +307,7 @@ def fit(
     on_batch: Callable[[str, int, int], None] | None = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train a model; see :mod:`mura_cli.engine.run` for what the run folder holds.
+    """Train a model; see :mod:`mura_cli.engine.training.run` for what the run folder holds.
 
     Args:
         cfg: the resolved configuration (when resuming, the run's own is used instead).

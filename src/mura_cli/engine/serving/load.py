@@ -15,7 +15,7 @@ from typing import Any
 
 from mura_cli.config import DemoConfig, TransformConfig
 from mura_cli.engine.backends import Backend, FlipBackend, TemperatureBackend
-from mura_cli.engine.runtimes import AUTO, TORCH, TORCH_BF16, load_backend, resolve_engine
+from mura_cli.engine.serving.runtimes import AUTO, TORCH, TORCH_BF16, load_backend, resolve_engine
 from mura_cli.errors import ModelError, UsageError
 from mura_cli.models.checkpoint import ModelConfig, load_run_config, load_run_model
 from mura_cli.models.run_folder import CONFIG_NAME, RunFolder
@@ -254,7 +254,7 @@ def auto_bf16(folder: Path | None, device: str, inputs: int | None) -> bool:
     """Whether ``--engine auto`` serves the run in ``folder`` with torch in bf16: on a CPU with native bf16 (AMX or
     AVX512-BF16, read from ``/proc/cpuinfo``), for at least :data:`AUTO_BF16_MIN_INPUTS` files (or an unknown
     number), and only when the run's bf16 check passed (``bf16_check.json`` of its current weights)."""
-    from mura_cli.engine.bf16 import bf16_passed
+    from mura_cli.engine.evaluation.bf16 import bf16_passed
     from mura_cli.hardware import cpu_info
 
     if device != "cpu" or (inputs is not None and inputs < AUTO_BF16_MIN_INPUTS):

@@ -12,18 +12,18 @@ from typing import Any
 from mura_cli.config import InferConfig, PredictConfig
 from mura_cli.data.inputs import mura_path_warnings
 from mura_cli.data.sources import Input, scan_sources, source_query
-from mura_cli.engine.dicom_sink import DicomReport, close_sink, open_sink
 from mura_cli.engine.hooks import Failure, Hooks, errors_path, write_errors
-from mura_cli.engine.journal import Journal, journal_path
-from mura_cli.engine.load import LoadedModel, Model, ModelChoice, at_operating_point, load_model, weights_sha256
-from mura_cli.engine.predict import (
+from mura_cli.engine.results import to_pandas
+from mura_cli.engine.serving.dicom_sink import DicomReport, close_sink, open_sink
+from mura_cli.engine.serving.journal import Journal, journal_path
+from mura_cli.engine.serving.load import LoadedModel, Model, ModelChoice, at_operating_point, load_model, weights_sha256
+from mura_cli.engine.serving.predict import (
     ImagePrediction,
     StudyPrediction,
     group_studies,
     part_mismatch_warnings,
     predict,
 )
-from mura_cli.engine.results import to_pandas
 from mura_cli.errors import DataError, UsageError
 from mura_cli.utils import ensure_new, hash_id, is_stdout, plural, write_csv, write_text
 

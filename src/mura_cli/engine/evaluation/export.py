@@ -1,6 +1,6 @@
 """``mura export RUN``: the model as ONNX (fp32, or int8 when it keeps its accuracy) for other runtimes.
 
-The export is :func:`~mura_cli.engine.onnx.export_onnx`'s graph (``images`` -> ``logits``, ``cams``; dynamic
+The export is :func:`~mura_cli.engine.serving.onnx.export_onnx`'s graph (``images`` -> ``logits``, ``cams``; dynamic
 batch). ``--int8`` quantizes it statically with ONNX Runtime (QDQ, per-channel int8 weights, uint8
 activations), calibrated on images of the run's own training split, then scores the run's tune split with both:
 the int8 model is kept only when its study AUROC is within :data:`MAX_AUROC_DROP` of fp32's; otherwise the
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from mura_cli.engine.evaluate import evaluate, rows_loader
-from mura_cli.engine.onnx import OnnxBackend, export_onnx
-from mura_cli.engine.runtimes import ONNX, ONNX_INSTALL, RUNTIMES
+from mura_cli.engine.evaluation.evaluate import evaluate, rows_loader
+from mura_cli.engine.serving.onnx import OnnxBackend, export_onnx
+from mura_cli.engine.serving.runtimes import ONNX, ONNX_INSTALL, RUNTIMES
 from mura_cli.errors import DataError, UsageError
 from mura_cli.models.checkpoint import ModelConfig, load_run_model
 from mura_cli.models.run_folder import (
@@ -201,7 +201,7 @@ def _preprocessed(fp32: Path, out: Path) -> Path:
 def run_rows(folder: Path) -> tuple[list[Any], list[Any], Path, Path | None]:
     """The run's train and tune rows (as its training saw them), the dataset root and its cache."""
     from mura_cli.config import TrainConfig, from_dict
-    from mura_cli.engine.train_data import find_cache, resolve_index, select_rows
+    from mura_cli.engine.training.train_data import find_cache, resolve_index, select_rows
     from mura_cli.utils import read_json
 
     if not (folder / TRAIN_CONFIG).is_file():

@@ -21,10 +21,10 @@ from mura_cli.config import BenchmarkConfig, InferConfig
 from mura_cli.data.index import Index, IndexRow, part_from_name
 from mura_cli.data.sources import input_named
 from mura_cli.engine.hooks import Failure, Hooks, write_errors
-from mura_cli.engine.load import LoadedModel, Model, load_model, weights_sha256
-from mura_cli.engine.localize import localize
-from mura_cli.engine.predict import ImagePrediction, part_mismatch_warnings, predict
 from mura_cli.engine.results import to_pandas
+from mura_cli.engine.serving.load import LoadedModel, Model, load_model, weights_sha256
+from mura_cli.engine.serving.localize import localize
+from mura_cli.engine.serving.predict import ImagePrediction, part_mismatch_warnings, predict
 from mura_cli.errors import UsageError
 from mura_cli.metrics import aggregate_by_study
 from mura_cli.utils import plural
@@ -86,7 +86,7 @@ def run_benchmark(
 
     A loaded ``model`` is used as it is (``cfg.model``, ``engine`` and ``tta`` then do not apply).
     """
-    from mura_cli.engine.speed import machine_info
+    from mura_cli.engine.evaluation.speed import machine_info
     from mura_cli.report.benchmark import write_benchmark_report
     from mura_cli.utils import resolve_device
 
@@ -144,7 +144,7 @@ def _index(cfg: BenchmarkConfig) -> Index:
         return labelled_index(cfg.data, cfg.labels)
     if cfg.labels:
         raise UsageError("--labels gives the truth of DICOMweb studies; a dataset folder carries its own labels")
-    from mura_cli.engine.train_data import resolve_index
+    from mura_cli.engine.training.train_data import resolve_index
 
     return resolve_index(cfg.data)[0]
 
@@ -289,7 +289,7 @@ def _speed(
     hooks: Hooks,
     peaks: dict[str, Any] | None = None,
 ) -> list[Any]:
-    from mura_cli.engine.speed import measure_archs, measure_speed
+    from mura_cli.engine.evaluation.speed import measure_archs, measure_speed
 
     files = speed_sample_files(index)
     hooks.on_info(f"speed: {plural(len(files), 'file')}, batch {cfg.batch_size}, device {device}")

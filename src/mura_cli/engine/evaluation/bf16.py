@@ -1,6 +1,6 @@
 """The bf16 check: does a run's model keep its accuracy when the CPU runs it in bf16?
 
-As the int8 export is checked (:mod:`mura_cli.engine.export`), the run's own held-out images (its tune split;
+As the int8 export is checked (:mod:`mura_cli.engine.evaluation.export`), the run's own held-out images (its tune split;
 for a fold of ``--folds``, the fold's held-out patients when it trains on all the others) are scored twice by
 torch, fp32 and bf16 autocast (channels-last, the head and the map in fp32). The check passes when the study
 AUROC is at most int8's ``MAX_AUROC_DROP`` (0.005) lower in bf16 and no image's probability moves by more
@@ -62,8 +62,8 @@ class Bf16Check:
 def check_bf16(model: Any, folder: Path, rows: list[Any], root: Path, cache: Path | None, transform: Any) -> Bf16Check:
     """Score ``rows`` with ``model`` in fp32 and bf16 on the CPU, write ``folder/bf16_check.json``, return it."""
     from mura_cli.engine.backends import TorchBackend
-    from mura_cli.engine.evaluate import evaluate, rows_loader
-    from mura_cli.engine.export import MAX_AUROC_DROP
+    from mura_cli.engine.evaluation.evaluate import evaluate, rows_loader
+    from mura_cli.engine.evaluation.export import MAX_AUROC_DROP
     from mura_cli.metrics import aggregate_by_study, roc_auc
 
     probs, keep = {}, None
@@ -118,7 +118,7 @@ def check_run(folder: Path) -> Bf16Check:
     Raises:
         DataError: the run's data cannot be found.
     """
-    from mura_cli.engine.export import run_rows
+    from mura_cli.engine.evaluation.export import run_rows
     from mura_cli.models.checkpoint import load_run_model
 
     model, cfg = load_run_model(folder, "cpu")

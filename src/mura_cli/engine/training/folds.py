@@ -3,13 +3,13 @@
 :func:`fit_folds` trains fold k on the other folds' patients (a full run folder, ``RUN/fold-k``), then scores
 its held-out patients with the model it kept: every training study gets a prediction from a model that never
 saw it. On those out-of-fold predictions it makes the choices a single tune split would otherwise make
-(:func:`mura_cli.engine.nested.choose`): whether test-time flips pay (AUROC), a temperature, the threshold
+(:func:`mura_cli.engine.training.nested.choose`): whether test-time flips pay (AUROC), a temperature, the threshold
 (maximum kappa) and fixed operating points (sensitivity 0.9, specificity 0.9). They are written into every
 fold's ``config.json``, so predict, localize and benchmark use ``RUN`` as one model: the mean of the K
 probabilities, as the MURA paper's ensemble of 5. ``RUN`` also holds ``oof.csv`` (one row per image),
 ``ensemble.json``, ``summary.json`` and ``README.md``. The out-of-fold scores there are the ones the choices
 were fitted to, and are labelled so: not a generalization estimate. With ``cfg.nested`` the run also trains
-the pair models of :mod:`mura_cli.engine.nested` (``nested/inner-j-k``, not ensemble members), predicts
+the pair models of :mod:`mura_cli.engine.training.nested` (``nested/inner-j-k``, not ensemble members), predicts
 ``inner.csv`` and stores the nested estimate, whose folds no choice saw.
 """
 
@@ -26,12 +26,12 @@ import torch
 
 from mura_cli.config import TrainConfig, from_dict
 from mura_cli.engine.backends import TorchBackend
-from mura_cli.engine.distributed import world_size
-from mura_cli.engine.evaluate import infer, rows_loader
-from mura_cli.engine.nested import Choices, apply_choices, choose, inner_rows, nested_estimate, pair_members
+from mura_cli.engine.evaluation.evaluate import infer, rows_loader
 from mura_cli.engine.results import EpochResult, TrainResult
-from mura_cli.engine.run import new_run_dir, save_train_config
-from mura_cli.engine.train_data import find_cache, fold_rows, resolve_index, select_part
+from mura_cli.engine.training.distributed import world_size
+from mura_cli.engine.training.nested import Choices, apply_choices, choose, inner_rows, nested_estimate, pair_members
+from mura_cli.engine.training.run import new_run_dir, save_train_config
+from mura_cli.engine.training.train_data import find_cache, fold_rows, resolve_index, select_part
 from mura_cli.errors import UsageError
 from mura_cli.models.checkpoint import ModelConfig, load_run_model
 from mura_cli.models.run_folder import (
@@ -63,7 +63,7 @@ class FoldsResult:
         auroc: out-of-fold study AUROC ``{"plain": ..., "tta": ...}``.
         seconds: wall time of the whole job.
         choices: everything chosen on the out-of-fold predictions (temperature, operating points too).
-        nested: the nested estimate (:func:`~mura_cli.engine.nested.nested_estimate`) when ``cfg.nested``.
+        nested: the nested estimate (:func:`~mura_cli.engine.training.nested.nested_estimate`) when ``cfg.nested``.
     """
 
     run_dir: Path
@@ -92,7 +92,7 @@ def fit_folds(
     train. ``on_fold(name, i, n, state)`` is called before each of the ``n`` models (``fold-k``, and with
     ``cfg.nested`` the pair models ``inner-j-k``; state ``train``, ``resume`` or ``done``).
     """
-    from mura_cli.engine.train import fit
+    from mura_cli.engine.training.train import fit
 
     t0 = time.perf_counter()
     if world_size() > 1:
@@ -207,7 +207,8 @@ def fold_scope(cfg: TrainConfig, rows: list[dict[str, Any]]) -> dict[int, str]:
 
 
 def decide(rows: list[dict[str, Any]], cfg: TrainConfig) -> dict[str, Any]:
-    """Out-of-fold choices (:func:`~mura_cli.engine.nested.choose`) and the scores on those same predictions."""
+    """Out-of-fold choices (:func:`~mura_cli.engine.training.nested.choose`) and the scores on those same
+    predictions."""
     choices = choose(rows, threshold=cfg.threshold)
     ids, s_lab, s_prob = apply_choices(rows, choices)
     part_of = {r["study"]: r["part"] for r in rows}

@@ -17,12 +17,12 @@ import numpy as np
 from mura_cli.cam import Box, cam_peak, image_box, resize_map
 from mura_cli.config import LocalizeConfig
 from mura_cli.config_infer import COMPONENT, THRESHOLD_FRAC
-from mura_cli.engine.dicom_sink import DicomReport, close_sink, open_sink
 from mura_cli.engine.hooks import Failure, Hooks, errors_path, write_errors
-from mura_cli.engine.load import Model
-from mura_cli.engine.predict import ImagePrediction
 from mura_cli.engine.results import to_pandas
-from mura_cli.engine.screen import InferenceRun, require_scored, run_inference
+from mura_cli.engine.serving.dicom_sink import DicomReport, close_sink, open_sink
+from mura_cli.engine.serving.load import Model
+from mura_cli.engine.serving.predict import ImagePrediction
+from mura_cli.engine.serving.screen import InferenceRun, require_scored, run_inference
 from mura_cli.errors import UsageError
 from mura_cli.utils import ensure_new, is_stdout, write_csv, write_json
 
@@ -121,11 +121,11 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks(), *, model: Model | 
     """Box the class activation map of every image in ``cfg.paths``; write boxes, overlays and heatmaps.
 
     An empty ``cfg.out`` writes no boxes file, ``-`` writes the JSON to standard output; ``model``: see
-    :func:`~mura_cli.engine.screen.run_inference`.
+    :func:`~mura_cli.engine.serving.screen.run_inference`.
 
     Each row's ``study`` is the image's study as ``mura predict`` groups it (MURA study folder, DICOM
     StudyInstanceUID, else the file's folder). When no image could be scored, nothing is written but the
-    errors CSV (:func:`~mura_cli.engine.screen.require_scored` raises).
+    errors CSV (:func:`~mura_cli.engine.serving.screen.require_scored` raises).
     """
     from mura_cli.report.overlay import render_overlay, save_heatmap, save_overlay
 

@@ -32,7 +32,7 @@ def _always() -> bool:
 
 
 def _onnx_available() -> bool:
-    from mura_cli.engine.onnx import onnx_available
+    from mura_cli.engine.serving.onnx import onnx_available
 
     return onnx_available()
 
@@ -78,7 +78,8 @@ def fp32_engine(device: str) -> str:
 
 def resolve_engine(engine: str, device: str) -> str:
     """``--engine`` checked against ``device`` and what is installed; ``auto`` becomes :func:`fp32_engine` (per
-    model, :func:`load_backend` may then choose ``torch-bf16``, as :func:`~mura_cli.engine.load.auto_bf16` says).
+    model, :func:`load_backend` may then choose ``torch-bf16``, as
+    :func:`~mura_cli.engine.serving.load.auto_bf16` says).
 
     Raises:
         UsageError: an unknown engine, a CPU-only one on another device, or one that is not installed.
@@ -121,11 +122,11 @@ def load_backend(
     if engine == TORCH_BF16:
         return TorchBackend(network(), device, precision="bf16", channels_last=True, name=name)
     if engine == ONNX:
-        from mura_cli.engine.onnx import onnx_backend
+        from mura_cli.engine.serving.onnx import onnx_backend
 
         backend = onnx_or_none(lambda: onnx_backend(network, folder, size, name), fallback)
     elif engine == ONNX_INT8:
-        from mura_cli.engine.onnx import OnnxBackend
+        from mura_cli.engine.serving.onnx import OnnxBackend
 
         path = RunFolder(folder).int8_export(size)
         if not path.is_file():
@@ -145,7 +146,7 @@ def arch_backend(net: Any, arch: str, size: int, device: str, engine: str, fallb
     if engine == ONNX:
         import tempfile
 
-        from mura_cli.engine.onnx import OnnxBackend, export_onnx
+        from mura_cli.engine.serving.onnx import OnnxBackend, export_onnx
 
         with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph; the file can go
 
@@ -173,7 +174,7 @@ def engine_name(backend: Backend) -> str:
     """The runtime a backend runs on (``torch``, ``torch-bf16``, ``onnx``, ``onnx-int8``), with ``+flip`` for
     test-time flips: what a speed row ran on."""
     from mura_cli.engine.backends import FlipBackend
-    from mura_cli.engine.onnx import OnnxBackend
+    from mura_cli.engine.serving.onnx import OnnxBackend
 
     if isinstance(backend, FlipBackend):
         return engine_name(backend.inner) + "+flip"

@@ -25,7 +25,7 @@ from mura_cli.config import TransformConfig
 from mura_cli.data.preprocess import eval_geometry, eval_input
 from mura_cli.data.readers import read_images
 from mura_cli.engine.backends import Backend
-from mura_cli.engine.runtimes import AUTO, TORCH, TORCH_BF16, arch_backend, engine_name, speed_engines
+from mura_cli.engine.serving.runtimes import AUTO, TORCH, TORCH_BF16, arch_backend, engine_name, speed_engines
 from mura_cli.utils import default_workers
 
 

@@ -12,7 +12,7 @@ K(K-1)/2 pair models: 10 for K = 5.
 :func:`choose` makes the choices from prediction rows; :func:`apply_choices` applies them;
 :func:`nested_estimate` pools the outer folds into one score table (under nested choices, or under
 :func:`cross_fitted_choices`, or one set of choices for all folds: the optimistic out-of-fold figure).
-Rows are the dicts of :func:`mura_cli.engine.folds.predict_rows` (``study``, ``label``, ``fold``,
+Rows are the dicts of :func:`mura_cli.engine.training.folds.predict_rows` (``study``, ``label``, ``fold``,
 ``probability``, ``probability_tta``; ``part``).
 """
 

@@ -3,8 +3,9 @@
 :func:`predict` is a generator of :class:`ImagePrediction`: files are decoded by worker processes while the
 backend works on the previous batch, and memory does not grow with the number of inputs; each batch goes
 through :func:`~mura_cli.engine.backends.infer`. :func:`group_studies` forms studies afterwards. The jobs built
-on it are in :mod:`mura_cli.engine.screen` (:func:`~mura_cli.engine.screen.run_inference`, what predict and
-localize share, and :func:`~mura_cli.engine.screen.run_predict`, the whole ``mura predict`` job).
+on it are in :mod:`mura_cli.engine.serving.screen` (:func:`~mura_cli.engine.serving.screen.run_inference`,
+what predict and localize share, and :func:`~mura_cli.engine.serving.screen.run_predict`, the whole
+``mura predict`` job).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from mura_cli.data.preprocess import eval_geometry, eval_input
 from mura_cli.data.sources import Input, read_input
 from mura_cli.engine.backends import infer
 from mura_cli.engine.hooks import Failure, Hooks
-from mura_cli.engine.load import LoadedModel, models_for_part
-from mura_cli.engine.parallel import ordered_map
+from mura_cli.engine.serving.load import LoadedModel, models_for_part
+from mura_cli.engine.serving.parallel import ordered_map
 from mura_cli.errors import MuraError
 from mura_cli.metrics import aggregate_by_study
 from mura_cli.utils import hash_id, plural

@@ -22,7 +22,7 @@ import numpy as np
 from mura_cli.cam import Box
 from mura_cli.data.sources import read_header
 from mura_cli.engine.hooks import Failure
-from mura_cli.engine.predict import ImagePrediction
+from mura_cli.engine.serving.predict import ImagePrediction
 from mura_cli.errors import MuraError, UsageError
 from mura_cli.report.dicom_objects import (
     OBJECT_KINDS,
@@ -219,7 +219,7 @@ def close_sink(
     ``send``, store the files written on that DICOMweb server (STOW-RS), keeping them either way."""
     if sink is None:
         return None
-    from mura_cli.engine.load import weights_sha256
+    from mura_cli.engine.serving.load import weights_sha256
 
     names = "+".join(dict.fromkeys(m.short_name for m in models)) or "unknown"
     report = sink.close(Algorithm(names, weights_sha256(models) or "unknown", _version()), threshold, aggregate)

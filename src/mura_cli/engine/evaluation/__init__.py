@@ -1,0 +1,1 @@
+"""Evaluation: scoring against labels (benchmark), speed, export and the bf16 check."""
