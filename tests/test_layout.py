@@ -283,7 +283,18 @@ def test_shared_defaults_are_written_once():
 
 ENGINE_ROOMS = {
     "training": {"train", "train_job", "train_data", "recipe", "folds", "nested", "distributed", "run"},
-    "serving": {"load", "runtimes", "onnx", "predict", "screen", "localize", "journal", "parallel", "dicom_sink"},
+    "serving": {
+        "load",
+        "runtimes",
+        "onnx",
+        "predict",
+        "screen",
+        "localize",
+        "journal",
+        "parallel",
+        "dicom_sink",
+        "sinks",
+    },
     "evaluation": {"evaluate", "benchmark", "speed", "export", "bf16"},
     "": {"backends", "results", "hooks", "demo", "prepare"},
 }

@@ -84,7 +84,7 @@ def test_hash_ids_replaces_dicom_study_uids_with_a_salted_hash(tmp_path):
 
 @pytest.mark.parametrize("path", ["../../etc/passwd.png", "/abs/../../x.dcm", "a/../../..", "..", "./.hidden/.png"])
 def test_overlay_names_never_leave_the_overlay_folder(tmp_path, path):
-    from mura_cli.engine.serving.localize import overlay_name
+    from mura_cli.engine.serving.sinks import overlay_name
 
     name = overlay_name(path, 0)
     assert "/" not in name and "\\" not in name and not name.startswith(".") and name.endswith("_cam.png")

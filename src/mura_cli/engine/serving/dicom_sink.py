@@ -1,11 +1,11 @@
 """The DICOM results sink: predictions (and boxes, overlays) of DICOM inputs in, DICOM objects out.
 
-predict and localize hand it what they made, image by image (:meth:`DicomSink.add`); it keeps only each image's
-header, probability and box (a secondary capture is written at once, from the overlay it is given) and, at
-:meth:`DicomSink.close`, writes one measurement report per study and one presentation state per boxed image
-(:mod:`mura_cli.report.dicom_objects`) under ``out_dir/<StudyInstanceUID>/``, each file written whole or not at
-all; then, when a target is given, stores them with STOW-RS (:func:`mura_cli.data.dicomweb.store`).
-Inputs that are not DICOM get no DICOM objects (counted, not failures).
+A :class:`~mura_cli.engine.serving.sinks.Sink`: predict and localize hand it what they made, image by image
+(:meth:`DicomSink.add`); it keeps only each image's header, probability and box (a secondary capture is written at
+once, drawn from the image and its map) and, at :meth:`DicomSink.close`, writes one measurement report per study and
+one presentation state per boxed image (:mod:`mura_cli.report.dicom_objects`) under ``out_dir/<StudyInstanceUID>/``,
+each file written whole or not at all; then, when a target is given, stores them with STOW-RS
+(:func:`mura_cli.data.dicomweb.store`). Inputs that are not DICOM get no DICOM objects (counted, not failures).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import numpy as np
 from mura_cli.cam import Box
 from mura_cli.data.sources import read_header
 from mura_cli.engine.hooks import Failure
-from mura_cli.engine.serving.predict import ImagePrediction
+from mura_cli.engine.serving.predict import ImagePrediction, Localization
+from mura_cli.engine.serving.sinks import SinkContext, Written, forget_map, image_map
 from mura_cli.errors import MuraError, UsageError
 from mura_cli.report.dicom_objects import (
     OBJECT_KINDS,
@@ -99,20 +100,36 @@ class DicomSink:
         out_dir: where the objects go, one folder per study; created on demand.
         kinds: which objects (``sr``, ``pr``, ``sc``).
         header_of: reads an input's header by name (:func:`~mura_cli.data.sources.read_header`).
+        threshold: label every study at this threshold; ``None``: at the mean threshold of the models that scored
+            its images.
+        aggregate: a study's probability from its images': ``mean`` or ``max``.
+        send: a DICOMweb server to store the files written on (STOW-RS), keeping them either way.
     """
 
-    def __init__(self, out_dir: str | Path, kinds: Sequence[str], header_of: HeaderReader = read_header) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        kinds: Sequence[str],
+        header_of: HeaderReader = read_header,
+        *,
+        threshold: float | None = None,
+        aggregate: str = "mean",
+        send: str | None = None,
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.kinds = tuple(kinds)
         self.header_of = header_of
+        self.threshold, self.aggregate, self.send = threshold, aggregate, send
+        self.needs_pixels = "sc" in self.kinds
         self._entries: list[_Entry] = []
         self._series: dict[tuple[str, str], str] = {}
         self._written: dict[str, list[Path]] = {k: [] for k in self.kinds}
         self._not_dicom = 0
         self._failures: list[Failure] = []
 
-    def add(self, pred: ImagePrediction, box: Box | None = None, overlay: np.ndarray | None = None) -> None:
-        """Record one scored image; with ``sc`` and an ``overlay`` (HxWx3 uint8), write its secondary capture now."""
+    def add(self, pred: ImagePrediction, localization: Localization | None = None) -> None:
+        """Record one scored image (and its box); with ``sc`` and a map, write its secondary capture now."""
+        box = localization.box if localization is not None else None
         try:
             header = self.header_of(pred.path)
         except MuraError as exc:  # a source that went away: this image has no DICOM results, the others go on
@@ -123,13 +140,30 @@ class DicomSink:
             return
         entry = _Entry(header, pred, box)
         self._entries.append(entry)
-        if "sc" in self.kinds and overlay is not None:
+        if "sc" in self.kinds and localization is not None and pred.cam is not None:
+            from mura_cli.report.overlay import render_overlay
+
+            overlay = np.asarray(render_overlay(pred.meta["pixels"], image_map(pred), box, pred.probability))
             finding = self._finding(entry)
             algo = Algorithm(pred.model, "", _version())
             n = len(self._written["sc"]) + 1
             self._build("sc", pred.path, build_sc, finding, overlay, algo, self._series_uid(header, "sc"), n)
 
-    def close(self, algorithm: Algorithm, threshold: float | None = None, aggregate: str = "mean") -> DicomReport:
+    def close(self, context: SinkContext) -> Written:
+        """Write what was collected, identifying the algorithm by ``context.models`` (names, weights SHA-256); with
+        ``send``, store the files written on that server. The :class:`DicomReport` is ``report`` of the result."""
+        from mura_cli.engine.serving.load import weights_sha256
+
+        forget_map()
+        models = context.models
+        names = "+".join(dict.fromkeys(m.short_name for m in models)) or "unknown"
+        report = self.write(Algorithm(names, weights_sha256(models) or "unknown", _version()))
+        if self.send:
+            report = _store(report, self.send)
+        files = tuple(f for k in OBJECT_KINDS for f in report.written.get(k, ()))
+        return Written(files, report.failures, report)
+
+    def write(self, algorithm: Algorithm) -> DicomReport:
         """Write the reports (one per study) and presentation states (one per boxed image); return what was written.
 
         Each study is labelled at ``threshold`` when given, else at the mean threshold of the models that scored
@@ -140,7 +174,7 @@ class DicomSink:
                 series = self._series_uid(e.header, "pr")
                 self._build("pr", e.pred.path, build_gsps, self._finding(e), algorithm, series, n)
         if "sr" in self.kinds:
-            for study in self.studies(threshold, aggregate):
+            for study in self.studies(self.threshold, self.aggregate):
                 header = study.images[0].source
                 series = self._series_uid(header, "sr")
                 self._build("sr", f"study {study.study_uid}", build_sr, study, algorithm, series)
@@ -198,36 +232,35 @@ def _version() -> str:
     return __version__
 
 
-def open_sink(cfg: Any, applicable: Sequence[str], header_of: HeaderReader = read_header) -> DicomSink | None:
-    """The sink an inference config asks for (``cfg.dicom_out``, ``cfg.dicom_objects``), or ``None``."""
+def open_sink(
+    cfg: Any,
+    applicable: Sequence[str],
+    header_of: HeaderReader = read_header,
+    *,
+    threshold: float | None = None,
+    aggregate: str = "mean",
+) -> DicomSink | None:
+    """The sink an inference config asks for (``cfg.dicom_out``, ``cfg.dicom_objects``, ``cfg.send``), or ``None``;
+    ``threshold``, ``aggregate``: see :class:`DicomSink`."""
     if not cfg.dicom_out:
         return None
     from mura_cli.report.dicom_objects import _hd
 
     _hd()  # a missing highdicom is one line before any work, not after it
-    return DicomSink(cfg.dicom_out, parse_objects(cfg.dicom_objects, applicable), header_of)
+    kinds = parse_objects(cfg.dicom_objects, applicable)
+    return DicomSink(cfg.dicom_out, kinds, header_of, threshold=threshold, aggregate=aggregate, send=cfg.send)
 
 
-def close_sink(
-    sink: DicomSink | None,
-    models: Sequence[Any],
-    threshold: float | None = None,
-    aggregate: str = "mean",
-    send: str | None = None,
-) -> DicomReport | None:
-    """Write what ``sink`` collected, identifying the algorithm by ``models`` (names, weights SHA-256); with
-    ``send``, store the files written on that DICOMweb server (STOW-RS), keeping them either way."""
-    if sink is None:
-        return None
-    from mura_cli.engine.serving.load import weights_sha256
-
-    names = "+".join(dict.fromkeys(m.short_name for m in models)) or "unknown"
-    report = sink.close(Algorithm(names, weights_sha256(models) or "unknown", _version()), threshold, aggregate)
-    if not send:
-        return report
+def _store(report: DicomReport, send: str) -> DicomReport:
+    """Store the files ``report`` lists on ``send`` (STOW-RS); the ones refused are failures, kept here."""
     from mura_cli.data.dicomweb import store
 
     files = [f for k in OBJECT_KINDS for f in report.written.get(k, ())]
     result = store(send, files)
     failed = tuple(Failure(str(f), f"{f}: not stored, kept here: {why}", "send") for f, why in result.failed)
     return replace(report, stored=len(result.stored), failures=report.failures + failed, sent=True)
+
+
+def dicom_report(written: Sequence[Written]) -> DicomReport | None:
+    """The DICOM sink's report among what a job's sinks wrote, or ``None`` (no ``--dicom-out``)."""
+    return next((w.report for w in written if isinstance(w.report, DicomReport)), None)

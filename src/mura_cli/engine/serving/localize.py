@@ -1,61 +1,29 @@
 """Class-activation-map boxes per image: the ``mura localize`` job.
 
 :func:`localize` boxes one prediction's map (20% of its maximum, largest connected component, as the seed
-report); :func:`run_localize` runs the whole job: predict with maps, box every image, write the boxes
-(JSON or CSV), overlays and raw heatmaps.
+report); :func:`run_localize` runs the whole job: predict with maps, box every image and hand it to the sinks
+(:func:`localize_sinks`: overlays and raw heatmaps, the DICOM objects, the boxes as JSON or CSV).
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mura_cli.cam import Box, cam_peak, image_box, resize_map
+from mura_cli.cam import cam_peak, image_box
 from mura_cli.config import LocalizeConfig
 from mura_cli.config_infer import COMPONENT, THRESHOLD_FRAC
 from mura_cli.engine.hooks import Failure, Hooks, errors_path, write_errors
 from mura_cli.engine.results import to_pandas
-from mura_cli.engine.serving.dicom_sink import DicomReport, close_sink, open_sink
+from mura_cli.engine.serving.dicom_sink import DicomReport, dicom_report, open_sink
 from mura_cli.engine.serving.load import Model
-from mura_cli.engine.serving.predict import ImagePrediction
+from mura_cli.engine.serving.predict import ImagePrediction, Localization
 from mura_cli.engine.serving.screen import InferenceRun, require_scored, run_inference
+from mura_cli.engine.serving.sinks import BoxTable, Overlays, Sink, SinkContext, close_all, feed, needs_pixels
 from mura_cli.errors import UsageError
-from mura_cli.utils import ensure_new, is_stdout, write_csv, write_json
-
-
-@dataclass(frozen=True)
-class Localization:
-    """The CAM box of one image, in original pixels."""
-
-    path: str
-    frame: int
-    study: str
-    probability: float
-    box: Box | None
-    cam_max: float
-    threshold: float
-    peak: tuple[int, int]
-
-    def to_row(self) -> dict[str, Any]:
-        b = self.box
-        return {
-            "image": self.path,
-            "frame": self.frame,
-            "study": self.study,
-            "probability": round(self.probability, 6),
-            "x0": b.x0 if b else None,
-            "y0": b.y0 if b else None,
-            "x1": b.x1 if b else None,
-            "y1": b.y1 if b else None,
-            "cam_max": round(self.cam_max, 6),
-            "threshold": round(self.threshold, 6) if np.isfinite(self.threshold) else None,
-            "peak_x": self.peak[0] if b else None,  # cam_peak says (0, 0) for a map with no positive evidence
-            "peak_y": self.peak[1] if b else None,
-        }
+from mura_cli.utils import ensure_new, is_stdout
 
 
 def localize(pred: ImagePrediction, threshold_frac: float = THRESHOLD_FRAC, component: str = COMPONENT) -> Localization:
@@ -110,15 +78,23 @@ class LocalizeReport:
         return to_pandas(self.to_records())
 
 
-def overlay_name(path: str, frame: int) -> str:
-    """A flat, safe file name for an image's overlay (its last four path parts, no folders)."""
-    parts = Path(path).with_suffix("").parts[-4:]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts)).strip("_.")
-    return f"{name}{f'_f{frame}' if frame else ''}_cam.png"
+def localize_sinks(cfg: LocalizeConfig) -> tuple[list[Sink], BoxTable]:
+    """``mura localize``'s sinks, in the order each image reaches them: overlays and heatmaps, the DICOM objects
+    (``dicom_out``), the boxes (``out``; the table that also holds the job's rows, returned apart too); checked
+    first: the DICOM options, then ``out``."""
+    dicom = open_sink(cfg, ("sr", "pr", "sc"))
+    ensure_new(cfg.out or None, cfg.overwrite)
+    drawn = cfg.overlay or bool(cfg.heatmap)
+    overlays = Overlays(Path(cfg.overlay_dir), cfg.overlay, cfg.heatmap, cfg.overwrite) if drawn else None
+    boxes = BoxTable(cfg.out or None, cfg.threshold_frac, cfg.component, overlays.files if overlays else None)
+    return [s for s in (overlays, dicom) if s is not None] + [boxes], boxes
 
 
-def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks(), *, model: Model | None = None) -> LocalizeReport:
-    """Box the class activation map of every image in ``cfg.paths``; write boxes, overlays and heatmaps.
+def run_localize(
+    cfg: LocalizeConfig, hooks: Hooks = Hooks(), *, model: Model | None = None, sinks: Sequence[Sink] = ()
+) -> LocalizeReport:
+    """Box the class activation map of every image in ``cfg.paths``; hand each to the sinks as it comes (boxes,
+    overlays, heatmaps, DICOM objects: :func:`localize_sinks`, then ``sinks``, more outputs).
 
     An empty ``cfg.out`` writes no boxes file, ``-`` writes the JSON to standard output; ``model``: see
     :func:`~mura_cli.engine.serving.screen.run_inference`.
@@ -127,61 +103,25 @@ def run_localize(cfg: LocalizeConfig, hooks: Hooks = Hooks(), *, model: Model | 
     StudyInstanceUID, else the file's folder). When no image could be scored, nothing is written but the
     errors CSV (:func:`~mura_cli.engine.serving.screen.require_scored` raises).
     """
-    from mura_cli.report.overlay import render_overlay, save_heatmap, save_overlay
-
-    sink = open_sink(cfg, ("sr", "pr", "sc"))
-    ensure_new(cfg.out or None, cfg.overwrite)
+    own, boxes = localize_sinks(cfg)
+    every = [*own, *sinks]
     ensure_new(errors_path(cfg.out) if cfg.out and not is_stdout(cfg.out) else None, cfg.overwrite)
-    rows, overlay_dir = [], Path(cfg.overlay_dir)
     locs: list[Localization] = []
-    capture = sink is not None and "sc" in sink.kinds
 
     def box(p: ImagePrediction) -> ImagePrediction:
-        """Box one image as it comes, write its overlay and heatmap, and keep it without map and pixels."""
-        assert p.cam is not None
+        """Box one image as it comes, hand it to the sinks, and keep it without map and pixels."""
         loc = localize(p, cfg.threshold_frac, cfg.component)
-        row = loc.to_row()
-        name = overlay_name(p.path, p.frame)
-        full = resize_map(p.cam, p.height, p.width) if cfg.overlay or cfg.heatmap or capture else None
-        if full is not None and cfg.overlay:
-            target = overlay_dir / name
-            ensure_new(target, cfg.overwrite)
-            save_overlay(target, p.meta["pixels"], full, loc.box, p.probability)
-            row["overlay"] = str(target)
-        if full is not None and cfg.heatmap:
-            target = overlay_dir / name.replace("_cam.png", f"_heatmap.{cfg.heatmap}")
-            ensure_new(target, cfg.overwrite)
-            save_heatmap(target, full)
-            row["heatmap"] = str(target)
-        if sink:
-            sc = (
-                np.asarray(render_overlay(p.meta["pixels"], full, loc.box, p.probability))
-                if capture and full is not None
-                else None
-            )
-            sink.add(p, loc.box, sc)
-        rows.append(row)
+        feed(every, p, loc)
         locs.append(loc)
         return replace(p, cam=None, meta={k: v for k, v in p.meta.items() if k != "pixels"})
 
-    kw: dict[str, Any] = {"with_cam": True, "keep_pixels": cfg.overlay or capture, "hooks": hooks, "consume": box}
+    kw: dict[str, Any] = {"with_cam": True, "keep_pixels": needs_pixels(every), "hooks": hooks, "consume": box}
     run = run_inference(cfg, per_image=False, model=model, **kw)
-    dicom = close_sink(sink, run.models, send=cfg.send)
-    if dicom is not None:
-        run = replace(run, failures=run.failures + dicom.failures)
+    written = close_all(every, SinkContext(run.models, hooks=hooks))  # no row, no boxes file (nothing scored)
+    run = replace(run, failures=run.failures + tuple(f for w in written for f in w.failures))
     require_scored(run, cfg.out)
-    written = sum(1 for r in rows if "overlay" in r)
-    if not cfg.out:
-        return LocalizeReport(
-            run, tuple(rows), None, written, None, dicom, tuple(locs), overlay_dir if cfg.overlay else None
-        )
-    out = Path(cfg.out)
-    if out.suffix.lower() == ".csv":
-        write_csv(out, rows)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(out, {"threshold_frac": cfg.threshold_frac, "component": cfg.component, "boxes": rows})
-    errors = write_errors(out, (*run.failures, *run.skipped))
-    return LocalizeReport(
-        run, tuple(rows), out, written, errors, dicom, tuple(locs), overlay_dir if cfg.overlay else None
-    )
+    rows, drawn = tuple(boxes.rows), sum(1 for r in boxes.rows if "overlay" in r)
+    out = Path(cfg.out) if cfg.out else None
+    errors = write_errors(out, (*run.failures, *run.skipped)) if out else None
+    overlay_dir = Path(cfg.overlay_dir) if cfg.overlay else None
+    return LocalizeReport(run, rows, out, drawn, errors, dicom_report(written), tuple(locs), overlay_dir)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mura_cli.cam import cam_on_grid
+from mura_cli.cam import Box, cam_on_grid
 from mura_cli.config import InferConfig, TransformConfig
 from mura_cli.data.image import BlankImageError, check_not_blank
 from mura_cli.data.inputs import resolve_study_and_part
@@ -212,6 +212,37 @@ def _run_batch(
             cam=None if cams[i] is None else cams[i] / n,
             meta=meta,
         )
+
+
+@dataclass(frozen=True)
+class Localization:
+    """The CAM box of one image, in original pixels (:func:`~mura_cli.engine.serving.localize.localize`)."""
+
+    path: str
+    frame: int
+    study: str
+    probability: float
+    box: Box | None
+    cam_max: float
+    threshold: float
+    peak: tuple[int, int]
+
+    def to_row(self) -> dict[str, Any]:
+        b = self.box
+        return {
+            "image": self.path,
+            "frame": self.frame,
+            "study": self.study,
+            "probability": round(self.probability, 6),
+            "x0": b.x0 if b else None,
+            "y0": b.y0 if b else None,
+            "x1": b.x1 if b else None,
+            "y1": b.y1 if b else None,
+            "cam_max": round(self.cam_max, 6),
+            "threshold": round(self.threshold, 6) if np.isfinite(self.threshold) else None,
+            "peak_x": self.peak[0] if b else None,  # cam_peak says (0, 0) for a map with no positive evidence
+            "peak_y": self.peak[1] if b else None,
+        }
 
 
 # ============================================================================================ studies

@@ -1,20 +1,19 @@
 """The screening jobs: :func:`run_inference` (inputs, model choice, every file through :func:`predict`; shared by
-predict and localize) and :func:`run_predict` (``mura predict``: the study CSV, resumable through a journal)."""
+predict and localize) and :func:`run_predict` (``mura predict``: its sinks, :func:`predict_sinks`, fed once every
+file is scored; resumable through a journal)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mura_cli.config import InferConfig, PredictConfig
-from mura_cli.data.inputs import mura_path_warnings
 from mura_cli.data.sources import Input, scan_sources, source_query
 from mura_cli.engine.hooks import Failure, Hooks, errors_path, write_errors
 from mura_cli.engine.results import to_pandas
-from mura_cli.engine.serving.dicom_sink import DicomReport, close_sink, open_sink
+from mura_cli.engine.serving.dicom_sink import DicomReport, dicom_report, open_sink
 from mura_cli.engine.serving.journal import Journal, journal_path
 from mura_cli.engine.serving.load import LoadedModel, Model, ModelChoice, at_operating_point, load_model, weights_sha256
 from mura_cli.engine.serving.predict import (
@@ -24,8 +23,9 @@ from mura_cli.engine.serving.predict import (
     part_mismatch_warnings,
     predict,
 )
+from mura_cli.engine.serving.sinks import ImageTable, Sink, SinkContext, StudyTable, close_all, feed
 from mura_cli.errors import DataError, UsageError
-from mura_cli.utils import ensure_new, hash_id, is_stdout, plural, write_csv, write_text
+from mura_cli.utils import ensure_new, hash_id, is_stdout, plural
 
 
 @dataclass(frozen=True)
@@ -212,17 +212,35 @@ def require_scored(run: InferenceRun, out: str | Path) -> None:
     )
 
 
-def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks(), *, model: Model | None = None) -> PredictReport:
-    """Screen ``cfg.paths``: predict every image, group studies, write the study CSV (and the image CSV).
+def _fixed(cfg: PredictConfig) -> float | None:
+    """The threshold every study is labelled at, or ``None`` (an operating point: each model's own)."""
+    return cfg.threshold if not isinstance(cfg.threshold, str) else None
+
+
+def predict_sinks(cfg: PredictConfig) -> list[Sink]:
+    """``mura predict``'s sinks, in the order they are closed: the study table (``out``), the image CSV
+    (``images``), the DICOM reports (``dicom_out``); checked first: the DICOM options, then ``out``, ``images``."""
+    dicom = open_sink(cfg, ("sr",), threshold=_fixed(cfg), aggregate=cfg.aggregate)
+    ensure_new(cfg.out or None, cfg.overwrite)
+    ensure_new(cfg.images, cfg.overwrite)
+    sinks: list[Sink] = [StudyTable(cfg.out, cfg.fmt, cfg.per_image)] if cfg.out else []
+    if cfg.images:
+        sinks.append(ImageTable(cfg.images))
+    return [*sinks, dicom] if dicom else sinks
+
+
+def run_predict(
+    cfg: PredictConfig, hooks: Hooks = Hooks(), *, model: Model | None = None, sinks: Sequence[Sink] = ()
+) -> PredictReport:
+    """Screen ``cfg.paths``: predict every image, group studies, hand them to the sinks (the study CSV, ...).
 
     An empty ``cfg.out`` writes no study CSV (nor a journal: nothing to resume); ``-`` writes it to standard output
-    (no journal, and no errors CSV: failures are named as they happen); ``model``: see :func:`run_inference`.
+    (no journal, and no errors CSV: failures are named as they happen); ``model``: see :func:`run_inference`;
+    ``sinks``: more outputs, after :func:`predict_sinks`'.
     """
     if cfg.resume and not cfg.out:
         raise UsageError("resume needs the output file of the killed run: pass out")
-    sink = open_sink(cfg, ("sr",))
-    ensure_new(cfg.out or None, cfg.overwrite)
-    ensure_new(cfg.images, cfg.overwrite)
+    every = [*predict_sinks(cfg), *sinks]
     to_file = bool(cfg.out) and not is_stdout(cfg.out)
     ensure_new(errors_path(cfg.out) if to_file else None, cfg.overwrite)
     journal = Journal(journal_path(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite) if to_file else None
@@ -230,38 +248,14 @@ def run_predict(cfg: PredictConfig, hooks: Hooks = Hooks(), *, model: Model | No
     if journal:
         journal.close(remove=not run.predictions)  # nothing scored: nothing to resume either
     require_scored(run, cfg.out)
-    if sink:
-        for p in run.predictions:
-            sink.add(p)
-    fixed = cfg.threshold if not isinstance(cfg.threshold, str) else None
-    studies = group_studies(run.predictions, fixed, cfg.aggregate)
-    if cfg.fmt == "mura" and cfg.out:
-        for message in mura_path_warnings([p.path for p in run.predictions], cfg.per_image):
-            hooks.on_warning(message)
-        write_csv(cfg.out, [{"Study": s.study, "Model": s.prediction} for s in studies], header=False)
-    elif cfg.fmt == "jsonl" and cfg.out:
-        write_text(cfg.out, "".join(json.dumps(row) + "\n" for row in image_records(run.predictions, studies)))
-    elif cfg.out:
-        write_csv(cfg.out, [s.to_row() for s in studies])
-    if cfg.images:
-        write_csv(cfg.images, [p.to_row() for p in run.predictions])
-    dicom = close_sink(sink, run.models, fixed, cfg.aggregate, cfg.send)
-    if dicom is not None:
-        run = replace(run, failures=run.failures + dicom.failures)
+    for p in run.predictions:
+        feed(every, p)
+    studies = group_studies(run.predictions, _fixed(cfg), cfg.aggregate)
+    written = close_all(every, SinkContext(run.models, tuple(studies), hooks))
+    run = replace(run, failures=run.failures + tuple(f for w in written for f in w.failures))
     errors = write_errors(cfg.out, (*run.failures, *run.skipped)) if cfg.out else None
     if journal:
         journal.close(remove=True)
     out = Path(cfg.out) if cfg.out else None
     images = Path(cfg.images) if cfg.images else None
-    return PredictReport(run, tuple(studies), out, images, errors, dicom)
-
-
-def image_records(preds: Sequence[ImagePrediction], studies: Sequence[StudyPrediction]) -> list[dict[str, Any]]:
-    """One record per image (``--format jsonl``): its own row, then its study's probability, label and threshold."""
-    by_study = {s.study: s for s in studies}
-    records = []
-    for p in preds:
-        s = by_study[p.study]
-        study = {"study_probability": round(s.probability, 6), "prediction": s.prediction}
-        records.append({**p.to_row(), **study, "threshold": round(s.threshold, 6)})
-    return records
+    return PredictReport(run, tuple(studies), out, images, errors, dicom_report(written))
