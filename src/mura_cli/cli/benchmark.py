@@ -52,6 +52,7 @@ def benchmark_cmd(
         typer.Option(
             metavar="CSV",
             help="With a DICOMweb --data: the studies to score, a CSV with columns study (UID), label (1/0) [, part].",
+            show_default="none: the labels of --data's dataset",
         ),
     ] = None,
     model: ModelOpt = None,
