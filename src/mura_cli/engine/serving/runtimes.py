@@ -62,7 +62,7 @@ RUNTIMES: dict[str, Runtime] = {
     r.name: r
     for r in (
         Runtime(TORCH, False, _always, None, "none: the safetensors weights", TORCH),
-        Runtime(TORCH_BF16, False, _always, None, "none: torch with bf16 autocast", TORCH_BF16),
+        Runtime(TORCH_BF16, False, _always, None, "none: torch with bf16 weights", TORCH_BF16),
         Runtime(ONNX, True, _onnx_available, ONNX_INSTALL, "once, cached in RUN/onnx/ (by weights hash)", ONNX),
         Runtime(ONNX_INT8, True, _onnx_available, ONNX_INSTALL, "mura export RUN --int8", ONNX),
     )
