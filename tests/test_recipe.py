@@ -198,3 +198,25 @@ def test_box_loss_trains_on_fracatlas_boxes(tmp_path):
     assert res.returncode == 0, res.stderr
     res = mura("train", "--data", data, *args, "--box-loss", "-1", cwd=tmp_path)
     assert res.returncode == 2 and "--box-loss" in one_error_line(res)
+
+
+@pytest.mark.slow
+def test_augmentations_and_label_smoothing_train_and_are_recorded(tmp_path):
+    """The radiograph augmentations and label smoothing train through the real executable (with the box loss's
+    mask pipeline), land in the run's config, and a value out of range is one usage line naming the flag."""
+    data = make_fracatlas(tmp_path / "fa", n_fractured=6, n_normal=6)
+    args = ("--arch", "test_resnet", "--weights", "none", "--size", "32", "--epochs", "1", "--workers", "0")
+    aug = ("--crop-scale", "0.6", "--gamma", "0.3", "--contrast", "0.2", "--noise", "0.02", "--label-smoothing", "0.1")
+    res = mura("train", "--data", data, *args, *aug, "--box-loss", "0.1", "--name", "aug", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    cfg = json.loads((tmp_path / "runs" / "aug" / "train_config.json").read_text())
+    assert cfg["label_smoothing"] == 0.1
+    assert {k: cfg["transform"][k] for k in ("crop_scale", "gamma", "contrast", "noise")} == {
+        "crop_scale": 0.6,
+        "gamma": 0.3,
+        "contrast": 0.2,
+        "noise": 0.02,
+    }
+    for flag, bad in (("--crop-scale", "0"), ("--label-smoothing", "0.7"), ("--noise", "-1")):
+        res = mura("train", "--data", data, *args, flag, bad, cwd=tmp_path)
+        assert res.returncode == 2 and flag in one_error_line(res), (flag, res.stderr)

@@ -55,6 +55,9 @@ def test_eval_is_deterministic_train_is_random():
         {"resize": "shorter"},
         {"center_crop": 24},
         {"vflip": True, "rotation": 10},
+        {"crop_scale": 0.5},
+        {"crop_scale": 0.6, "center_crop": 24},
+        {"gamma": 0.4, "contrast": 0.3, "noise": 0.05},
     ],
 )
 def test_options_produce_valid_tensors(opts):
@@ -62,6 +65,38 @@ def test_options_produce_valid_tensors(opts):
     out = build_transforms(cfg, train=True)(_img())
     assert out.shape == (3, cfg.output_size, cfg.output_size)
     assert torch.isfinite(out).all()
+
+
+def test_intensity_augmentation_keeps_the_mask_and_the_range():
+    """Random exposure and noise change the image channel only, within [0, 1]; a box mask comes back as it went
+    in (flips and rotation off, so geometry leaves it alone); evaluation never sees them."""
+    cfg = TransformConfig(size=32, hflip=False, rotation=0, gamma=0.5, contrast=0.5, noise=0.1)
+    img = _img()
+    mask = np.zeros_like(img)
+    mask[8:20, 8:20] = 1.0
+    torch.manual_seed(0)
+    plain = build_transforms(TransformConfig(size=32, hflip=False, rotation=0), train=True, with_mask=True)
+    x0, m0 = plain(np.stack([img, mask]))
+    x1, m1 = build_transforms(cfg, train=True, with_mask=True)(np.stack([img, mask]))
+    assert torch.equal(m0, m1) and not torch.allclose(x0, x1)
+    grey = denormalize(x1, cfg)
+    assert grey.min() >= 0 and grey.max() <= 1
+    plain_eval = build_transforms(TransformConfig(size=32), train=False)
+    assert torch.equal(build_transforms(cfg, train=False)(img), plain_eval(img))
+
+
+def test_random_resized_crop_moves_the_mask_with_the_image():
+    """A crop cuts image and box mask alike: the mask's pixels stay where the bright square is."""
+    cfg = TransformConfig(size=64, hflip=False, rotation=0, crop_scale=0.3)
+    img = np.zeros((64, 64), np.float32)
+    img[20:40, 20:40] = 1.0
+    tf = build_transforms(cfg, train=True, with_mask=True)
+    torch.manual_seed(1)
+    for _ in range(5):
+        x, m = tf(np.stack([img, img]))
+        grey = denormalize(x, cfg)[0]
+        assert x.shape == (3, 64, 64) and m.shape == (1, 64, 64)
+        assert ((grey > 0.5) == m[0].bool()).float().mean() > 0.97
 
 
 def test_geometry_stretch_and_shorter():
@@ -93,6 +128,9 @@ def test_bad_config_rejected():
         TransformConfig(resize="squash")
     with pytest.raises(UsageError):
         TransformConfig(size=32, center_crop=64)
+    for bad in ({"crop_scale": 0.0}, {"crop_scale": 1.5}, {"gamma": -0.1}, {"contrast": 2.0}, {"noise": 0.9}):
+        with pytest.raises(UsageError):
+            TransformConfig(**bad)
 
 
 @pytest.mark.parametrize("shape", [(512, 352), (2140, 1760), (100, 80), (320, 320)])

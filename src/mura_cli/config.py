@@ -48,6 +48,13 @@ class TransformConfig:
         blur_sigma: Gaussian blur sigma in input-size pixels (0 = off).
         equalize: global histogram equalization.
         clahe: contrast-limited adaptive histogram equalization with this clip limit (0 = off; 0.01 is typical).
+        crop_scale: random resized crops (training only): each crop keeps between this fraction of the image's
+            area and all of it, at an aspect ratio between 3:4 and 4:3, scaled back to the input size (1 = off).
+        gamma: random gamma (training only): the [0, 1] image to the power ``exp(u)``, ``u`` in ``[-gamma, gamma]``.
+        contrast: random contrast and brightness (training only): contrast scaled by ``1 + u``, brightness
+            shifted by ``u / 2``, each ``u`` uniform in ``[-contrast, contrast]`` (0 = off).
+        noise: Gaussian noise (training only) with this standard deviation, in units of the [0, 1] image
+            (quantum noise of a low-dose plate; 0 = off).
         mean: per-channel normalization mean (the backbone's pretrained config).
         std: per-channel normalization std.
     """
@@ -62,6 +69,10 @@ class TransformConfig:
     blur_sigma: float = 0.0
     equalize: bool = False
     clahe: float = 0.0
+    crop_scale: float = 1.0
+    gamma: float = 0.0
+    contrast: float = 0.0
+    noise: float = 0.0
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -74,8 +85,10 @@ class TransformConfig:
             raise UsageError(f"--center-crop {self.center_crop}: must be between 16 and --size ({self.size})")
         if not 0 <= self.rotation <= 180:
             raise UsageError(f"--rotation {self.rotation}: expected degrees between 0 and 180")
-        if self.sharpen < 0 or self.blur_sigma < 0 or self.clahe < 0:
-            raise UsageError("--sharpen, --blur and --clahe take values >= 0")
+        if min(self.sharpen, self.blur_sigma, self.clahe, self.gamma, self.contrast, self.noise) < 0:
+            raise UsageError("--sharpen, --blur, --clahe, --gamma, --contrast and --noise take values >= 0")
+        if not (0.05 <= self.crop_scale <= 1 and self.gamma <= 1 and self.contrast <= 1 and self.noise <= 0.5):
+            raise UsageError("--crop-scale takes 0.05-1, --gamma and --contrast at most 1, --noise at most 0.5")
 
     @property
     def output_size(self) -> int:
@@ -141,6 +154,8 @@ class TrainConfig:
         nested: with ``folds``, also train the inner models that nested cross-validation needs, so the stored
             estimate comes from folds that none of the run's choices (flips, threshold, calibration) saw.
         dropout: dropout before the linear head.
+        label_smoothing: train on targets pulled this far towards 0.5 (``y (1 - s) + s / 2``; MURA's labels come
+            from one radiologist's report, and some are wrong; 0 = off).
         box_loss: weight of a term that pulls the class activation map of abnormal training images inside their
             ground-truth boxes (``-log`` of the softmax-CAM mass on cells a box touches; images without boxes train
             as before; 0 = off). Tune images never enter it.
@@ -189,6 +204,7 @@ class TrainConfig:
     folds_by: str = "random"
     nested: bool = False
     dropout: float = 0.0
+    label_smoothing: float = 0.0
     box_loss: float = 0.0
     output_stride: int | None = None
     weighted_loss: bool = True
@@ -216,8 +232,8 @@ class TrainConfig:
             raise UsageError(f"--output-stride {self.output_stride}: expected 8, 16 or 32")
         if self.box_loss < 0:
             raise UsageError(f"--box-loss {self.box_loss}: must be >= 0")
-        if not 0 <= self.dropout < 1:
-            raise UsageError(f"--dropout {self.dropout}: must be in [0, 1)")
+        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 0.5:
+            raise UsageError("--dropout must be in [0, 1) and --label-smoothing in [0, 0.5)")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise UsageError(f"--threshold {self.threshold}: must be in (0, 1)")
         if self.schedule not in SCHEDULES:

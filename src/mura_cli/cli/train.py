@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from mura_cli.cli import train_image as img
 from mura_cli.cli._console import QuietOpt, choice, console, err_console, final, progress, quiet_output, typed_params
 from mura_cli.cli.train_folds import fold_view, show_folds
 from mura_cli.cli.train_stop import RunWatch, interrupted
@@ -17,7 +18,6 @@ from mura_cli.config import (
     KEEP_EPOCHS,
     OUTPUT_STRIDES,
     PRECISIONS,
-    RESIZE_MODES,
     RESUME_SETTINGS,
     SCHEDULES,
     TrainConfig,
@@ -36,19 +36,6 @@ _X = TransformConfig()
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"transform"}
 
 
-_TRANSFORM_FLAGS = {
-    "size": "size",
-    "resize": "resize",
-    "center_crop": "center_crop",
-    "hflip": "hflip",
-    "vflip": "vflip",
-    "rotation": "rotation",
-    "sharpen": "sharpen",
-    "blur": "blur_sigma",
-    "equalize": "equalize",
-    "clahe": "clahe",
-}
-"""``mura train`` flags that set a field of ``TrainConfig.transform`` (flag name -> field name)."""
 _NOT_SETTINGS = {"resume", "config", "list_archs", "quiet"}
 
 
@@ -128,6 +115,7 @@ _OutputStride = Annotated[
     ),
 ]
 _Dropout = Annotated[float, typer.Option(help="Dropout before the linear head.")]
+_LabelSmoothing = Annotated[float, typer.Option(help="Train on targets pulled this far towards 0.5 (0 = off).")]
 _BoxLoss = Annotated[
     float,
     typer.Option(help="Weight of a loss pulling the CAM of abnormal images into their ground-truth boxes (0 = off)."),
@@ -174,18 +162,6 @@ _Config = Annotated[
         show_default="none",
     ),
 ]
-_Size = Annotated[int, typer.Option(help="Input size in pixels (paper: 320).")]
-_Resize = Annotated[
-    str, typer.Option(click_type=choice(RESIZE_MODES), help="stretch: to a square (paper); shorter: + center crop.")
-]
-_CenterCrop = Annotated[int | None, typer.Option(help="Center crop side after resize.", show_default="no crop")]
-_Hflip = Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")]
-_Vflip = Annotated[bool, typer.Option("--vflip/--no-vflip", help="Random vertical flips.")]
-_Rotation = Annotated[float, typer.Option(help="Random rotation range in degrees (paper: 30; --weights none: 10).")]
-_Sharpen = Annotated[float, typer.Option(help="Unsharp-mask amount (0 = off).")]
-_Blur = Annotated[float, typer.Option(help="Gaussian blur sigma (0 = off).")]
-_Equalize = Annotated[bool, typer.Option("--equalize/--no-equalize", help="Histogram equalization.")]
-_Clahe = Annotated[float, typer.Option(help="CLAHE clip limit (0 = off; 0.01 typical).")]
 _ListArchs = Annotated[bool, typer.Option("--list-archs", is_eager=True, help="List the backbones and exit.")]
 
 
@@ -214,6 +190,7 @@ def train(
     folds_by: _FoldsBy = _T.folds_by,
     nested: _Nested = _T.nested,
     dropout: _Dropout = _T.dropout,
+    label_smoothing: _LabelSmoothing = _T.label_smoothing,
     box_loss: _BoxLoss = _T.box_loss,
     output_stride: _OutputStride = _T.output_stride,
     weighted_loss: _WeightedLoss = _T.weighted_loss,
@@ -231,16 +208,20 @@ def train(
     exist_ok: _ExistOk = _T.exist_ok,
     resume: _Resume = None,
     config: _Config = None,
-    size: _Size = _X.size,
-    resize: _Resize = _X.resize,
-    center_crop: _CenterCrop = _X.center_crop,
-    hflip: _Hflip = _X.hflip,
-    vflip: _Vflip = _X.vflip,
-    rotation: _Rotation = _X.rotation,
-    sharpen: _Sharpen = _X.sharpen,
-    blur: _Blur = _X.blur_sigma,
-    equalize: _Equalize = _X.equalize,
-    clahe: _Clahe = _X.clahe,
+    size: img.Size = _X.size,
+    resize: img.Resize = _X.resize,
+    center_crop: img.CenterCrop = _X.center_crop,
+    hflip: img.Hflip = _X.hflip,
+    vflip: img.Vflip = _X.vflip,
+    rotation: img.Rotation = _X.rotation,
+    sharpen: img.Sharpen = _X.sharpen,
+    blur: img.Blur = _X.blur_sigma,
+    equalize: img.Equalize = _X.equalize,
+    clahe: img.Clahe = _X.clahe,
+    crop_scale: img.CropScale = _X.crop_scale,
+    gamma: img.Gamma = _X.gamma,
+    contrast: img.Contrast = _X.contrast,
+    noise: img.Noise = _X.noise,
     list_archs: _ListArchs = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -328,7 +309,7 @@ def _resolve(ctx: typer.Context, resume: Path | None, config: Path | None) -> tu
         changes = {k: ctx.params[k] for k in RESUME_SETTINGS if k in given}
         return TrainConfig(), changes
     flags: dict[str, Any] = {k: v for k, v in ctx.params.items() if k in given and k in _TRAIN_FIELDS}
-    flags["transform"] = {_TRANSFORM_FLAGS[k]: ctx.params[k] for k in given if k in _TRANSFORM_FLAGS}
+    flags["transform"] = {img.TRANSFORM_FLAGS[k]: ctx.params[k] for k in given if k in img.TRANSFORM_FLAGS}
     cfg = train_config(load_config_file(config, TrainConfig) if config else {}, flags)
     if not cfg.data:  # `mura train --arch densenet169 --part elbow` in the folder where `mura prepare` ran
         cfg = replace(cfg, data=str(default_data()))

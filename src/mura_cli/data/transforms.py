@@ -4,7 +4,8 @@
 :func:`build_transforms` gives the eval transform of :mod:`mura_cli.data.preprocess` (NumPy and Pillow, which
 every engine shares) as a tensor, or the training pipeline: torchvision ``transforms.v2`` for geometry and
 augmentation, scikit-image for the contrast tools. Order: resize -> center crop -> contrast/sharpen/blur ->
-(train) flips, rotation -> grey to 3 channels -> normalize with the backbone's mean/std.
+(train) random resized crop, flips, rotation, random gamma/contrast/noise -> grey to 3 channels -> normalize
+with the backbone's mean/std.
 """
 
 from __future__ import annotations
@@ -32,6 +33,33 @@ class _Contrast:
     def __repr__(self) -> str:
         c = self.cfg
         return f"Contrast(equalize={c.equalize}, clahe={c.clahe}, sharpen={c.sharpen}, blur_sigma={c.blur_sigma})"
+
+
+class _Intensity:
+    """Random exposure (gamma, contrast, brightness) and Gaussian noise on channel 0 of a CxHxW tensor in [0, 1];
+    further channels (a box mask) pass through. Draws from torch's generator, as torchvision's transforms do."""
+
+    def __init__(self, cfg: TransformConfig) -> None:
+        self.gamma, self.contrast, self.noise = cfg.gamma, cfg.contrast, cfg.noise
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        img = x[0]
+        if self.gamma > 0:
+            img = img.clamp(0.0, 1.0) ** float(torch.empty(()).uniform_(-self.gamma, self.gamma).exp())
+        if self.contrast > 0:
+            c, b = torch.empty(2).uniform_(-self.contrast, self.contrast).tolist()
+            img = (img - img.mean()) * (1 + c) + img.mean() + b / 2
+        if self.noise > 0:
+            img = img + torch.randn_like(img) * self.noise
+        return torch.cat([img.clamp(0.0, 1.0)[None], x[1:]])
+
+    def __repr__(self) -> str:
+        return f"Intensity(gamma={self.gamma}, contrast={self.contrast}, noise={self.noise})"
+
+
+def has_intensity(cfg: TransformConfig) -> bool:
+    """Whether ``cfg`` asks for random exposure or noise."""
+    return bool(cfg.gamma > 0 or cfg.contrast > 0 or cfg.noise > 0)
 
 
 class _EvalInput:
@@ -101,7 +129,7 @@ def build_transforms(cfg: TransformConfig, train: bool, with_mask: bool = False)
 
     Args:
         cfg: sizes, augmentations and normalization.
-        train: add random flips and rotation.
+        train: add the random augmentations ``cfg`` asks for (crops, flips, rotation, exposure, noise).
         with_mask: the input is a 2xHxW array, the image and a box mask; the mask gets the image's resize, flips
             and rotation, and comes back beside the image.
 
@@ -120,12 +148,17 @@ def build_transforms(cfg: TransformConfig, train: bool, with_mask: bool = False)
     if has_contrast(cfg):
         steps.append(_Contrast(cfg))
     if train:
+        if cfg.crop_scale < 1:
+            side = cfg.output_size
+            steps.append(v2.RandomResizedCrop(side, scale=(cfg.crop_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True))
         if cfg.hflip:
             steps.append(v2.RandomHorizontalFlip(0.5))
         if cfg.vflip:
             steps.append(v2.RandomVerticalFlip(0.5))
         if cfg.rotation > 0:
             steps.append(v2.RandomRotation(cfg.rotation, interpolation=v2.InterpolationMode.BILINEAR, fill=0.0))
+        if has_intensity(cfg):
+            steps.append(_Intensity(cfg))
     finish = [_GreyTo3(), v2.Normalize(mean=list(cfg.mean), std=list(cfg.std))]
     if with_mask:
         return _WithMask(v2.Compose(steps), v2.Compose(finish))

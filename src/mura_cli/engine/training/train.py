@@ -169,7 +169,8 @@ def train_one_epoch(
                 logits, cam = net.forward_with_cam(x)
             else:
                 logits, cam = net(x), None
-        loss_each = nn.functional.binary_cross_entropy_with_logits(logits.float(), y, reduction="none")
+        target = y * (1 - cfg.label_smoothing) + cfg.label_smoothing / 2 if cfg.label_smoothing else y
+        loss_each = nn.functional.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
         loss = (loss_each * w).sum() / max(int(valid.sum()), 1)
         if cam is not None:
             boxed = batch["has_box"].to(device) & (y > 0.5) & valid.bool()
