@@ -23,7 +23,7 @@ from mura_cli.cam import Box
 from mura_cli.data.sources import read_header
 from mura_cli.engine.hooks import Failure
 from mura_cli.engine.serving.predict import ImagePrediction, Localization
-from mura_cli.engine.serving.sinks import SinkContext, Written, forget_map, image_map
+from mura_cli.engine.serving.sinks import SinkContext, Written, image_map
 from mura_cli.errors import MuraError, UsageError
 from mura_cli.report.dicom_objects import (
     OBJECT_KINDS,
@@ -154,7 +154,6 @@ class DicomSink:
         ``send``, store the files written on that server. The :class:`DicomReport` is ``report`` of the result."""
         from mura_cli.engine.serving.load import weights_sha256
 
-        forget_map()
         models = context.models
         names = "+".join(dict.fromkeys(m.short_name for m in models)) or "unknown"
         report = self.write(Algorithm(names, weights_sha256(models) or "unknown", _version()))

@@ -21,7 +21,16 @@ from mura_cli.engine.serving.dicom_sink import DicomReport, dicom_report, open_s
 from mura_cli.engine.serving.load import Model
 from mura_cli.engine.serving.predict import ImagePrediction, Localization
 from mura_cli.engine.serving.screen import InferenceRun, require_scored, run_inference
-from mura_cli.engine.serving.sinks import BoxTable, Overlays, Sink, SinkContext, close_all, feed, needs_pixels
+from mura_cli.engine.serving.sinks import (
+    FULL_MAP,
+    BoxTable,
+    Overlays,
+    Sink,
+    SinkContext,
+    close_all,
+    feed,
+    needs_pixels,
+)
 from mura_cli.errors import UsageError
 from mura_cli.utils import ensure_new, is_stdout
 
@@ -113,7 +122,7 @@ def run_localize(
         loc = localize(p, cfg.threshold_frac, cfg.component)
         feed(every, p, loc)
         locs.append(loc)
-        return replace(p, cam=None, meta={k: v for k, v in p.meta.items() if k != "pixels"})
+        return replace(p, cam=None, meta={k: v for k, v in p.meta.items() if k not in ("pixels", FULL_MAP)})
 
     kw: dict[str, Any] = {"with_cam": True, "keep_pixels": needs_pixels(every), "hooks": hooks, "consume": box}
     run = run_inference(cfg, per_image=False, model=model, **kw)

@@ -80,24 +80,19 @@ def close_all(sinks: Sequence[Sink], context: SinkContext) -> tuple[Written, ...
     return tuple(s.close(context) for s in sinks)
 
 
-_LAST_MAP: list[tuple[np.ndarray, np.ndarray]] = []
+FULL_MAP = "cam_full"
+"""``prediction.meta`` key of the map at the image's own size, made by the first sink that draws (:func:`image_map`)
+and let go with the pixels when every sink has seen the image."""
 
 
 def image_map(pred: ImagePrediction) -> np.ndarray:
-    """``pred.cam`` at the image's own size; the last one is kept (until :func:`forget_map`), so the sinks that
-    draw the same image resize its map once."""
+    """``pred.cam`` at the image's own size, resized once per image: the sinks that draw the same image share it
+    through ``pred.meta``."""
     assert pred.cam is not None
-    last = _LAST_MAP[0] if _LAST_MAP else None
-    if last is not None and last[0] is pred.cam:
-        return last[1]
-    full = resize_map(pred.cam, pred.height, pred.width)
-    _LAST_MAP[:] = [(pred.cam, full)]
+    full = pred.meta.get(FULL_MAP)
+    if full is None:
+        full = pred.meta[FULL_MAP] = resize_map(pred.cam, pred.height, pred.width)
     return full
-
-
-def forget_map() -> None:
-    """Let the last map :func:`image_map` kept go (a sink that drew calls it when it closes)."""
-    _LAST_MAP.clear()
 
 
 # ============================================================================================ predict
@@ -195,7 +190,6 @@ class Overlays:
             self._written.append(target)
 
     def close(self, context: SinkContext) -> Written:
-        forget_map()
         return Written(tuple(self._written))
 
 
@@ -234,6 +228,7 @@ class BoxTable:
 
 
 __all__ = [
+    "FULL_MAP",
     "BoxTable",
     "ImageTable",
     "Overlays",
@@ -243,7 +238,6 @@ __all__ = [
     "Written",
     "close_all",
     "feed",
-    "forget_map",
     "image_map",
     "image_records",
     "needs_pixels",
