@@ -77,11 +77,13 @@ def test_pytest_collection_with_a_broken_torchvision_stops_with_one_line(tmp_pat
 
 def _interrupt_when(args: list[str], cwd: Path, ready) -> subprocess.CompletedProcess[str]:
     """Start ``mura args`` in its own process group, send SIGINT to the group (as Ctrl-C in a terminal does) once
-    ``ready()`` holds, and return the finished process."""
+    ``ready()`` holds, and return the finished process. The child gets SIGINT's default disposition back: a
+    suite started in the background by a shell without job control (``.ci/run &``) inherits SIGINT ignored,
+    and Python would keep ignoring it, as a terminal's Ctrl-C never reaches such a job either."""
     env = {k: v for k, v in os.environ.items() if k != "MURA_MODEL"}
     proc = subprocess.Popen(
         [MURA, *args], cwd=cwd, env={**env, "COLUMNS": "200"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+        text=True, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 240
     try:
