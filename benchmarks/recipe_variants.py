@@ -5,7 +5,8 @@ of a run's ``config.json`` / ``mura train --config``. Only the ``--outer`` folds
 split are trained (one model each, on all the other folds), so a comparison costs two models per variant instead
 of a nested run's fifteen. Each fold's studies are scored by the models that never saw their patients, with no
 choice at all (no flips, threshold 0.5); the paired difference to the first variant is bootstrapped by study
-(2,000 resamples, 95% CI). ``--naive`` adds the naive loop of ``recipe_vs_naive.py`` on the same folds.
+(``mura_cli.scoring.bootstrap``: 2,000 resamples, 95% CI). ``--naive`` adds the naive loop of
+``recipe_vs_naive.py`` on the same folds.
 
 Choose on some folds and confirm on others: a variant picked because it won on folds 1 and 5 is scored without
 that choice's optimism on folds 2 and 3 (``--outer 2,3``), never on the folds that picked it.
@@ -27,16 +28,16 @@ from pathlib import Path
 import numpy as np
 
 from mura_cli.config import train_config
-from mura_cli.data.index import build_index, patient_folds
 from mura_cli.engine.training.folds import predict_rows
 from mura_cli.engine.training.train import fit
 from mura_cli.engine.training.train_data import find_cache, fold_rows, resolve_index, select_part
 from mura_cli.metrics import aggregate_by_study, cohen_kappa, roc_auc
 from mura_cli.report.document import format_interval
+from mura_cli.scoring import bootstrap
 from mura_cli.utils import write_csv
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recipe_vs_naive import naive_fold
+from recipe_vs_naive import run_naive
 
 
 def train_variant(name: str, settings: dict, args: argparse.Namespace) -> None:
@@ -59,21 +60,12 @@ def train_variant(name: str, settings: dict, args: argparse.Namespace) -> None:
 
 
 def train_naive(args: argparse.Namespace) -> None:
-    index = build_index(args.data)
-    rows = [r for r in index.rows if r.split in ("train", "tune") and args.part in ("all", r.part)]
-    fold_of = patient_folds(rows, args.folds, seed=0, scheme=args.folds_by)
+    """The naive loop of ``recipe_vs_naive.py`` on the ``--outer`` folds not done yet; ``pred-k.csv`` for each."""
     out = args.out / "naive"
-    out.mkdir(parents=True, exist_ok=True)
-    for k in args.outer:
-        if (out / f"pred-{k}.csv").is_file():
-            continue
-        held = [r for r in rows if fold_of[r.patient] == k]
-        train = [r for r in rows if fold_of[r.patient] != k]
-        probs = naive_fold(train, held, Path(index.root), args.size, 15, k)
-        preds = [
-            {"study": r.study, "label": r.label, "probability": float(p)} for r, p in zip(held, probs, strict=True)
-        ]
-        write_csv(out / f"pred-{k}.csv", preds)
+    todo = [k for k in args.outer if not (out / f"pred-{k}.csv").is_file()]
+    rows = run_naive(args.data, args.part, args.folds, args.folds_by, args.size, 15, todo) if todo else []
+    for k in todo:
+        write_csv(out / f"pred-{k}.csv", [r for r in rows if r["fold"] == k])
 
 
 def study_scores(path: Path) -> dict[str, tuple[int, float]]:
@@ -84,20 +76,11 @@ def study_scores(path: Path) -> dict[str, tuple[int, float]]:
     return dict(zip(studies, zip(labels, p, strict=True), strict=True))
 
 
-def auroc_ci(y: np.ndarray, p: np.ndarray, base: np.ndarray | None, draws: list[np.ndarray]) -> tuple[float, float]:
-    """95% bootstrap interval of the study AUROC of ``p`` (minus that of ``base`` when given)."""
-    v = np.array([roc_auc(y[i], p[i]) - (roc_auc(y[i], base[i]) if base is not None else 0.0) for i in draws])
-    lo, hi = np.percentile(v[np.isfinite(v)], [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def fold_table(k: int, names: list[str], args: argparse.Namespace) -> None:
     """One fold: every variant's study AUROC and kappa at 0.5, and its paired difference to the first."""
     first = study_scores(args.out / names[0] / f"pred-{k}.csv")
     keys = sorted(first)
     y, pb = np.array([first[s][0] for s in keys]), np.array([first[s][1] for s in keys])
-    rng = np.random.default_rng(0)
-    draws = [rng.integers(0, len(keys), len(keys)) for _ in range(2000)]
     later = args.folds_by == "later"
     scope = "later block" if later and k == args.folds else "random fold" if later else f"{args.folds_by} fold"
     print(f"\nfold {k} ({scope}, {len(keys)} studies)")
@@ -109,9 +92,9 @@ def fold_table(k: int, names: list[str], args: argparse.Namespace) -> None:
         scores = study_scores(path)
         p = np.array([scores[s][1] for s in keys])
         auc = roc_auc(y, p)
-        lo, hi = auroc_ci(y, p, pb, draws)
+        lo, hi = bootstrap(lambda t, a, b: roc_auc(t, a) - roc_auc(t, b), keys, y, p, pb)  # paired, same draws
         diff = "-" if name == names[0] else f"{auc - roc_auc(y, pb):+.3f} [{lo:+.3f}, {hi:+.3f}]"
-        own = format_interval(auc, *auroc_ci(y, p, None, draws))
+        own = format_interval(auc, *bootstrap(roc_auc, keys, y, p))
         print(f"| {name} | {own} | {cohen_kappa(y, p >= 0.5):.3f} | {diff} |")
 
 

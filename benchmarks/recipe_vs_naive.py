@@ -73,12 +73,16 @@ def naive_fold(train: list, held: list, root: Path, size: int, epochs: int, seed
         return torch.cat([torch.sigmoid(model(b).squeeze(1)) for b in load(held).split(128)]).numpy()
 
 
-def run_naive(data: str, part: str, folds: int, split: str, size: int, epochs: int) -> list[dict]:
+def run_naive(
+    data: str, part: str, folds: int, split: str, size: int, epochs: int, outer: list[int] | None = None
+) -> list[dict]:
+    """The naive loop on each fold in ``outer`` (all folds by default), trained on the others: one row per
+    held-out image."""
     index = build_index(data)
     rows = [r for r in index.rows if r.split in ("train", "tune") and part in ("all", r.part)]
     fold_of = patient_folds(rows, folds, seed=0, scheme=split)
     out = []
-    for k in range(1, folds + 1):
+    for k in outer or range(1, folds + 1):
         held = [r for r in rows if fold_of[r.patient] == k]
         probs = naive_fold([r for r in rows if fold_of[r.patient] != k], held, Path(index.root), size, epochs, k)
         out += [

@@ -22,7 +22,7 @@ from mura_cli.cli._console import (
     typed_params,
 )
 from mura_cli.config import AGGREGATES, PREDICT_FORMATS, PredictConfig
-from mura_cli.engine.serving.runtimes import ENGINES
+from mura_cli.engine.serving.runtimes import AUTO_BF16_MIN_INPUTS, ENGINES
 from mura_cli.errors import Interrupted
 from mura_cli.utils import plural
 
@@ -61,7 +61,7 @@ EngineOpt = Annotated[
         click_type=choice(ENGINES),
         help="torch-bf16: torch in bf16; onnx: ONNX Runtime on CPU (pip install 'mura-cli\\[onnx]'); "
         "onnx-int8: after mura export --int8; auto: torch-bf16 on a CPU with native bf16 for a run whose bf16 "
-        "check passed and 100+ files, else onnx on CPU when installed, else torch.",
+        f"check passed and {AUTO_BF16_MIN_INPUTS}+ files, else onnx on CPU when installed, else torch.",
     ),
 ]
 WorkersOpt = Annotated[int, typer.Option(help="Decoding processes (0 = in the main process).")]

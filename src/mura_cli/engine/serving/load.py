@@ -15,7 +15,7 @@ from typing import Any
 
 from mura_cli.config import DemoConfig, TransformConfig
 from mura_cli.engine.backends import Backend, FlipBackend, TemperatureBackend
-from mura_cli.engine.serving.runtimes import AUTO, TORCH, TORCH_BF16, load_backend, resolve_engine
+from mura_cli.engine.serving.runtimes import AUTO, AUTO_BF16_MIN_INPUTS, TORCH, TORCH_BF16, load_backend, resolve_engine
 from mura_cli.errors import ModelError, UsageError
 from mura_cli.models.checkpoint import ModelConfig, load_run_config, load_run_model
 from mura_cli.models.run_folder import CONFIG_NAME, RunFolder
@@ -241,13 +241,6 @@ def _loaded(
     if cfg.temperature != 1.0:
         backend = TemperatureBackend(backend, cfg.temperature)
     return LoadedModel(name=name, backend=backend, config=cfg, folder=folder)
-
-
-AUTO_BF16_MIN_INPUTS = 300
-"""``--engine auto`` keeps the torch-free ONNX Runtime path below this many input files: torch's start-up costs
-about 6 s more than ONNX Runtime's, and bf16 saves about 0.025 s per full-size image end to end, so the two
-cross near 260 files (whole-process sweep over 10/30/100 files on a 2-core Intel Xeon with AMX: bf16 still
-1.37x slower at 100; see the README's engines section)."""
 
 
 def auto_bf16(folder: Path | None, device: str, inputs: int | None) -> bool:

@@ -70,6 +70,13 @@ RUNTIMES: dict[str, Runtime] = {
 ENGINES = (*RUNTIMES, AUTO)
 """The ``--engine`` choices."""
 
+AUTO_BF16_MIN_INPUTS = 300
+"""``--engine auto`` keeps the torch-free ONNX Runtime path below this many input files: torch's start-up costs
+about 6 s more than ONNX Runtime's, and bf16 saves about 0.025 s per full-size image end to end, so the two
+cross near 260 files (whole-process sweep over 10/30/100 files on a 2-core Intel Xeon with AMX: bf16 still
+1.37x slower at 100 with autocast; with the bf16 copy of the backbone the two tie at 100; see the README's
+engines section)."""
+
 
 def fp32_engine(device: str) -> str:
     """The fp32 engine ``auto`` starts from: ONNX Runtime on CPU when it is installed, torch elsewhere."""
@@ -186,6 +193,7 @@ def engine_name(backend: Backend) -> str:
 
 __all__ = [
     "AUTO",
+    "AUTO_BF16_MIN_INPUTS",
     "ENGINES",
     "ONNX",
     "ONNX_INSTALL",
