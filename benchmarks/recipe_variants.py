@@ -1,7 +1,8 @@
 """Recipe variants against the recipe, fold by fold, on random folds and on the later block: what generalizes?
 
 Each variant is the random-init recipe (``--weights none``) with some settings changed, given as JSON in the keys
-of a run's ``config.json`` / ``mura train --config``. Only the ``--outer`` folds of a ``--folds K --folds-by S``
+of a run's ``config.json`` / ``mura train --config``; a variant with other ``weights`` (a ``mura pretrain``
+folder) keeps the recipe, so only the initialization differs. Only the ``--outer`` folds of a ``--folds K --folds-by S``
 split are trained (one model each, on all the other folds), so a comparison costs two models per variant instead
 of a nested run's fifteen. Each fold's studies are scored by the models that never saw their patients, with no
 choice at all (no flips, threshold 0.5); the paired difference to the first variant is bootstrapped by study
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mura_cli.config import train_config
+from mura_cli.config import RANDOM_INIT_RECIPE, TrainConfig, resolve_config
 from mura_cli.engine.training.folds import predict_rows
 from mura_cli.engine.training.train import fit
 from mura_cli.engine.training.train_data import find_cache, fold_rows, resolve_index, select_part
@@ -45,7 +46,7 @@ def train_variant(name: str, settings: dict, args: argparse.Namespace) -> None:
     base = {"data": args.data, "arch": "resnet18", "part": args.part, "weights": "none", "workers": args.workers}
     base |= {"folds": args.folds, "folds_by": args.folds_by, "seed": 0, "transform": {"size": args.size}}
     merged = {**base, **settings, "transform": {**base["transform"], **settings.get("transform", {})}}
-    cfg = train_config({}, merged)
+    cfg = resolve_config(TrainConfig, RANDOM_INIT_RECIPE, merged)  # the recipe also under other --weights
     out = args.out / name
     index, index_dir = resolve_index(cfg.data)
     part, cache = select_part(index, cfg.part), find_cache(index_dir, cfg)

@@ -223,7 +223,7 @@ def test_every_option_default_is_its_settings_default():
 
     import typer.main
 
-    from mura_cli import config, config_infer
+    from mura_cli import config, config_infer, config_pretrain
     from mura_cli.cli import app
 
     settings = {
@@ -233,6 +233,7 @@ def test_every_option_default_is_its_settings_default():
         "train": config.TrainConfig,
         "prepare": config.PrepareConfig,
         "demo": config_infer.DemoConfig,
+        "pretrain": config_pretrain.PretrainConfig,
     }
 
     def plain(v):
@@ -282,7 +283,7 @@ def test_shared_defaults_are_written_once():
 
 
 ENGINE_ROOMS = {
-    "training": {"train", "train_job", "train_data", "recipe", "folds", "nested", "distributed", "run"},
+    "training": {"train", "train_job", "train_data", "recipe", "folds", "nested", "distributed", "run", "pretrain"},
     "serving": {
         "load",
         "runtimes",

@@ -25,6 +25,7 @@ from mura_cli.cli.export import export
 from mura_cli.cli.localize import localize_cmd
 from mura_cli.cli.predict import predict_cmd
 from mura_cli.cli.prepare import prepare
+from mura_cli.cli.pretrain import pretrain_cmd
 from mura_cli.cli.push import push
 from mura_cli.cli.train import train
 from mura_cli.errors import INTERNAL_ERROR, Interrupted, MuraError, diagnose
@@ -91,6 +92,7 @@ app.command("demo")(demo)
 app.command("prepare")(prepare)
 app.command("archs")(archs)
 app.command("train")(train)
+app.command("pretrain")(pretrain_cmd)
 app.command("export")(export)
 app.command("push")(push)
 app.command("predict", epilog=EXIT_CODES)(predict_cmd)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mura_cli.config import IMAGENET_MEAN, IMAGENET_STD, TransformConfig, from_dict, to_dict
 from mura_cli.errors import ModelError
-from mura_cli.models.run_folder import CONFIG_NAME, WEIGHTS_NAME
+from mura_cli.models.run_folder import BACKBONE_KIND, CONFIG_NAME, WEIGHTS_NAME
 from mura_cli.utils import atomic_path, read_json, short_error, write_json
 
 if TYPE_CHECKING:  # torch is imported only to build or save a network: ONNX Runtime serves without it
@@ -100,6 +100,12 @@ class ModelConfig:
             where, data = str(path), _read_config(path)
         if "arch" not in data:
             raise ModelError(f"{where}: not a mura model config (no 'arch'); was it written by mura-cli?")
+        if data.get("kind") == BACKBONE_KIND:
+            folder = Path(where).parent if where.endswith(CONFIG_NAME) else where
+            raise ModelError(
+                f"{folder}: a backbone from `mura pretrain`, not an abnormality model; fine-tune it first: "
+                f"mura train --weights {folder}"
+            )
         return cls(**_normalized(data, where))
 
     def to_dict(self) -> dict[str, Any]:

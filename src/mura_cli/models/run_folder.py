@@ -21,6 +21,10 @@ A single run (``mura train``)::
 A ``mura train --folds K`` ensemble: ``train_config.json``, ``RUN/fold-k/`` (single runs, the members),
 ``RUN/nested/inner-j-k/`` (``--nested`` pair models, not members), ``oof.csv``, ``inner.csv``,
 ``ensemble.json`` (marks the ensemble), ``summary.json`` and ``README.md``.
+
+A ``mura pretrain`` backbone: ``pretrain_config.json`` (marks it: not an abnormality model), ``model.safetensors``
+(the backbone alone, timm's names: what ``mura train --weights RUN`` loads), ``config.json`` (``kind: backbone``),
+``metrics.csv`` (loss per epoch), ``README.md`` and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ SUMMARY = "summary.json"
 BF16_CHECK = "bf16_check.json"
 OOF = "oof.csv"
 INNER = "inner.csv"
+PRETRAIN_CONFIG = "pretrain_config.json"
+"""Marks a ``mura pretrain`` folder: a backbone for ``mura train --weights``, not a model to predict with."""
+BACKBONE_KIND = "backbone"
+"""``config.json`` ``kind`` of a ``mura pretrain`` backbone (a model config that serving refuses by name)."""
 NESTED_DIR = "nested"
 ONNX_DIR = "onnx"
 EXPORT_DIR = "export"
@@ -111,9 +119,14 @@ class RunFolder:
         return (self.path / ENSEMBLE_NAME).is_file()
 
     @property
+    def is_backbone(self) -> bool:
+        """Whether it is a ``mura pretrain`` folder (a backbone for ``--weights``, never served)."""
+        return (self.path / PRETRAIN_CONFIG).is_file()
+
+    @property
     def finished(self) -> bool:
         """A run ``mura train`` finished: one model (config, weights, summary) or a ``--folds`` ensemble (summary)."""
-        if not self.summary.is_file():
+        if not self.summary.is_file() or self.is_backbone:
             return False
         return self.is_ensemble or self.has_model
 
@@ -186,6 +199,7 @@ def is_ensemble(folder: str | Path) -> bool:
 
 
 __all__ = [
+    "BACKBONE_KIND",
     "BF16_CHECK",
     "CARD",
     "CONFIG_NAME",
@@ -206,6 +220,7 @@ __all__ = [
     "ONNX_DIR",
     "ONNX_OPSET",
     "OOF",
+    "PRETRAIN_CONFIG",
     "SUMMARY",
     "TRAIN_CONFIG",
     "WEIGHTS_NAME",
