@@ -26,7 +26,9 @@ def pretrain_cmd(
     *,
     data: Annotated[
         list[str] | None,
-        typer.Option("--data", "-d", help="More radiographs (as PATHS; `--data A B` reads both).", show_default=False),
+        typer.Option(
+            "--data", "-d", help="More radiographs (as PATHS; `--data A B` reads both).", show_default="PATHS only"
+        ),
     ] = None,
     arch: Annotated[
         str, typer.Option(help="Backbone (the --arch of the `mura train` runs that start from it).")
@@ -51,7 +53,7 @@ def pretrain_cmd(
     exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Replace a run folder of that --name.")] = _P.exist_ok,
     quiet: QuietOpt = False,
 ) -> None:
-    """Pretrain a backbone on unlabeled radiographs (SimCLR), for mura train --weights.
+    """Pretrain a backbone on unlabeled radiographs (SimCLR).
 
     Labels are never read: every PNG/JPEG/DICOM under the paths counts.
     The run folder holds the backbone (model.safetensors, timm's names), a config, the loss per epoch and a card.
