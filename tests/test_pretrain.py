@@ -99,6 +99,10 @@ def test_pretrain_then_fine_tune_push_and_refuse_to_predict(tmp_path):
     assert not any(k.startswith(("backbone.", "fc.", "head.")) for k in weights)  # timm's names, backbone only
     assert len(MuraNet("test_resnet").backbone.state_dict()) == len(weights)
     assert (run / "metrics.csv").read_text().count("\n") == 3  # header + 2 epochs
+    from mura_cli.config import RANDOM_INIT_RECIPE, train_config
+
+    cfg = train_config({}, {"weights": str(run), "epochs": 3})  # fine-tuning a pretrain folder: the random-init recipe
+    assert (cfg.lr, cfg.schedule, cfg.epochs) == (RANDOM_INIT_RECIPE["lr"], "cosine", 3)
 
     # a second run into the same folder is refused; nothing is touched
     before = (run / "model.safetensors").read_bytes()

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mura_cli.config_file import check_settings, field_default, load_config_file
 from mura_cli.errors import UsageError
 from mura_cli.hardware import PRECISIONS
+from mura_cli.models.run_folder import PRETRAIN_CONFIG
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -271,21 +273,19 @@ RANDOM_INIT_RECIPE: dict[str, Any] = {
     "keep": "last",
     "transform": {"rotation": 10.0},
 }
-"""The recipe for ``--weights none`` (random init): it replaces the paper's defaults, under ``--config`` and flags.
-
-The paper's recipe (lr 1e-4, plateau on a small tune split, early stopping) starves a network learning from
-scratch: the plateau rule cuts the learning rate to nothing within a few noisy epochs. The settings were chosen
-on 5-fold out-of-fold study AUROC and kappa on real humerus radiographs (rotation 10 over the paper's 30:
-AUROC 0.917 against 0.899), the same predictions they were then scored on; the README gives the nested and
-later-block estimates (``benchmarks/recipe_vs_naive.py``).
+"""The recipe for ``--weights none`` and a ``mura pretrain`` backbone: it replaces the paper's defaults, under
+``--config`` and flags. The paper's recipe (lr 1e-4, plateau on a small tune split, early stopping) starves a
+network learning from scratch: the plateau rule cuts the learning rate to nothing within a few noisy epochs. The
+settings were chosen on 5-fold out-of-fold study AUROC and kappa on real humerus radiographs (rotation 10 over
+the paper's 30: AUROC 0.917 against 0.899); the README gives the nested and later-block estimates.
 """
 
 
 def train_config(file: Mapping[str, Any], flags: Mapping[str, Any]) -> TrainConfig:
-    """``mura train``'s config: defaults < the random-init recipe (when ``weights`` is none) < file < flags."""
+    """``mura train``'s config: defaults < the random-init recipe (weights none or a pretrain folder) < file < flags."""
     weights = str(flags.get("weights", file.get("weights", TrainConfig.weights)))
-    recipe = RANDOM_INIT_RECIPE if weights.lower() == "none" else {}
-    return resolve_config(TrainConfig, recipe, file, flags)
+    own = weights.lower() == "none" or (Path(weights).expanduser() / PRETRAIN_CONFIG).is_file()
+    return resolve_config(TrainConfig, RANDOM_INIT_RECIPE if own else {}, file, flags)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -227,7 +227,7 @@ def train(
 ) -> None:
     """Fine-tune a backbone on one body part or all.
 
-    The MURA paper's recipe by default; with --weights none, the random-init recipe (lr 1e-3, cosine, EMA).
+    The MURA paper's recipe by default; with --weights none or a mura pretrain folder, the random-init recipe.
     Settings: defaults < --config file < the flags you type.
     The run folder gets model.safetensors, config.json, a model card, metrics.csv and curves.png.
     """
