@@ -9,7 +9,7 @@ a small projection head, to tell each view's twin from the other ``2B - 2`` view
 weights.
 
 Why SimCLR: it works for any backbone (MAE-style masking needs a vision transformer), it keeps one copy of the
-weights (MoCo, BYOL and DINO add a momentum encoder and its forward pass: a third more time on a 2-core CPU), and
+weights (MoCo, BYOL and DINO add a momentum encoder and its forward pass on every step), and
 with a low temperature it trains from batches of about a hundred.
 """
 
