@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mura_cli.config_file import check_settings, field_default, load_config_file
 from mura_cli.errors import UsageError
 from mura_cli.hardware import PRECISIONS
-from mura_cli.models.run_folder import PRETRAIN_CONFIG
+from mura_cli.models.run_folder import RunFolder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -284,7 +284,7 @@ the paper's 30: AUROC 0.917 against 0.899); the README gives the nested and late
 def train_config(file: Mapping[str, Any], flags: Mapping[str, Any]) -> TrainConfig:
     """``mura train``'s config: defaults < the random-init recipe (weights none or a pretrain folder) < file < flags."""
     weights = str(flags.get("weights", file.get("weights", TrainConfig.weights)))
-    own = weights.lower() == "none" or (Path(weights).expanduser() / PRETRAIN_CONFIG).is_file()
+    own = weights.lower() == "none" or RunFolder(Path(weights).expanduser()).is_backbone
     return resolve_config(TrainConfig, RANDOM_INIT_RECIPE if own else {}, file, flags)
 
 

@@ -1,8 +1,8 @@
 """``mura pretrain``'s config: self-supervised pretraining of a backbone on unlabeled radiographs.
 
 The views are what makes two radiographs of one patient differ (crop and position, side, a few degrees of
-rotation, exposure and noise), never colour. The defaults were set on the shared humerus, FracAtlas and
-MURA sample radiographs (README, "Pretraining on radiographs").
+rotation, exposure and noise), never colour. The defaults are SimCLR's usual ones for small batches, not tuned
+here; the README's `mura pretrain` section has the one measurement made with them.
 """
 
 from __future__ import annotations
