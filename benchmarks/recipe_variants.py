@@ -14,6 +14,8 @@ that choice's optimism on folds 2 and 3 (``--outer 2,3``), never on the folds th
 
     python benchmarks/recipe_variants.py ../shared/data/mura-humerus-64 --part humerus --size 64 --outer 5,1 \\
         --variant recipe='{}' --variant aug='{"transform": {"crop_scale": 0.7, "gamma": 0.3}}' --naive
+    python benchmarks/recipe_variants.py .mura/fracatlas --folds-by region --outer 1,3 --size 160 --naive \
+        --naive-epochs 5 --variant readme='{"epochs": 16, "box_loss": 0.1, "output_stride": 16}'  # hand, leg out
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ def train_naive(args: argparse.Namespace) -> None:
     """The naive loop of ``recipe_vs_naive.py`` on the ``--outer`` folds not done yet; ``pred-k.csv`` for each."""
     out = args.out / "naive"
     todo = [k for k in args.outer if not (out / f"pred-{k}.csv").is_file()]
-    rows = run_naive(args.data, args.part, args.folds, args.folds_by, args.size, 15, todo) if todo else []
+    rows = []
+    if todo:
+        rows = run_naive(args.data, args.part, args.folds, args.folds_by, args.size, args.naive_epochs, todo)
     for k in todo:
         write_csv(out / f"pred-{k}.csv", [r for r in rows if r["fold"] == k])
 
@@ -110,6 +114,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON", help="first: the yardstick")
     ap.add_argument("--naive", action="store_true", help="add the naive loop on the same folds")
+    ap.add_argument("--naive-epochs", type=int, default=15, help="the naive loop's epochs (15; 5 on FracAtlas)")
     ap.add_argument("--out", type=Path, default=Path("bench-variants"))
     args = ap.parse_args()
     args.outer = [int(k) for k in args.outer.split(",")]

@@ -9,13 +9,19 @@ import json
 import numpy as np
 import pytest
 
-from mura_cli.calibration import apply_temperature, fit_temperature, parse_operating_point, threshold_at
+from mura_cli.calibration import (
+    apply_temperature,
+    checked_temperature,
+    fit_temperature,
+    parse_operating_point,
+    threshold_at,
+)
 from mura_cli.config import TrainConfig
 from mura_cli.config_infer import PredictConfig
 from mura_cli.data.index import IndexRow, patient_folds
 from mura_cli.engine.training.nested import Choices, choose, inner_rows, nested_estimate, pair_members
 from mura_cli.errors import DataError, UsageError
-from mura_cli.metrics import roc_auc
+from mura_cli.metrics import aggregate_by_study, roc_auc
 
 from synth import TINY_TRAIN, mura, mura_tree_and_workdir, one_error_line
 
@@ -75,6 +81,47 @@ def test_temperature_undoes_overconfidence_and_keeps_the_ranking():
     cal = apply_temperature(over, t)
     assert roc_auc(y, cal) == pytest.approx(roc_auc(y, over), abs=1e-6)  # the ranking stays
     assert fit_temperature([1, 1], [0.3, 0.9]) == 1.0
+
+
+def test_temperature_fitted_on_study_means_does_not_over_soften_studies():
+    """Three noisy views per study: averaging them already softens the study, so the study-level fit is sharper
+    than the image-level one and has the lower study log loss (what `mura predict` reports)."""
+    rng = np.random.default_rng(0)
+    zs = rng.normal(0, 2, 1500)
+    ys = (rng.random(1500) < 1 / (1 + np.exp(-zs))).astype(int)
+    p = 1 / (1 + np.exp(-(np.repeat(zs, 3) + rng.normal(0, 2, 4500))))
+    y, groups = np.repeat(ys, 3), np.repeat([f"s{i}" for i in range(1500)], 3)
+
+    def study_log_loss(t: float) -> float:
+        _, lab, s = aggregate_by_study(groups, y, apply_temperature(p, t))
+        return float(-np.mean(lab * np.log(s) + (1 - lab) * np.log1p(-s)))
+
+    t_image, t_study = fit_temperature(y, p), fit_temperature(y, p, groups=groups)
+    assert t_study < t_image * 0.7
+    assert study_log_loss(t_study) < study_log_loss(t_image) - 0.01
+    one_each = [str(i) for i in range(300)]  # one image per study: the same fit as per image
+    assert fit_temperature(y[:300], p[:300], groups=one_each) == fit_temperature(y[:300], p[:300])
+    assert fit_temperature([1, 1, 0], [0.3, 0.9, 0.2], groups=["a", "a", "a"]) == 1.0  # one study label only
+
+
+def test_a_temperature_is_kept_only_where_it_pays_on_other_folds():
+    """Every fold overconfident alike: the temperature holds on folds it was not fitted on and is kept. One
+    fold overconfident and the rest calibrated (a shift): fitted on the mix it misfits both, and is dropped."""
+    rng = np.random.default_rng(1)
+
+    def fold(k: int, scale: float) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
+        z = rng.normal(0, 1.5, 400)
+        y = (rng.random(400) < 1 / (1 + np.exp(-z))).astype(int)
+        return y, 1 / (1 + np.exp(-scale * z)), [f"{k}-{i}" for i in range(400)], [k] * 400
+
+    alike = [fold(k, 3.0) for k in (1, 2, 3)]
+    y, p, g, f = (np.concatenate([part[i] for part in alike]) for i in range(4))
+    assert checked_temperature(y, p, g, f) == pytest.approx(3, rel=0.15)
+    shifted = [fold(1, 1.0), fold(2, 1.0), fold(3, 1.0), fold(4, 6.0)]
+    y, p, g, f = (np.concatenate([part[i] for part in shifted]) for i in range(4))
+    assert fit_temperature(y, p, groups=g) > 1.2
+    assert checked_temperature(y, p, g, f) == 1.0
+    assert checked_temperature(y[:400], p[:400], g[:400], f[:400]) == fit_temperature(y[:400], p[:400], groups=g[:400])
 
 
 def _pred_rows(rng: np.random.Generator, fold: int, n: int, shift: float = 0.0) -> list[dict]:
@@ -150,7 +197,7 @@ def test_train_folds_nested_stores_a_labelled_estimate_and_predict_takes_operati
     card = (run / "README.md").read_text()
     assert "Nested cross-validation (the estimate)" in card and "fitted to" in card
     member = json.loads((run / "fold-1" / "config.json").read_text())
-    assert member["temperature"] == info["temperature"] and set(member.get("operating_points", {})) <= {
+    assert member.get("temperature", 1.0) == info["temperature"] and set(member.get("operating_points", {})) <= {
         "sens:0.9",
         "spec:0.9",
     }

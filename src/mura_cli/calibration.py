@@ -4,10 +4,11 @@ A threshold that maximises kappa at one prevalence moves sensitivity when the pr
 operating points do not: :func:`threshold_at` finds the threshold that keeps sensitivity (``sens:0.9``) or
 specificity (``spec:0.9``) at a target on the data it is given (out-of-fold predictions, never the data it is
 then scored on). :func:`fit_temperature` fits one temperature ``T`` so that ``sigmoid(logit(p) / T)`` has the
-least log loss (temperature scaling, Guo et al. 2017): it changes no ranking (AUROC), only calibration.
+least log loss (temperature scaling, Guo et al. 2017), per image or, given study ids, on the study means that
+``mura predict`` reports: it changes no ranking (AUROC), only calibration.
 
 Example:
-    >>> t = fit_temperature(labels, probs)
+    >>> t = fit_temperature(labels, probs, groups=study_ids)
     >>> calibrated = apply_temperature(probs, t)
     >>> thr = threshold_at(labels, calibrated, "sens:0.9")
 """
@@ -67,19 +68,26 @@ def apply_temperature(probs: Sequence[float] | np.ndarray, temperature: float) -
     return 1 / (1 + np.exp(-z))
 
 
-def fit_temperature(y_true: Labels, probs: Scores) -> float:
+def fit_temperature(y_true: Labels, probs: Scores, groups: Sequence[str] | None = None) -> float:
     """The temperature in [0.05, 20] with the least mean log loss of ``apply_temperature(probs, T)``.
 
-    A grid over log T, then a finer grid around the best point; 1.0 without both labels.
+    With ``groups`` (one study id per image), the loss is that of each study's mean calibrated probability
+    against its label (the max of its images' labels), which is what ``mura predict`` reports: a study
+    averages several images, which already softens it, so a temperature fitted on single images over-softens
+    studies. A grid over log T, then a finer grid around the best point; 1.0 without both labels.
     """
     y = np.asarray(y_true, dtype=np.float64)
     z = _logit(np.asarray(probs, dtype=np.float64))
-    if len(np.unique(y)) < 2:
+    inv, target = (np.arange(len(y)), y) if groups is None else _studies(y, np.asarray(groups))
+    if len(np.unique(target)) < 2:
         return 1.0
+    counts = np.bincount(inv)
 
     def loss(log_t: np.ndarray) -> np.ndarray:
-        zz = z[None, :] / np.exp(log_t)[:, None]
-        return np.mean(np.logaddexp(0, zz) - y[None, :] * zz, axis=1)
+        p = 1 / (1 + np.exp(-z[None, :] / np.exp(log_t)[:, None]))
+        mean = np.stack([np.bincount(inv, weights=row) for row in p]) / counts
+        mean = np.clip(mean, _EPS, 1 - _EPS)
+        return -np.mean(target * np.log(mean) + (1 - target) * np.log1p(-mean), axis=1)
 
     grid = np.linspace(np.log(0.05), np.log(20), 121)
     best = grid[int(np.argmin(loss(grid)))]
@@ -87,4 +95,47 @@ def fit_temperature(y_true: Labels, probs: Scores) -> float:
     return float(np.exp(fine[int(np.argmin(loss(fine)))]))
 
 
-__all__ = ["OPERATING_POINTS", "apply_temperature", "fit_temperature", "parse_operating_point", "threshold_at"]
+def checked_temperature(y_true: Labels, probs: Scores, groups: Sequence[str], folds: Sequence[int]) -> float:
+    """:func:`fit_temperature` on study means, kept only if it pays on folds it was not fitted on.
+
+    Each fold is scored under the temperature fitted on the other folds; if the summed study log loss is not
+    lower than with no temperature (1.0), the temperature is 1.0: a temperature fitted across a shift (one fold
+    overconfident, the others not) would otherwise miscalibrate the folds it does not describe. With one fold
+    there is nothing to check it on, and the fit is returned.
+    """
+    y, p, g, f = np.asarray(y_true), np.asarray(probs, dtype=np.float64), np.asarray(groups), np.asarray(folds)
+    fitted = fit_temperature(y, p, groups=g)
+    if len(np.unique(f)) < 2 or fitted == 1.0:
+        return fitted
+    held, plain = 0.0, 0.0
+    for k in np.unique(f):
+        out = f == k
+        t = fit_temperature(y[~out], p[~out], groups=g[~out])
+        held += _study_log_loss(y[out], apply_temperature(p[out], t), g[out])
+        plain += _study_log_loss(y[out], p[out], g[out])
+    return fitted if held < plain else 1.0
+
+
+def _study_log_loss(y: np.ndarray, probs: np.ndarray, groups: np.ndarray) -> float:
+    """Summed log loss of each study's mean probability against its label."""
+    inv, target = _studies(y, groups)
+    mean = np.clip(np.bincount(inv, weights=probs) / np.bincount(inv), _EPS, 1 - _EPS)
+    return float(-np.sum(target * np.log(mean) + (1 - target) * np.log1p(-mean)))
+
+
+def _studies(y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's study index, and each study's label (the max of its images' labels)."""
+    _, inv = np.unique(groups.astype(str), return_inverse=True)
+    target = np.zeros(int(inv.max()) + 1 if len(inv) else 0)
+    np.maximum.at(target, inv, np.asarray(y, dtype=np.float64))
+    return inv, target
+
+
+__all__ = [
+    "OPERATING_POINTS",
+    "apply_temperature",
+    "checked_temperature",
+    "fit_temperature",
+    "parse_operating_point",
+    "threshold_at",
+]

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mura_cli.calibration import OPERATING_POINTS, apply_temperature, fit_temperature, threshold_at
+from mura_cli.calibration import OPERATING_POINTS, apply_temperature, checked_temperature, threshold_at
 from mura_cli.metrics import aggregate_by_study, kappa_threshold, roc_auc
 from mura_cli.scoring import score_table
 
@@ -35,7 +35,7 @@ class Choices:
 
     Attributes:
         tta: average the flipped view (it raised study AUROC).
-        temperature: temperature of the image probabilities (1.0 = none).
+        temperature: temperature of the image probabilities, fitted on study means (1.0 = none).
         threshold: the study threshold that maximises kappa (or the one given).
         operating_points: ``{"sens:0.9": threshold, "spec:0.9": threshold}`` on calibrated study probabilities.
         auroc: study AUROC ``{"plain", "tta"}`` of the rows the choices were made on.
@@ -57,7 +57,8 @@ def pair_members(k: int) -> list[tuple[int, int]]:
 
 
 def choose(rows: Sequence[Mapping[str, Any]], *, threshold: float | None = None, calibrate: bool = True) -> Choices:
-    """Flips if they raise study AUROC, then a temperature (image log loss), then on the calibrated study
+    """Flips if they raise study AUROC, then a temperature (log loss of the study means; 1.0 unless it pays on
+    folds it was not fitted on: :func:`~mura_cli.calibration.checked_temperature`), then on the calibrated study
     probabilities the kappa threshold (unless ``threshold`` is given) and the :data:`OPERATING_POINTS`."""
     studies, labels = [r["study"] for r in rows], [r["label"] for r in rows]
     auroc = {
@@ -66,7 +67,8 @@ def choose(rows: Sequence[Mapping[str, Any]], *, threshold: float | None = None,
     }
     tta = bool(auroc["tta"] > auroc["plain"])
     probs = np.array([r["probability_tta" if tta else "probability"] for r in rows])
-    temperature = fit_temperature(labels, probs) if calibrate else 1.0
+    folds = [r.get("fold", 0) for r in rows]
+    temperature = checked_temperature(labels, probs, studies, folds) if calibrate else 1.0
     _, s_lab, s_prob = aggregate_by_study(studies, labels, apply_temperature(probs, temperature))
     return Choices(
         tta=tta,
