@@ -40,7 +40,7 @@ from mura_cli.scoring import bootstrap
 from mura_cli.utils import write_csv
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recipe_vs_naive import run_naive
+from recipe_vs_naive import auroc_difference, run_naive
 
 
 def train_variant(name: str, settings: dict, args: argparse.Namespace) -> None:
@@ -97,8 +97,8 @@ def fold_table(k: int, names: list[str], args: argparse.Namespace) -> None:
         scores = study_scores(path)
         p = np.array([scores[s][1] for s in keys])
         auc = roc_auc(y, p)
-        lo, hi = bootstrap(lambda t, a, b: roc_auc(t, a) - roc_auc(t, b), keys, y, p, pb)  # paired, same draws
-        diff = "-" if name == names[0] else f"{auc - roc_auc(y, pb):+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        d, lo, hi = auroc_difference(y, p, pb, keys)  # paired, same draws
+        diff = "-" if name == names[0] else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
         own = format_interval(auc, *bootstrap(roc_auc, keys, y, p))
         print(f"| {name} | {own} | {cohen_kappa(y, p >= 0.5):.3f} | {diff} |")
 

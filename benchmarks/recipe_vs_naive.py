@@ -15,11 +15,14 @@ choices (flips, temperature, kappa threshold, operating points sens:0.9 / spec:0
 - ``cross-fitted``: fold k under choices made on the other folds' out-of-fold predictions;
 - ``nested``: fold k under choices made on inner folds whose models never saw fold k (the estimate).
 95% CIs: 2,000 bootstrap resamples of studies. Calibration (ECE) is shown before and after the temperature.
+With both sides, the project's (nested) study AUROC minus the naive loop's is bootstrapped paired by study, per
+scope. The naive loop's predictions are kept in ``OUT/naive-rows.csv`` (``--naive-rows`` reuses them).
 
     python benchmarks/recipe_vs_naive.py ../shared/data/mura-humerus-64 --size 64 --out bench-recipe
     python benchmarks/recipe_vs_naive.py DATA --only naive                 # the naive loop alone
     python benchmarks/recipe_vs_naive.py DATA --train-args "--epochs 20"   # another recipe
     python benchmarks/recipe_vs_naive.py DATA --only project --run runs/cv  # score a finished --nested run
+    python benchmarks/recipe_vs_naive.py DATA --run runs/cv --naive-rows OUT/naive-rows.csv  # no training at all
 """
 
 from __future__ import annotations
@@ -39,8 +42,18 @@ import torchvision
 from PIL import Image
 
 from mura_cli.data.index import build_index, patient_folds
-from mura_cli.engine.training.nested import Choices, choose, cross_fitted_choices, inner_rows, nested_estimate
+from mura_cli.engine.training.nested import (
+    Choices,
+    apply_choices,
+    choose,
+    cross_fitted_choices,
+    inner_rows,
+    nested_estimate,
+)
+from mura_cli.metrics import roc_auc
 from mura_cli.report.document import format_interval
+from mura_cli.scoring import bootstrap
+from mura_cli.utils import write_csv
 
 SCOPES = ("random", "later", "folds", "all")
 
@@ -102,7 +115,7 @@ def run_project(data: str, part: str, folds: int, split: str, size: int, extra: 
 
 
 def read_rows(path: Path) -> list[dict]:
-    """``oof.csv`` or ``inner.csv`` of a ``mura train --folds`` run, numbers parsed."""
+    """``oof.csv`` or ``inner.csv`` of a ``mura train --folds`` run (or ``naive-rows.csv``), numbers parsed."""
     with open(path) as f:
         return [
             {
@@ -110,7 +123,7 @@ def read_rows(path: Path) -> list[dict]:
                 "label": int(r["label"]),
                 "fold": int(r["fold"]),
                 "probability": float(r["probability"]),
-                "probability_tta": float(r["probability_tta"]),
+                "probability_tta": float(r.get("probability_tta") or r["probability"]),
             }
             for r in csv.DictReader(f)
         ]
@@ -124,29 +137,58 @@ def scope_of(split: str, folds: int, rows: list[dict]) -> dict[int, str]:
     return dict.fromkeys(range(1, folds + 1), "folds")
 
 
-def project_estimates(outer: list[dict], inner: list[dict] | None, scope: dict[int, str]) -> dict[str, Any]:
-    """The project's three scorings (chosen on OOF, cross-fitted, nested where inner rows exist)."""
-    folds = sorted(scope)
-    once = choose(outer)
-    out = {
-        "chosen on OOF": nested_estimate(outer, dict.fromkeys(folds, once), scope=scope),
-        "cross-fitted": nested_estimate(outer, cross_fitted_choices(outer), scope=scope),
-    }
+def project_choices(outer: list[dict], inner: list[dict] | None, folds: list[int]) -> dict[str, dict[int, Choices]]:
+    """The project's choices made three ways (chosen on OOF, cross-fitted, nested where inner rows exist)."""
+    out = {"chosen on OOF": dict.fromkeys(folds, choose(outer)), "cross-fitted": cross_fitted_choices(outer)}
     if inner:
         pairs: dict[tuple[int, int], list[dict]] = {}
         for r in inner:
             j, k = (int(x) for x in str(r["model"]).split("-"))
             pairs.setdefault((j, k), []).append(r)
-        nested = {k: choose(inner_rows(pairs, k)) for k in folds if inner_rows(pairs, k)}
-        sub = [r for r in outer if r["fold"] in nested]
-        out["nested"] = nested_estimate(sub, nested, scope=scope)
-        out["nested"]["inner_folds"] = {str(k): sorted({r["fold"] for r in inner_rows(pairs, k)}) for k in nested}
+        out["nested"] = {k: choose(inner_rows(pairs, k)) for k in folds if inner_rows(pairs, k)}
     return out
 
 
-def naive_estimate(rows: list[dict], scope: dict[int, str]) -> dict[str, Any]:
-    rows = [{**r, "probability_tta": r["probability"]} for r in rows]
-    return nested_estimate(rows, dict.fromkeys(sorted(scope), Choices()), scope=scope)
+def naive_choices(rows: list[dict], folds: list[int]) -> tuple[list[dict], dict[int, Choices]]:
+    """The naive loop's rows as prediction rows (no flipped view) and its choices: none (threshold 0.5)."""
+    return [{**r, "probability_tta": r["probability"]} for r in rows], dict.fromkeys(folds, Choices())
+
+
+def estimate(rows: list[dict], choices: dict[int, Choices], scope: dict[int, str]) -> dict[str, Any]:
+    est = nested_estimate([r for r in rows if r["fold"] in choices], choices, scope=scope)
+    if not any(c.operating_points for c in choices.values()):
+        est["operating_points"] = {}  # nothing chosen: no operating point to report
+    return est
+
+
+def study_probabilities(rows: list[dict], choices: dict[int, Choices]) -> dict[str, tuple[int, float, int]]:
+    """``study -> (label, probability, fold)`` with each fold's rows under its own choices."""
+    out: dict[str, tuple[int, float, int]] = {}
+    for k, ch in choices.items():
+        ids, lab, prob = apply_choices([r for r in rows if r["fold"] == k], ch)
+        out |= {s: (int(y), float(p), k) for s, y, p in zip(ids, lab, prob, strict=True)}
+    return out
+
+
+def auroc_difference(y: np.ndarray, p: np.ndarray, base: np.ndarray, studies: list[str]) -> tuple[float, float, float]:
+    """Study AUROC of ``p`` minus that of ``base`` on the same studies, with a paired 95% bootstrap interval."""
+    lo, hi = bootstrap(lambda t, a, b: roc_auc(t, a) - roc_auc(t, b), studies, y, p, base)
+    return roc_auc(y, p) - roc_auc(y, base), lo, hi
+
+
+def print_differences(a: dict, b: dict, scope: dict[int, str], title: str) -> dict[str, list[float]]:
+    """Paired study AUROC differences ``a - b`` for each scope and all studies both score."""
+    studies = sorted(set(a) & set(b))
+    groups = {name: [s for s in studies if scope[a[s][2]] == name] for name in sorted(set(scope.values()))}
+    out: dict[str, list[float]] = {}
+    print(f"\n== {title}: study AUROC difference, paired by study [95% CI] ==")
+    for name, keys in {**groups, "all": studies}.items():
+        y = np.array([a[s][0] for s in keys])
+        out[name] = list(
+            auroc_difference(y, np.array([a[s][1] for s in keys]), np.array([b[s][1] for s in keys]), keys)
+        )
+        print(f"{name:10s} {len(keys):5d} studies  {out[name][0]:+.3f} [{out[name][1]:+.3f}, {out[name][2]:+.3f}]")
+    return out
 
 
 def print_tables(results: dict[str, dict[str, Any]]) -> None:
@@ -193,26 +235,40 @@ def main() -> None:
     ap.add_argument("--naive-epochs", type=int, default=15)
     ap.add_argument("--train-args", default="", help="extra `mura train` flags (the recipe under test)")
     ap.add_argument("--only", choices=("naive", "project"))
+    ap.add_argument("--naive-rows", type=Path, help="the naive loop's naive-rows.csv of an earlier run (no training)")
     ap.add_argument("--run", type=Path, help="score this finished `mura train --folds --nested` run instead")
     ap.add_argument("--out", type=Path, default=Path("bench-recipe"))
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     seconds = {}
+    studies: dict[str, dict] = {}
     if a.only != "project":
         t = time.perf_counter()
-        rows = run_naive(a.data, a.part, a.folds, a.split, a.size, a.naive_epochs)
-        results["naive (chooses nothing)"] = naive_estimate(rows, scope_of(a.split, a.folds, rows))
+        if a.naive_rows:
+            rows = read_rows(a.naive_rows)
+        else:
+            rows = run_naive(a.data, a.part, a.folds, a.split, a.size, a.naive_epochs)
+            write_csv(a.out / "naive-rows.csv", rows)
+        scope = scope_of(a.split, a.folds, rows)
+        rows, choices = naive_choices(rows, sorted(scope))
+        results["naive (chooses nothing)"] = estimate(rows, choices, scope)
+        studies["naive"] = study_probabilities(rows, choices)
         seconds["naive"] = round(time.perf_counter() - t)
     if a.only != "naive":
         t = time.perf_counter()
         run = a.run or run_project(a.data, a.part, a.folds, a.split, a.size, a.train_args, a.out)
         outer = read_rows(run / "oof.csv")
         inner = read_rows(run / "inner.csv") if (run / "inner.csv").is_file() else None
-        est = project_estimates(outer, inner, scope_of(a.split, a.folds, outer))
-        results.update({f"project, {k}": v for k, v in est.items()})
+        scope = scope_of(a.split, a.folds, outer)
+        for name, choices in project_choices(outer, inner, sorted(scope)).items():
+            results[f"project, {name}"] = estimate(outer, choices, scope)
+            studies["project"] = study_probabilities(outer, choices)  # the last: nested where it exists
         seconds["project"] = round(time.perf_counter() - t)
     print_tables(results)
+    if len(studies) == 2:
+        title = f"project ({next(reversed(results)).removeprefix('project, ')}) - naive"
+        results["difference"] = print_differences(studies["project"], studies["naive"], scope, title)
     print("\nseconds:", seconds)
     (a.out / f"results-{int(time.time())}.json").write_text(json.dumps(results, indent=1, default=str))
 

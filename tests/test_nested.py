@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from mura_cli.data.index import IndexRow, patient_folds
 from mura_cli.engine.training.nested import Choices, choose, inner_rows, nested_estimate, pair_members
 from mura_cli.errors import DataError, UsageError
 from mura_cli.metrics import aggregate_by_study, roc_auc
+from mura_cli.utils import write_csv
 
 from synth import TINY_TRAIN, mura, mura_tree_and_workdir, one_error_line
 
@@ -215,3 +219,42 @@ def test_train_folds_nested_stores_a_labelled_estimate_and_predict_takes_operati
     assert mura(*single, cwd=work).returncode == 0
     res = mura("predict", data / "valid", "--model", "runs/one", "--out", "r3.csv", "--threshold", "spec:0.9", cwd=work)
     assert res.returncode == 2 and "stores no such operating point" in one_error_line(res)
+
+
+def _fold_rows(rng: np.random.Generator, fold: int, strength: float, model: str | None = None) -> list[dict]:
+    """Two images per study; the probability separates the labels by ``strength``."""
+    out = []
+    for i in range(30):
+        y = int(rng.random() < 0.5)
+        for _ in range(2):
+            p = float(np.clip(0.5 + strength * (y - 0.5) + rng.normal(0, 0.25), 0.01, 0.99))
+            row = {"study": f"f{fold}s{i}", "part": "humerus", "label": y, "fold": fold}
+            out.append(row | {"probability": p, "probability_tta": p} | ({"model": model} if model else {}))
+    return out
+
+
+@pytest.mark.slow
+def test_recipe_vs_naive_scores_a_finished_run_against_naive_rows_paired_by_study(tmp_path):
+    """The benchmark behind the README's tables, without training: a nested run's oof.csv and inner.csv and the
+    naive loop's rows give the three project scorings, the naive row and the paired difference per scope."""
+    rng = np.random.default_rng(0)
+    run = tmp_path / "run"
+    run.mkdir()
+    write_csv(run / "oof.csv", [r for k in range(1, 6) for r in _fold_rows(rng, k, 0.6)])
+    write_csv(
+        run / "inner.csv", [r for j, k in pair_members(5) for f in (j, k) for r in _fold_rows(rng, f, 0.6, f"{j}-{k}")]
+    )
+    naive = [r for k in range(1, 6) for r in _fold_rows(rng, k, 0.2)]
+    write_csv(tmp_path / "naive-rows.csv", [{k: v for k, v in r.items() if k != "probability_tta"} for r in naive])
+    script = Path(__file__).parents[1] / "benchmarks" / "recipe_vs_naive.py"
+    args = ["unused-data", "--run", str(run), "--naive-rows", str(tmp_path / "naive-rows.csv"), "--out", str(tmp_path)]
+    res = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for line in ("== later ==", "project, nested", "project, cross-fitted", "naive (chooses nothing)"):
+        assert line in res.stdout
+    assert "project (nested) - naive: study AUROC difference, paired by study" in res.stdout
+    result = json.loads(next(tmp_path.glob("results-*.json")).read_text())
+    assert set(result["difference"]) == {"random", "later", "all"}
+    diff, low, high = result["difference"]["all"]
+    assert low <= diff <= high and diff > 0.1  # the stronger project rows win, paired by study
+    assert result["naive (chooses nothing)"]["operating_points"] == {}  # the naive loop chose none
