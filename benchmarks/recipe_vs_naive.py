@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
+from PIL import Image, ImageFile
 
 from mura_cli.data.index import build_index, patient_folds
 from mura_cli.engine.training.nested import (
@@ -56,6 +56,7 @@ from mura_cli.scoring import bootstrap
 from mura_cli.utils import write_csv
 
 SCOPES = ("random", "later", "folds", "all")
+ImageFile.LOAD_TRUNCATED_IMAGES = True  # two FracAtlas JPEGs are cut short; the naive loop reads what is there
 
 
 def naive_fold(train: list, held: list, root: Path, size: int, epochs: int, seed: int) -> np.ndarray:
