@@ -68,7 +68,7 @@ def apply_temperature(probs: Sequence[float] | np.ndarray, temperature: float) -
     return 1 / (1 + np.exp(-z))
 
 
-def fit_temperature(y_true: Labels, probs: Scores, groups: Sequence[str] | None = None) -> float:
+def fit_temperature(y_true: Labels, probs: Scores, groups: Sequence[str] | np.ndarray | None = None) -> float:
     """The temperature in [0.05, 20] with the least mean log loss of ``apply_temperature(probs, T)``.
 
     With ``groups`` (one study id per image), the loss is that of each study's mean calibrated probability
