@@ -212,7 +212,7 @@ def pretrain(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss)
+            total += float(loss.detach())
             if on_step:
                 on_step(s + 1, steps)
         e = PretrainEpoch(epoch, total / max(steps, 1), opt.param_groups[0]["lr"], time.perf_counter() - te)
