@@ -14,7 +14,7 @@ that choice's optimism on folds 2 and 3 (``--outer 2,3``), never on the folds th
 
     python benchmarks/recipe_variants.py ../shared/data/mura-humerus-64 --part humerus --size 64 --outer 5,1 \\
         --variant recipe='{}' --variant aug='{"transform": {"crop_scale": 0.7, "gamma": 0.3}}' --naive
-    python benchmarks/recipe_variants.py .mura/fracatlas --folds-by region --outer 1,3 --size 160 --naive \
+    python benchmarks/recipe_variants.py ../shared/data/fracatlas --folds-by region --outer 1,3 --size 160 --naive \
         --naive-epochs 5 --variant readme='{"epochs": 16, "box_loss": 0.1, "output_stride": 16}'  # hand, leg out
 """
 

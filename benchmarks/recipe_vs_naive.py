@@ -262,13 +262,14 @@ def main() -> None:
         outer = read_rows(run / "oof.csv")
         inner = read_rows(run / "inner.csv") if (run / "inner.csv").is_file() else None
         scope = scope_of(a.split, a.folds, outer)
-        for name, choices in project_choices(outer, inner, sorted(scope)).items():
-            results[f"project, {name}"] = estimate(outer, choices, scope)
-            studies["project"] = study_probabilities(outer, choices)  # the last: nested where it exists
+        made = project_choices(outer, inner, sorted(scope))
+        results |= {f"project, {name}": estimate(outer, choices, scope) for name, choices in made.items()}
+        best = "nested" if "nested" in made else "cross-fitted"
+        studies["project"] = study_probabilities(outer, made[best])
         seconds["project"] = round(time.perf_counter() - t)
     print_tables(results)
     if len(studies) == 2:
-        title = f"project ({next(reversed(results)).removeprefix('project, ')}) - naive"
+        title = f"project ({best}) - naive"
         results["difference"] = print_differences(studies["project"], studies["naive"], scope, title)
     print("\nseconds:", seconds)
     (a.out / f"results-{int(time.time())}.json").write_text(json.dumps(results, indent=1, default=str))

@@ -81,13 +81,9 @@ def fit_temperature(y_true: Labels, probs: Scores, groups: Sequence[str] | np.nd
     inv, target = (np.arange(len(y)), y) if groups is None else _studies(y, np.asarray(groups))
     if len(np.unique(target)) < 2:
         return 1.0
-    counts = np.bincount(inv)
 
     def loss(log_t: np.ndarray) -> np.ndarray:
-        p = 1 / (1 + np.exp(-z[None, :] / np.exp(log_t)[:, None]))
-        mean = np.stack([np.bincount(inv, weights=row) for row in p]) / counts
-        mean = np.clip(mean, _EPS, 1 - _EPS)
-        return -np.mean(target * np.log(mean) + (1 - target) * np.log1p(-mean), axis=1)
+        return _log_loss_of_means(1 / (1 + np.exp(-z[None, :] / np.exp(log_t)[:, None])), inv, target)
 
     grid = np.linspace(np.log(0.05), np.log(20), 121)
     best = grid[int(np.argmin(loss(grid)))]
@@ -111,16 +107,18 @@ def checked_temperature(y_true: Labels, probs: Scores, groups: Sequence[str], fo
     for k in np.unique(f):
         out = f == k
         t = fit_temperature(y[~out], p[~out], groups=g[~out])
-        held += _study_log_loss(y[out], apply_temperature(p[out], t), g[out])
-        plain += _study_log_loss(y[out], p[out], g[out])
+        inv, target = _studies(y[out], g[out])
+        both = _log_loss_of_means(np.stack([apply_temperature(p[out], t), p[out]]), inv, target)
+        held, plain = held + both[0], plain + both[1]
     return fitted if held < plain else 1.0
 
 
-def _study_log_loss(y: np.ndarray, probs: np.ndarray, groups: np.ndarray) -> float:
-    """Summed log loss of each study's mean probability against its label."""
-    inv, target = _studies(y, groups)
-    mean = np.clip(np.bincount(inv, weights=probs) / np.bincount(inv), _EPS, 1 - _EPS)
-    return float(-np.sum(target * np.log(mean) + (1 - target) * np.log1p(-mean)))
+def _log_loss_of_means(probs: np.ndarray, inv: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Summed log loss of each study's mean probability against its label, for each row of ``probs``
+    (candidates x images); ``inv`` is each image's study index."""
+    mean = np.stack([np.bincount(inv, weights=row, minlength=len(target)) for row in probs]) / np.bincount(inv)
+    mean = np.clip(mean, _EPS, 1 - _EPS)
+    return -np.sum(target * np.log(mean) + (1 - target) * np.log1p(-mean), axis=1)
 
 
 def _studies(y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
