@@ -10,9 +10,13 @@ fraction of the map's maximum x largest or peak component) is scored on the same
   rule that hits most often on the other folds, so no image helps choose its own rule (the honest figure);
 - ``in-sample best``: the rule that hits most often on all images (optimistic, shown for comparison).
 
-95% CIs: 2,000 bootstrap resamples of images.
+``--held-out K --folds-by region`` scores instead the fractured images of outer fold K of that split (the
+patients ``mura train --folds 5 --folds-by region --fold K`` never trained on: a whole body region), so the maps
+are judged on a region the model never saw. 95% CIs: 2,000 bootstrap resamples of images.
 
     python benchmarks/fracatlas_localization.py --index .mura/fracatlas --model runs/fracatlas-resnet18 [--tta]
+    python benchmarks/fracatlas_localization.py --index .mura/fracatlas --model RUN/fold-1 --held-out 1 \\
+        --folds-by region
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -52,9 +57,17 @@ def main() -> None:
     ap.add_argument("--split", default="tune")
     ap.add_argument("--tta", action="store_true", help="average each map with its flip")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--held-out", type=int, help="score outer fold K of --folds-by over train+tune (not --split)")
+    ap.add_argument("--folds-by", default="random", choices=("random", "later", "region"))
     args = ap.parse_args()
     index = load_index(args.index)
-    rows = [r for r in index.select(split=args.split) if r.label == 1 and r.boxes]
+    if args.held_out:
+        pool = [replace(r, split="train") for r in index.rows if r.split in ("train", "tune")]
+        outer = patient_folds(pool, args.folds, 0, args.folds_by)  # as fold_rows deals them (seed 0)
+        rows = [r for r in pool if outer[r.patient] == args.held_out and r.label == 1 and r.boxes]
+        args.split = f"fold {args.held_out} of {args.folds_by}"
+    else:
+        rows = [r for r in index.select(split=args.split) if r.label == 1 and r.boxes]
     by_path = {str(index.resolve(r)): r for r in rows}
     fold_of = patient_folds(rows, args.folds, seed=0)
     models = load_models(args.model, "cpu", "auto", tta=args.tta)  # as mura benchmark loads them
