@@ -13,7 +13,9 @@ choices (flips, temperature, kappa threshold, operating points sens:0.9 / spec:0
 - ``chosen on OOF``: made once on all out-of-fold predictions and scored on them (what a plain ``--folds``
   run could print; optimistic);
 - ``cross-fitted``: fold k under choices made on the other folds' out-of-fold predictions;
-- ``nested``: fold k under choices made on inner folds whose models never saw fold k (the estimate).
+- ``nested``: fold k under choices made on inner folds whose models never saw fold k (the estimate);
+- ``nested ensemble``: the same choices on the mean of the K models that never saw fold k (outer model k and the
+  pair models ``{j, k}``), the estimate for the ensemble a run ships.
 95% CIs: 2,000 bootstrap resamples of studies. Calibration (ECE) is shown before and after the temperature.
 With both sides, the project's (nested) study AUROC minus the naive loop's is bootstrapped paired by study, per
 scope. The naive loop's predictions are kept in ``OUT/naive-rows.csv`` (``--naive-rows`` reuses them).
@@ -45,6 +47,7 @@ from mura_cli.data.index import build_index, patient_folds
 from mura_cli.engine.training.nested import (
     Choices,
     apply_choices,
+    blind_ensemble,
     choose,
     cross_fitted_choices,
     inner_rows,
@@ -264,6 +267,8 @@ def main() -> None:
         scope = scope_of(a.split, a.folds, outer)
         made = project_choices(outer, inner, sorted(scope))
         results |= {f"project, {name}": estimate(outer, choices, scope) for name, choices in made.items()}
+        if inner:  # the mean of the models that never saw each fold: what the shipped ensemble does
+            results["project, nested ensemble"] = estimate(blind_ensemble(outer, inner), made["nested"], scope)
         best = "nested" if "nested" in made else "cross-fitted"
         studies["project"] = study_probabilities(outer, made[best])
         seconds["project"] = round(time.perf_counter() - t)

@@ -22,7 +22,14 @@ from mura_cli.calibration import (
 from mura_cli.config import TrainConfig
 from mura_cli.config_infer import PredictConfig
 from mura_cli.data.index import IndexRow, patient_folds
-from mura_cli.engine.training.nested import Choices, choose, inner_rows, nested_estimate, pair_members
+from mura_cli.engine.training.nested import (
+    Choices,
+    blind_ensemble,
+    choose,
+    inner_rows,
+    nested_estimate,
+    pair_members,
+)
 from mura_cli.errors import DataError, UsageError
 from mura_cli.metrics import aggregate_by_study, roc_auc
 from mura_cli.utils import write_csv
@@ -165,6 +172,33 @@ def test_nested_choices_never_see_the_fold_they_score():
     assert set(est["choices"]) == {"1", "2", "3", "4"} and est["ece_before"]["all"]["value"] >= 0
 
 
+def test_the_blind_ensemble_averages_exactly_the_models_that_never_saw_each_fold():
+    outer = [
+        {
+            "path": f"f{f}/{i}.png",
+            "study": f"f{f}s{i}",
+            "label": i % 2,
+            "fold": f,
+            "probability": 0.2,
+            "probability_tta": 0.3,
+        }
+        for f in (1, 2, 3)
+        for i in range(4)
+    ]
+    inner = [
+        {**r, "model": f"{j}-{k}", "probability": 0.8, "probability_tta": 0.9}
+        for j, k in pair_members(3)
+        for r in outer
+        if r["fold"] in (j, k)
+    ]
+    inner.append({**outer[0], "model": "2-3", "probability": 1.0})  # a model that trained on fold 1: never averaged
+    ens = blind_ensemble(outer, inner)
+    assert len(ens) == len(outer) and {r["members"] for r in ens} == {3}  # outer model k + the 2 pairs {j, k}
+    assert all(r["probability"] == pytest.approx(0.6) and r["probability_tta"] == pytest.approx(0.7) for r in ens)
+    assert [(r["study"], r["label"], r["fold"]) for r in ens] == [(r["study"], r["label"], r["fold"]) for r in outer]
+    assert {r["members"] for r in blind_ensemble(outer, [])} == {1}  # no pair models: the outer model alone
+
+
 def test_nested_configs_are_checked():
     assert TrainConfig(folds=5, fold=5, inner=2, folds_by="later").inner == 2
     with pytest.raises(UsageError, match="inner fold"):
@@ -198,8 +232,12 @@ def test_train_folds_nested_stores_a_labelled_estimate_and_predict_takes_operati
         inner = list(csv.DictReader(f))
     for r in inner:  # a pair model predicts only the two folds it never saw
         assert r["fold"] in r["model"].split("-")
+    ensemble = info["nested"]["ensemble"]
+    assert "never saw it" in ensemble["label"] and set(ensemble["table"]["parts"]) == {"random", "later", "all"}
+    assert "nested cross-validation, the ensemble" in res.stdout
     card = (run / "README.md").read_text()
     assert "Nested cross-validation (the estimate)" in card and "fitted to" in card
+    assert "Nested cross-validation of the ensemble" in card
     member = json.loads((run / "fold-1" / "config.json").read_text())
     assert member.get("temperature", 1.0) == info["temperature"] and set(member.get("operating_points", {})) <= {
         "sens:0.9",
@@ -222,13 +260,15 @@ def test_train_folds_nested_stores_a_labelled_estimate_and_predict_takes_operati
 
 
 def _fold_rows(rng: np.random.Generator, fold: int, strength: float, model: str | None = None) -> list[dict]:
-    """Two images per study; the probability separates the labels by ``strength``."""
+    """Two images per study (labels fixed by the fold, so every model scores the same images); the probability
+    separates the labels by ``strength``."""
     out = []
+    labels = np.random.default_rng(fold).random(30) < 0.5
     for i in range(30):
-        y = int(rng.random() < 0.5)
-        for _ in range(2):
+        y = int(labels[i])
+        for v in range(2):
             p = float(np.clip(0.5 + strength * (y - 0.5) + rng.normal(0, 0.25), 0.01, 0.99))
-            row = {"study": f"f{fold}s{i}", "part": "humerus", "label": y, "fold": fold}
+            row = {"path": f"f{fold}s{i}/{v}.png", "study": f"f{fold}s{i}", "part": "humerus", "label": y, "fold": fold}
             out.append(row | {"probability": p, "probability_tta": p} | ({"model": model} if model else {}))
     return out
 
@@ -250,7 +290,8 @@ def test_recipe_vs_naive_scores_a_finished_run_against_naive_rows_paired_by_stud
     args = ["unused-data", "--run", str(run), "--naive-rows", str(tmp_path / "naive-rows.csv"), "--out", str(tmp_path)]
     res = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    for line in ("== later ==", "project, nested", "project, cross-fitted", "naive (chooses nothing)"):
+    lines = ("== later ==", "project, nested", "project, cross-fitted", "project, nested ensemble", "naive (chooses")
+    for line in lines:
         assert line in res.stdout
     assert "project (nested) - naive: study AUROC difference, paired by study" in res.stdout
     result = json.loads(next(tmp_path.glob("results-*.json")).read_text())

@@ -34,6 +34,8 @@ def show_folds(result: FoldsResult) -> Path:
     console.print(oof_table(result.oof, result.threshold))
     if result.nested:
         console.print(nested_table(result.nested))
+        if "ensemble" in result.nested:
+            console.print(nested_table(result.nested["ensemble"], ENSEMBLE_TITLE))
     a, ch = result.auroc, result.choices
     ops = ", ".join(f"{k} {v:.3f}" for k, v in ch.operating_points.items() if v == v)
     console.print(
@@ -75,13 +77,20 @@ def oof_table(oof: dict[str, Any], threshold: float) -> Table:
     return table
 
 
-def nested_table(nested: dict[str, Any]) -> Table:
+NESTED_TITLE = (
+    "nested cross-validation, one model per fold, study level (95% CI by study)",
+    "each outer fold under choices made on inner folds of the other patients: the estimate",
+)
+ENSEMBLE_TITLE = (
+    "nested cross-validation, the ensemble (95% CI by study)",
+    "each outer fold scored by the mean of the models that never saw it, under the same choices",
+)
+
+
+def nested_table(nested: dict[str, Any], title: tuple[str, str] = NESTED_TITLE) -> Table:
     """The nested estimate per scope: AUROC, kappa at each outer fold's own threshold, and sensitivity and
     specificity at the operating points chosen inside."""
-    table = Table(
-        title="nested cross-validation, study level (95% CI by study)",
-        caption="each outer fold under choices made on inner folds of the other patients: the estimate",
-    )
+    table = Table(title=title[0], caption=title[1])
     for col in ("scope", "studies", "AUROC", "kappa", "sens @ sens:0.9", "spec @ spec:0.9", "ECE before/after"):
         table.add_column(col, justify="right")
     ops = nested["operating_points"]

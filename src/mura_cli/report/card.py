@@ -126,6 +126,9 @@ def write_ensemble_card(run: Path, cfg: TrainConfig, info: Mapping[str, Any]) ->
     ]
     if "nested" in info:
         lines.append(_estimate_lines("Nested cross-validation (the estimate)", info["nested"]["table"], info["nested"]))
+        if "ensemble" in info["nested"]:
+            ens = info["nested"]["ensemble"]
+            lines.append(_estimate_lines("Nested cross-validation of the ensemble", ens["table"], ens))
     else:
         lines.append("No nested estimate was computed (`mura train --folds K --nested` computes one).")
     lines.append("\nAll figures are on the training data's own patients and source; not a medical device.\n")

@@ -29,7 +29,15 @@ from mura_cli.engine.backends import TorchBackend
 from mura_cli.engine.evaluation.evaluate import infer, rows_loader
 from mura_cli.engine.results import EpochResult, TrainResult
 from mura_cli.engine.training.distributed import world_size
-from mura_cli.engine.training.nested import Choices, apply_choices, choose, inner_rows, nested_estimate, pair_members
+from mura_cli.engine.training.nested import (
+    Choices,
+    apply_choices,
+    blind_ensemble,
+    choose,
+    inner_rows,
+    nested_estimate,
+    pair_members,
+)
 from mura_cli.engine.training.run import new_run_dir, save_train_config
 from mura_cli.engine.training.train_data import find_cache, fold_rows, resolve_index, select_part
 from mura_cli.errors import UsageError
@@ -185,7 +193,8 @@ def inner_predictions(run: Path, cfg: TrainConfig) -> list[dict[str, Any]]:
 
 
 def nested_from_run(run: Path, cfg: TrainConfig, oof_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The nested estimate of a ``--nested`` run: each outer fold under choices made on its inner folds."""
+    """The nested estimate of a ``--nested`` run: each outer fold under choices made on its inner folds, scored
+    for the single outer model and (``ensemble``) for the mean of the models that never saw the fold."""
     inner = inner_predictions(run, cfg)
     write_csv(run / INNER, inner)
     pairs: dict[tuple[int, int], list[dict[str, Any]]] = {}
@@ -193,7 +202,10 @@ def nested_from_run(run: Path, cfg: TrainConfig, oof_rows: list[dict[str, Any]])
         j, k = (int(x) for x in r["model"].split("-"))
         pairs.setdefault((j, k), []).append(r)
     choices = {k: choose(inner_rows(pairs, k), threshold=cfg.threshold) for k in range(1, cfg.folds + 1)}
-    return nested_estimate(oof_rows, choices, scope=fold_scope(cfg, oof_rows), seed=cfg.seed)
+    scope = fold_scope(cfg, oof_rows)
+    ensemble = nested_estimate(blind_ensemble(oof_rows, inner), choices, scope=scope, seed=cfg.seed)
+    ensemble = {"label": ENSEMBLE_LABEL, **{k: v for k, v in ensemble.items() if k != "choices"}}
+    return {**nested_estimate(oof_rows, choices, scope=scope, seed=cfg.seed), "ensemble": ensemble}
 
 
 def fold_scope(cfg: TrainConfig, rows: list[dict[str, Any]]) -> dict[int, str]:
@@ -224,6 +236,10 @@ OOF_LABEL = (
 NESTED_LABEL = (
     "nested cross-validation: each outer fold scored under choices made on inner folds of the other patients "
     "only; the estimate for new patients like these"
+)
+ENSEMBLE_LABEL = (
+    "nested, ensemble: each outer fold scored by the mean of the models that never saw it (outer model k and the "
+    "pair models {j, k}), under the same nested choices; the estimate for the ensemble the run ships"
 )
 
 

@@ -12,6 +12,10 @@ K(K-1)/2 pair models: 10 for K = 5.
 :func:`choose` makes the choices from prediction rows; :func:`apply_choices` applies them;
 :func:`nested_estimate` pools the outer folds into one score table (under nested choices, or under
 :func:`cross_fitted_choices`, or one set of choices for all folds: the optimistic out-of-fold figure).
+The run ships the mean of its K outer models, none of which can be scored on fold k without model k having seen
+nothing of it but the others having trained on it; :func:`blind_ensemble` scores instead, on fold k, the mean of
+the K models that never saw fold k (outer model k and the pair models ``{j, k}``): an ensemble of the same size,
+its members trained on less data, so if anything a little below what the shipped one does.
 Rows are the dicts of :func:`mura_cli.engine.training.folds.predict_rows` (``study``, ``label``, ``fold``,
 ``probability``, ``probability_tta``; ``part``).
 """
@@ -96,6 +100,27 @@ def inner_rows(pair_rows: Mapping[tuple[int, int], Sequence[Mapping[str, Any]]],
     return out
 
 
+def blind_ensemble(outer: Sequence[Mapping[str, Any]], inner: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Outer rows with each image's probabilities averaged over every model that never saw its fold: outer model
+    k (``outer``) and each pair model ``{j, k}`` on fold k (the ``inner`` rows with a ``model`` ``"j-k"``)."""
+    views: dict[tuple[int, str], list[Mapping[str, Any]]] = {}
+    for r in outer:
+        views.setdefault((int(r["fold"]), str(r["path"])), []).append(r)
+    for r in inner:
+        key = (int(r["fold"]), str(r["path"]))
+        if key in views and str(r["fold"]) in str(r["model"]).split("-"):
+            views[key].append(r)
+    return [
+        {
+            **rs[0],
+            "probability": float(np.mean([v["probability"] for v in rs])),
+            "probability_tta": float(np.mean([v["probability_tta"] for v in rs])),
+            "members": len(rs),
+        }
+        for rs in views.values()
+    ]
+
+
 def cross_fitted_choices(rows: Sequence[Mapping[str, Any]], *, threshold: float | None = None) -> dict[int, Choices]:
     """Fold k's choices made on the other folds' out-of-fold rows: cheaper than nested (no pair models), but the
     models behind those rows trained on fold k's patients, so it is labelled cross-fitted, not nested."""
@@ -160,6 +185,7 @@ def _pick(entry: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
 __all__ = [
     "Choices",
     "apply_choices",
+    "blind_ensemble",
     "choose",
     "cross_fitted_choices",
     "inner_rows",
