@@ -15,7 +15,7 @@ choices (flips, temperature, kappa threshold, operating points sens:0.9 / spec:0
 - ``cross-fitted``: fold k under choices made on the other folds' out-of-fold predictions;
 - ``nested``: fold k under choices made on inner folds whose models never saw fold k (the estimate);
 - ``nested ensemble``: the same choices on the mean of the K models that never saw fold k (outer model k and the
-  pair models ``{j, k}``), the estimate for the ensemble a run ships.
+  pair models ``{j, k}``), the estimate for the ensemble a run ships; its paired difference to one model is shown.
 95% CIs: 2,000 bootstrap resamples of studies. Calibration (ECE) is shown before and after the temperature.
 With both sides, the project's (nested) study AUROC minus the naive loop's is bootstrapped paired by study, per
 scope. The naive loop's predictions are kept in ``OUT/naive-rows.csv`` (``--naive-rows`` reuses them).
@@ -268,12 +268,17 @@ def main() -> None:
         made = project_choices(outer, inner, sorted(scope))
         results |= {f"project, {name}": estimate(outer, choices, scope) for name, choices in made.items()}
         if inner:  # the mean of the models that never saw each fold: what the shipped ensemble does
-            results["project, nested ensemble"] = estimate(blind_ensemble(outer, inner), made["nested"], scope)
+            ensemble = blind_ensemble(outer, inner)
+            results["project, nested ensemble"] = estimate(ensemble, made["nested"], scope)
+            studies["ensemble"] = study_probabilities(ensemble, made["nested"])
         best = "nested" if "nested" in made else "cross-fitted"
         studies["project"] = study_probabilities(outer, made[best])
         seconds["project"] = round(time.perf_counter() - t)
     print_tables(results)
-    if len(studies) == 2:
+    if "ensemble" in studies:
+        title = "nested ensemble - one model per fold"
+        results["ensemble difference"] = print_differences(studies["ensemble"], studies["project"], scope, title)
+    if "naive" in studies and "project" in studies:
         title = f"project ({best}) - naive"
         results["difference"] = print_differences(studies["project"], studies["naive"], scope, title)
     print("\nseconds:", seconds)

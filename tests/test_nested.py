@@ -294,6 +294,7 @@ def test_recipe_vs_naive_scores_a_finished_run_against_naive_rows_paired_by_stud
     for line in lines:
         assert line in res.stdout
     assert "project (nested) - naive: study AUROC difference, paired by study" in res.stdout
+    assert "nested ensemble - one model per fold" in res.stdout
     result = json.loads(next(tmp_path.glob("results-*.json")).read_text())
     assert set(result["difference"]) == {"random", "later", "all"}
     diff, low, high = result["difference"]["all"]
