@@ -12,10 +12,10 @@ K(K-1)/2 pair models: 10 for K = 5.
 :func:`choose` makes the choices from prediction rows; :func:`apply_choices` applies them;
 :func:`nested_estimate` pools the outer folds into one score table (under nested choices, or under
 :func:`cross_fitted_choices`, or one set of choices for all folds: the optimistic out-of-fold figure).
-The run ships the mean of its K outer models, none of which can be scored on fold k without model k having seen
-nothing of it but the others having trained on it; :func:`blind_ensemble` scores instead, on fold k, the mean of
-the K models that never saw fold k (outer model k and the pair models ``{j, k}``): an ensemble of the same size,
-its members trained on less data, so if anything a little below what the shipped one does.
+The run ships the mean of its K outer models, which no fold can score honestly (all but one of them trained on
+it); :func:`blind_ensemble` scores instead, on fold k, the mean of the K models that never saw fold k (outer
+model k and the pair models ``{j, k}``): an ensemble of the same size, its members trained on less data, so if
+anything a little below what the shipped one does.
 Rows are the dicts of :func:`mura_cli.engine.training.folds.predict_rows` (``study``, ``label``, ``fold``,
 ``probability``, ``probability_tta``; ``part``).
 """
