@@ -22,7 +22,7 @@ from mura_cli.engine.serving.predict import ImagePrediction, StudyPrediction
 from mura_cli.models.checkpoint import ModelConfig, save_run_model
 from mura_cli.models.registry import MuraNet
 
-from synth import make_mura_tree, mura
+from synth import make_mura_tree, mura, mura_tree_and_workdir
 
 STUDY_COLUMNS = ["study", "part", "images", "probability", "prediction", "threshold", "model"]
 
@@ -47,11 +47,11 @@ def test_import_stays_light_and_names_resolve_on_use():
         "assert 'torch' not in sys.modules and 'mura_cli.api' not in sys.modules\n"
         "assert callable(mura_cli.predict) and callable(mura_cli.load_model)\n"
         "assert 'torch' not in sys.modules, 'the API imports torch only when a model is loaded'\n"
-        "print(sorted(set(mura_cli.__all__) & {'load_model', 'predict', 'localize', 'benchmark'}))\n"
+        "print(sorted(set(mura_cli.__all__) & {'load_model', 'predict', 'localize', 'benchmark', 'train'}))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "['benchmark', 'load_model', 'localize', 'predict']"
+    assert res.stdout.strip() == "['benchmark', 'load_model', 'localize', 'predict', 'train']"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         mura_cli.nope  # noqa: B018
 
@@ -132,3 +132,22 @@ def test_to_pandas_without_pandas_says_what_to_do(run_dir, xrays, monkeypatch):
     with pytest.raises(MuraError, match="pip install pandas"):
         result.to_pandas()
     assert result.to_records()  # plain records need nothing
+
+
+@pytest.mark.slow
+def test_train_from_python_gives_a_run_that_predict_takes_and_names_bad_settings(tmp_path, monkeypatch):
+    data, work = mura_tree_and_workdir(tmp_path, patients_per_part=3)
+    monkeypatch.chdir(work)
+    tiny = {"arch": "test_resnet", "part": "all", "weights": "none", "epochs": 1, "workers": 0}
+    result = mura_cli.train(data, transform=TransformConfig(size=32), name="api", **tiny)
+    assert result.run_dir.name == "api" and (result.run_dir / "model.safetensors").is_file()
+    assert len(result.epochs) == 1 and result.best.epoch == 1
+    assert predict(data / "valid", model=result.run_dir, workers=0).studies  # the run serves as it is
+    with pytest.raises(MuraError, match=r"train\(\): unknown setting 'epoch'; did you mean 'epochs'"):
+        mura_cli.train(data, epoch=3)
+    with pytest.raises(MuraError, match=r"'transform.size' = 'big': expected"):
+        mura_cli.train(data, transform={"size": "big"})
+    with pytest.raises(MuraError, match="keeps its own settings; drop arch"):
+        mura_cli.train(resume=result.run_dir, arch="resnet50")
+    res = mura_cli.train(resume=result.run_dir, epochs=2, workers=0)  # one more epoch, its own settings
+    assert res.run_dir == result.run_dir and [e.epoch for e in res.epochs][-1] == 2

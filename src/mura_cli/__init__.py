@@ -1,7 +1,8 @@
 """mura-cli: abnormality detection and localization in musculoskeletal radiographs.
 
 The package is a library first; the ``mura`` command line is a thin layer over it. ``load_model``, ``predict``,
-``localize`` and ``benchmark`` (:mod:`mura_cli.api`) are imported on first use, so ``import mura_cli`` stays light.
+``localize``, ``benchmark`` and ``train`` (:mod:`mura_cli.api`) are imported on first use, so ``import mura_cli``
+stays light.
 
 Example:
     >>> import mura_cli
@@ -27,8 +28,9 @@ if TYPE_CHECKING:
     from mura_cli.api import load_model as load_model
     from mura_cli.api import localize as localize
     from mura_cli.api import predict as predict
+    from mura_cli.api import train as train
 
-_API = ("Model", "benchmark", "load_model", "localize", "predict")
+_API = ("Model", "benchmark", "load_model", "localize", "predict", "train")
 
 
 def __getattr__(name: str) -> Any:
@@ -51,4 +53,5 @@ __all__ = [
     "predict",
     "read_image",
     "read_images",
+    "train",
 ]
