@@ -24,15 +24,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
-from dataclasses import replace
 
 import numpy as np
 
 from mura_cli.cam import COMPONENTS, cam_peak, image_box
-from mura_cli.config import InferConfig
+from mura_cli.config import InferConfig, TrainConfig
 from mura_cli.data.index import load_index, patient_folds
 from mura_cli.engine.serving.load import load_models
 from mura_cli.engine.serving.predict import predict
+from mura_cli.engine.training.train_data import fold_rows
 from mura_cli.scoring import box_iou, covered_fraction, peak_in_boxes
 
 FRACS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -61,10 +61,9 @@ def main() -> None:
     ap.add_argument("--folds-by", default="random", choices=("random", "later", "region"))
     args = ap.parse_args()
     index = load_index(args.index)
-    if args.held_out:
-        pool = [replace(r, split="train") for r in index.rows if r.split in ("train", "tune")]
-        outer = patient_folds(pool, args.folds, 0, args.folds_by)  # as fold_rows deals them (seed 0)
-        rows = [r for r in pool if outer[r.patient] == args.held_out and r.label == 1 and r.boxes]
+    if args.held_out:  # the fold as `mura train --folds K --folds-by S --fold k` holds it out
+        split = TrainConfig(folds=args.folds, fold=args.held_out, folds_by=args.folds_by)
+        rows = [r for r in fold_rows(index, "all", split)[2] if r.label == 1 and r.boxes]
         args.split = f"fold {args.held_out} of {args.folds_by}"
     else:
         rows = [r for r in index.select(split=args.split) if r.label == 1 and r.boxes]

@@ -50,7 +50,7 @@ from mura_cli.engine.training.nested import (
     blind_ensemble,
     choose,
     cross_fitted_choices,
-    inner_rows,
+    nested_choices,
     nested_estimate,
 )
 from mura_cli.metrics import roc_auc
@@ -145,11 +145,7 @@ def project_choices(outer: list[dict], inner: list[dict] | None, folds: list[int
     """The project's choices made three ways (chosen on OOF, cross-fitted, nested where inner rows exist)."""
     out = {"chosen on OOF": dict.fromkeys(folds, choose(outer)), "cross-fitted": cross_fitted_choices(outer)}
     if inner:
-        pairs: dict[tuple[int, int], list[dict]] = {}
-        for r in inner:
-            j, k = (int(x) for x in str(r["model"]).split("-"))
-            pairs.setdefault((j, k), []).append(r)
-        out["nested"] = {k: choose(inner_rows(pairs, k)) for k in folds if inner_rows(pairs, k)}
+        out["nested"] = nested_choices(inner, folds)
     return out
 
 

@@ -34,7 +34,7 @@ from mura_cli.engine.training.nested import (
     apply_choices,
     blind_ensemble,
     choose,
-    inner_rows,
+    nested_choices,
     nested_estimate,
     pair_members,
 )
@@ -197,11 +197,7 @@ def nested_from_run(run: Path, cfg: TrainConfig, oof_rows: list[dict[str, Any]])
     for the single outer model and (``ensemble``) for the mean of the models that never saw the fold."""
     inner = inner_predictions(run, cfg)
     write_csv(run / INNER, inner)
-    pairs: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    for r in inner:
-        j, k = (int(x) for x in r["model"].split("-"))
-        pairs.setdefault((j, k), []).append(r)
-    choices = {k: choose(inner_rows(pairs, k), threshold=cfg.threshold) for k in range(1, cfg.folds + 1)}
+    choices = nested_choices(inner, range(1, cfg.folds + 1), threshold=cfg.threshold)
     scope = fold_scope(cfg, oof_rows)
     ensemble = nested_estimate(blind_ensemble(oof_rows, inner), choices, scope=scope, seed=cfg.seed)
     ensemble = {"label": ENSEMBLE_LABEL, **{k: v for k, v in ensemble.items() if k != "choices"}}

@@ -100,6 +100,18 @@ def inner_rows(pair_rows: Mapping[tuple[int, int], Sequence[Mapping[str, Any]]],
     return out
 
 
+def nested_choices(
+    inner: Sequence[Mapping[str, Any]], folds: Sequence[int], *, threshold: float | None = None
+) -> dict[int, Choices]:
+    """Each outer fold's choices, made on its inner rows (:func:`inner_rows`) from a run's ``inner.csv`` rows (each
+    with a ``model`` ``"j-k"``); folds without inner rows get none."""
+    pairs: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
+    for r in inner:
+        j, k = (int(x) for x in str(r["model"]).split("-"))
+        pairs.setdefault((j, k), []).append(r)
+    return {k: choose(rows, threshold=threshold) for k in folds if (rows := inner_rows(pairs, k))}
+
+
 def blind_ensemble(outer: Sequence[Mapping[str, Any]], inner: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Outer rows with each image's probabilities averaged over every model that never saw its fold: outer model
     k (``outer``) and each pair model ``{j, k}`` on fold k (the ``inner`` rows with a ``model`` ``"j-k"``)."""
@@ -189,6 +201,7 @@ __all__ = [
     "choose",
     "cross_fitted_choices",
     "inner_rows",
+    "nested_choices",
     "nested_estimate",
     "pair_members",
 ]
